@@ -1,0 +1,1 @@
+//! Examples of hollow: see the README in this folder.

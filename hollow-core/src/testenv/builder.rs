@@ -1,0 +1,241 @@
+//! The builder that configures and starts a test environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::component::{
+    Component, apiserver_args, controller_manager_args, etcd_args, scheduler_args,
+};
+use super::layout::{Layout, Ports};
+use super::pki::Pki;
+use super::process::ComponentProcess;
+use super::{BIN_DIR_ENV, Error, KUBERNETES_VERSION, Result, TestEnv, client_from, io, kubeconfig};
+
+/// Where `control-plane/install` puts the binaries by default:
+/// `$HOLLOW_CACHE_DIR/bin/kubernetes-<version>`, with `$HOLLOW_CACHE_DIR` defaulting to
+/// `$HOME/.cache/hollow`. `HOLLOW_K8S_BIN`, when set, takes precedence.
+///
+/// ```
+/// let dir = hollow_core::testenv::default_bin_dir();
+/// assert!(dir.is_absolute() || std::env::var_os("HOLLOW_K8S_BIN").is_some());
+/// ```
+pub fn default_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("HOLLOW_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+            PathBuf::from(home).join(".cache").join("hollow")
+        });
+    cache
+        .join("bin")
+        .join(format!("kubernetes-{KUBERNETES_VERSION}"))
+}
+
+/// Configures and starts a [`TestEnv`]. Built with [`TestEnv::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use hollow_core::testenv::TestEnv;
+///
+/// let builder = TestEnv::builder()
+///     .scheduler(false)
+///     .node_monitor_grace_period(Duration::from_secs(20))
+///     .start_timeout(Duration::from_secs(120));
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct TestEnvBuilder {
+    bin_dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    scheduler: bool,
+    controller_manager: bool,
+    node_monitor_grace_period: Duration,
+    start_timeout: Duration,
+    extra_args: BTreeMap<Component, Vec<String>>,
+}
+
+impl Default for TestEnvBuilder {
+    fn default() -> Self {
+        Self {
+            bin_dir: None,
+            dir: None,
+            scheduler: true,
+            controller_manager: true,
+            node_monitor_grace_period: Duration::from_secs(20),
+            start_timeout: Duration::from_secs(180),
+            extra_args: BTreeMap::new(),
+        }
+    }
+}
+
+impl TestEnvBuilder {
+    /// Looks for the binaries in `dir` instead of [`default_bin_dir`].
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Keeps state (PKI, etcd data, logs, kubeconfig) in `dir`, which is created if
+    /// needed and kept after the environment stops. By default a temporary directory
+    /// is used and removed.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Whether to run kube-scheduler (default: yes).
+    pub fn scheduler(mut self, enabled: bool) -> Self {
+        self.scheduler = enabled;
+        self
+    }
+
+    /// Whether to run kube-controller-manager (default: yes).
+    pub fn controller_manager(mut self, enabled: bool) -> Self {
+        self.controller_manager = enabled;
+        self
+    }
+
+    /// The controller manager's `--node-monitor-grace-period`: how long a node may go
+    /// without a heartbeat before it is marked Unknown (default 20 s; upstream 50 s).
+    pub fn node_monitor_grace_period(mut self, period: Duration) -> Self {
+        self.node_monitor_grace_period = period;
+        self
+    }
+
+    /// How long each component may take to become ready (default 180 s).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Adds a command-line argument for one component, after the defaults (a later flag
+    /// wins over an earlier one).
+    pub fn arg(mut self, component: Component, arg: impl Into<String>) -> Self {
+        self.extra_args
+            .entry(component)
+            .or_default()
+            .push(arg.into());
+        self
+    }
+
+    /// Starts the environment and waits until every component is ready. With the
+    /// controller manager on, it also waits for the `default` service account, so pods
+    /// can be created at once.
+    pub async fn start(self) -> Result<TestEnv> {
+        let bin_dir = self.bin_dir.clone().unwrap_or_else(default_bin_dir);
+        let enabled: Vec<Component> = Component::ALL
+            .into_iter()
+            .filter(|component| match component {
+                Component::Scheduler => self.scheduler,
+                Component::ControllerManager => self.controller_manager,
+                _ => true,
+            })
+            .collect();
+        check_binaries(&bin_dir, &enabled)?;
+
+        let (temp_dir, dir) = match &self.dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("hollow-testenv-")
+                    .tempdir()
+                    .map_err(io("cannot create a temporary directory"))?;
+                let path = temp.path().to_path_buf();
+                (Some(temp), path)
+            }
+        };
+        let layout = Layout::new(&dir)?;
+        let pki = Pki::generate()?;
+        let ports = Ports::allocate()?;
+        let server_url = format!("https://127.0.0.1:{}", ports.apiserver);
+        layout.write_pki(&pki, &server_url)?;
+
+        let admin = pki.client_cert("hollow-admin", &["system:masters"])?;
+        let admin_document =
+            kubeconfig::kubeconfig_json(&server_url, &pki.ca_pem(), "hollow-admin", &admin);
+        let kubeconfig_path = dir.join("admin.kubeconfig");
+        kubeconfig::write(&kubeconfig_path, &admin_document)?;
+        let admin_kubeconfig = kubeconfig::to_kubeconfig(admin_document)?;
+        let client = client_from(admin_kubeconfig.clone()).await?;
+
+        let processes = enabled
+            .iter()
+            .map(|&component| {
+                ComponentProcess::new(
+                    component,
+                    bin_dir.join(component.binary_name()),
+                    self.args(component, &layout, &ports),
+                    layout.logs.join(format!("{component}.log")),
+                )
+            })
+            .collect();
+
+        let env = TestEnv {
+            processes: Mutex::new(processes),
+            client,
+            kubeconfig: admin_kubeconfig,
+            kubeconfig_path,
+            server_url,
+            pki,
+            ports,
+            bin_dir,
+            dir,
+            start_timeout: self.start_timeout,
+            _temp_dir: temp_dir,
+        };
+        // On an error here `env` drops and kills whatever was started.
+        for component in enabled {
+            env.start_component(component).await?;
+        }
+        if self.controller_manager {
+            env.wait_for_default_service_account().await?;
+        }
+        tracing::info!(server = %env.server_url, dir = %env.dir.display(), "test environment ready");
+        Ok(env)
+    }
+
+    fn args(&self, component: Component, layout: &Layout, ports: &Ports) -> Vec<String> {
+        let mut args = match component {
+            Component::Etcd => etcd_args(layout, ports),
+            Component::ApiServer => apiserver_args(layout, ports),
+            Component::ControllerManager => {
+                controller_manager_args(layout, ports, self.node_monitor_grace_period)
+            }
+            Component::Scheduler => scheduler_args(layout, ports),
+        };
+        if let Some(extra) = self.extra_args.get(&component) {
+            args.extend(extra.iter().cloned());
+        }
+        args
+    }
+}
+
+pub(crate) fn check_binaries(bin_dir: &Path, enabled: &[Component]) -> Result<()> {
+    let missing: Vec<String> = enabled
+        .iter()
+        .map(|component| component.binary_name())
+        .filter(|name| !is_executable(&bin_dir.join(name)))
+        .map(String::from)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::BinariesNotFound {
+            dir: bin_dir.to_path_buf(),
+            missing,
+        })
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
