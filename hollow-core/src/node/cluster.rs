@@ -1,0 +1,167 @@
+//! Many hollow nodes in one process, sharing one client and one pod watch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::pods::PodRouter;
+use super::{Error, HollowNode, HollowNodeBuilder, RunningNode};
+
+type Configure = Box<dyn Fn(usize, HollowNodeBuilder) -> HollowNodeBuilder + Send + Sync>;
+
+/// Configures a [`HollowCluster`].
+///
+/// ```
+/// use hollow_core::node::HollowCluster;
+///
+/// let builder = HollowCluster::builder("hollow")
+///     .nodes(3, |i, node| node.label("topology.kubernetes.io/zone", ["a", "b", "c"][i]))
+///     .parallelism(16);
+/// # drop(builder);
+/// ```
+#[must_use]
+pub struct HollowClusterBuilder {
+    prefix: String,
+    count: usize,
+    configure: Configure,
+    parallelism: usize,
+}
+
+impl std::fmt::Debug for HollowClusterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HollowClusterBuilder")
+            .field("prefix", &self.prefix)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HollowClusterBuilder {
+    /// `count` nodes named `<prefix>-0` .. `<prefix>-<count-1>`, each configured by
+    /// `configure(index, builder)`.
+    pub fn nodes(
+        mut self,
+        count: usize,
+        configure: impl Fn(usize, HollowNodeBuilder) -> HollowNodeBuilder + Send + Sync + 'static,
+    ) -> Self {
+        self.count = count;
+        self.configure = Box::new(configure);
+        self
+    }
+
+    /// How many nodes register at once (default 64).
+    pub fn parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism.max(1);
+        self
+    }
+
+    /// Registers every node, starts one pod watch for all of them, and waits until each
+    /// is Ready (or `ready_timeout` passes).
+    pub async fn start(self, client: kube::Client) -> Result<HollowCluster, Error> {
+        self.start_with_timeout(client, Duration::from_secs(120))
+            .await
+    }
+
+    /// [`HollowClusterBuilder::start`] with a chosen readiness timeout.
+    pub async fn start_with_timeout(
+        self,
+        client: kube::Client,
+        ready_timeout: Duration,
+    ) -> Result<HollowCluster, Error> {
+        let nodes: Vec<HollowNode> = (0..self.count)
+            .map(|i| {
+                (self.configure)(i, HollowNode::builder(format!("{}-{i}", self.prefix))).build()
+            })
+            .collect::<Result<_, _>>()?;
+        let router = Arc::new(PodRouter::default());
+        let cancel = CancellationToken::new();
+        let watch = tokio::spawn(router.clone().run(
+            client.clone(),
+            "spec.nodeName!=".into(),
+            cancel.clone(),
+        ));
+        let cluster = HollowCluster {
+            nodes: Vec::with_capacity(nodes.len()),
+            cancel,
+            watch: Some(watch),
+        };
+        let started: Vec<Result<RunningNode, Error>> = futures::stream::iter(nodes)
+            .map(|node| node.start_with(client.clone(), router.clone()))
+            .buffered(self.parallelism)
+            .collect()
+            .await;
+        let mut cluster = cluster;
+        for node in started {
+            cluster.nodes.push(node?);
+        }
+        futures::stream::iter(&cluster.nodes)
+            .map(|node| node.wait_ready(ready_timeout))
+            .buffer_unordered(self.parallelism)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, Error>>()?;
+        Ok(cluster)
+    }
+}
+
+/// Many hollow nodes sharing one client and one pod watch. Dropping it stops them.
+pub struct HollowCluster {
+    nodes: Vec<RunningNode>,
+    cancel: CancellationToken,
+    watch: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for HollowCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HollowCluster")
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+impl HollowCluster {
+    /// A builder of nodes named `<prefix>-<index>`.
+    pub fn builder(prefix: impl Into<String>) -> HollowClusterBuilder {
+        HollowClusterBuilder {
+            prefix: prefix.into(),
+            count: 1,
+            configure: Box::new(|_, node| node),
+            parallelism: 64,
+        }
+    }
+
+    /// The node at `index`.
+    ///
+    /// # Panics
+    ///
+    /// If `index` is out of range.
+    pub fn node(&self, index: usize) -> &RunningNode {
+        &self.nodes[index]
+    }
+
+    /// All nodes.
+    pub fn nodes(&self) -> &[RunningNode] {
+        &self.nodes
+    }
+
+    /// Stops every node and the shared watch.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        for node in std::mem::take(&mut self.nodes) {
+            node.shutdown().await;
+        }
+        if let Some(watch) = self.watch.take() {
+            let _ = watch.await;
+        }
+    }
+}
+
+impl Drop for HollowCluster {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

@@ -1,0 +1,444 @@
+//! The consuming builder of a hollow node, and its validated configuration.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::HollowNode;
+use crate::cadvisor::{Cadvisor, FakeCadvisor};
+use crate::node_status::{FakeNodeStatus, NodeStatusProvider};
+use crate::runtime::{FakeRuntime, RuntimeService};
+
+/// The kubelet version hollow nodes report by default (the control plane they are
+/// tested against).
+pub const DEFAULT_KUBELET_VERSION: &str = "v1.36.5";
+
+/// The annotation hollow puts on the Nodes it registers, so it can adopt them later.
+pub const MANAGED_ANNOTATION: &str = "hollow.dev/managed";
+
+/// Errors in a node's configuration, found by [`HollowNodeBuilder::build`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The node name is not a DNS subdomain.
+    #[error(
+        "invalid node name {0:?}: must be lowercase alphanumerics, '-' or '.', at most 253 characters"
+    )]
+    InvalidName(String),
+    /// A taint effect is not NoSchedule, PreferNoSchedule or NoExecute.
+    #[error(
+        "invalid taint effect {effect:?} for key {key:?}: must be NoSchedule, PreferNoSchedule or NoExecute"
+    )]
+    InvalidTaintEffect {
+        /// The taint's key.
+        key: String,
+        /// The effect given.
+        effect: String,
+    },
+    /// A resource quantity cannot be parsed or is negative.
+    #[error("invalid quantity {quantity:?} for resource {resource:?}")]
+    InvalidQuantity {
+        /// The resource.
+        resource: String,
+        /// The quantity given.
+        quantity: String,
+    },
+    /// A timing value is zero or inconsistent.
+    #[error("invalid timing: {0}")]
+    InvalidTiming(String),
+}
+
+/// The kubelet's timing. The defaults are the kubelet's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeTiming {
+    /// How often node status is computed (nodeStatusUpdateFrequency, 10 s).
+    pub status_update: Duration,
+    /// How often status is written even without change (nodeStatusReportFrequency, 5 min).
+    pub status_report: Duration,
+    /// The Lease duration (nodeLeaseDurationSeconds, 40 s).
+    pub lease_duration: Duration,
+    /// How often the Lease is renewed (a quarter of its duration, 10 s), with up to 4 %
+    /// jitter.
+    pub lease_renew: Duration,
+}
+
+impl Default for NodeTiming {
+    fn default() -> Self {
+        Self {
+            status_update: Duration::from_secs(10),
+            status_report: Duration::from_secs(300),
+            lease_duration: Duration::from_secs(40),
+            lease_renew: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A node's validated configuration.
+#[derive(Clone)]
+pub(crate) struct NodeConfig {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub capacity: BTreeMap<String, Quantity>,
+    pub allocatable: BTreeMap<String, Quantity>,
+    pub addresses: Vec<IpAddr>,
+    pub provider_id: String,
+    pub pod_cidr: Option<String>,
+    pub kubelet_port: u16,
+    pub kubelet_version: String,
+    pub timing: NodeTiming,
+    pub adopt: bool,
+    pub runtime: Arc<dyn RuntimeService>,
+    pub cadvisor: Arc<dyn Cadvisor>,
+    pub node_status: Arc<dyn NodeStatusProvider>,
+}
+
+/// Configures a [`HollowNode`]; nothing touches the network until
+/// [`HollowNode::start`].
+///
+/// ```
+/// use hollow_core::node::HollowNode;
+///
+/// let node = HollowNode::builder("gpu-0")
+///     .label("accelerator", "h100")
+///     .taint("dedicated", "gpu", "NoSchedule")
+///     .capacity("nvidia.com/gpu", "8")
+///     .address("127.0.0.2".parse().unwrap())
+///     .build()?;
+/// assert_eq!(node.name(), "gpu-0");
+///
+/// let bad = HollowNode::builder("Bad_Name").build();
+/// assert!(bad.is_err());
+/// # Ok::<(), hollow_core::node::ConfigError>(())
+/// ```
+#[must_use]
+#[derive(Clone)]
+pub struct HollowNodeBuilder {
+    name: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    taints: Vec<(String, String, String)>,
+    capacity: BTreeMap<String, String>,
+    allocatable: BTreeMap<String, String>,
+    addresses: Vec<IpAddr>,
+    provider_id: Option<String>,
+    pod_cidr: Option<String>,
+    kubelet_port: u16,
+    kubelet_version: String,
+    timing: NodeTiming,
+    adopt: bool,
+    runtime: Option<Arc<dyn RuntimeService>>,
+    cadvisor: Option<Arc<dyn Cadvisor>>,
+    node_status: Option<Arc<dyn NodeStatusProvider>>,
+}
+
+impl std::fmt::Debug for HollowNodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HollowNodeBuilder")
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("taints", &self.taints)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HollowNodeBuilder {
+    pub(crate) fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            taints: Vec::new(),
+            capacity: BTreeMap::new(),
+            allocatable: BTreeMap::new(),
+            addresses: Vec::new(),
+            provider_id: None,
+            pod_cidr: None,
+            kubelet_port: 10250,
+            kubelet_version: DEFAULT_KUBELET_VERSION.into(),
+            timing: NodeTiming::default(),
+            adopt: false,
+            runtime: None,
+            cadvisor: None,
+            node_status: None,
+        }
+    }
+
+    /// Adds a label (besides kubernetes.io/hostname, os and arch, which are always set).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds an annotation.
+    pub fn annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+
+    /// Registers with a taint (`--register-with-taints key=value:Effect`); an empty
+    /// value is a taint with no value.
+    pub fn taint(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        effect: impl Into<String>,
+    ) -> Self {
+        self.taints.push((key.into(), value.into(), effect.into()));
+        self
+    }
+
+    /// Sets the capacity of a resource: `cpu`, `memory`, `pods`, `ephemeral-storage` or
+    /// an extended resource such as `nvidia.com/gpu`. Allocatable follows unless set.
+    pub fn capacity(mut self, resource: impl Into<String>, quantity: impl Into<String>) -> Self {
+        self.capacity.insert(resource.into(), quantity.into());
+        self
+    }
+
+    /// Sets the allocatable amount of a resource.
+    pub fn allocatable(mut self, resource: impl Into<String>, quantity: impl Into<String>) -> Self {
+        self.allocatable.insert(resource.into(), quantity.into());
+        self
+    }
+
+    /// Sets the maximum number of pods (`--max-pods`), i.e. the `pods` capacity.
+    pub fn max_pods(self, pods: u32) -> Self {
+        self.capacity("pods", pods.to_string())
+    }
+
+    /// Adds an InternalIP address (default 127.0.0.1). Host-network pods take these.
+    pub fn address(mut self, ip: IpAddr) -> Self {
+        self.addresses.push(ip);
+        self
+    }
+
+    /// Sets `spec.providerID` (default `hollow://<name>`).
+    pub fn provider_id(mut self, id: impl Into<String>) -> Self {
+        self.provider_id = Some(id.into());
+        self
+    }
+
+    /// Sets the pod CIDR pod IPs come from. By default the one the controller manager
+    /// allocates (`spec.podCIDR`) is used, or one derived from the node name if none
+    /// is allocated within 10 s.
+    pub fn pod_cidr(mut self, cidr: impl Into<String>) -> Self {
+        self.pod_cidr = Some(cidr.into());
+        self
+    }
+
+    /// The kubelet port published in `status.daemonEndpoints` (default 10250).
+    pub fn kubelet_port(mut self, port: u16) -> Self {
+        self.kubelet_port = port;
+        self
+    }
+
+    /// The kubelet version reported in `nodeInfo` (default [`DEFAULT_KUBELET_VERSION`]).
+    pub fn kubelet_version(mut self, version: impl Into<String>) -> Self {
+        self.kubelet_version = version.into();
+        self
+    }
+
+    /// The kubelet's timing (defaults: the kubelet's).
+    pub fn timing(mut self, timing: NodeTiming) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// Adopts an existing Node of the same name that hollow did not register.
+    pub fn adopt(mut self, adopt: bool) -> Self {
+        self.adopt = adopt;
+        self
+    }
+
+    /// The container runtime (default: a fresh [`FakeRuntime`]).
+    pub fn runtime(mut self, runtime: Arc<dyn RuntimeService>) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// The machine-info source (default: a fresh [`FakeCadvisor`]).
+    pub fn cadvisor(mut self, cadvisor: Arc<dyn Cadvisor>) -> Self {
+        self.cadvisor = Some(cadvisor);
+        self
+    }
+
+    /// The node-status source (default: a fresh [`FakeNodeStatus`]).
+    pub fn node_status(mut self, provider: Arc<dyn NodeStatusProvider>) -> Self {
+        self.node_status = Some(provider);
+        self
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Validates the configuration; no I/O.
+    pub fn build(self) -> Result<HollowNode, ConfigError> {
+        if !is_dns_subdomain(&self.name) {
+            return Err(ConfigError::InvalidName(self.name));
+        }
+        let taints = self
+            .taints
+            .into_iter()
+            .map(|(key, value, effect)| {
+                if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect.as_str()) {
+                    return Err(ConfigError::InvalidTaintEffect { key, effect });
+                }
+                Ok(Taint {
+                    key,
+                    value: (!value.is_empty()).then_some(value),
+                    effect,
+                    time_added: None,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let timing = self.timing;
+        if timing.status_update.is_zero()
+            || timing.lease_renew.is_zero()
+            || timing.lease_duration <= timing.lease_renew
+        {
+            return Err(ConfigError::InvalidTiming(
+                "update and renew periods must be positive and the lease longer than its renew interval".into(),
+            ));
+        }
+        let addresses = if self.addresses.is_empty() {
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        } else {
+            self.addresses
+        };
+        let config = NodeConfig {
+            provider_id: self
+                .provider_id
+                .unwrap_or_else(|| format!("hollow://{}", self.name)),
+            name: self.name,
+            labels: self.labels,
+            annotations: self.annotations,
+            taints,
+            capacity: quantities(self.capacity)?,
+            allocatable: quantities(self.allocatable)?,
+            addresses,
+            pod_cidr: self.pod_cidr,
+            kubelet_port: self.kubelet_port,
+            kubelet_version: self.kubelet_version,
+            timing,
+            adopt: self.adopt,
+            runtime: self
+                .runtime
+                .unwrap_or_else(|| Arc::new(FakeRuntime::default())),
+            cadvisor: self
+                .cadvisor
+                .unwrap_or_else(|| Arc::new(FakeCadvisor::default())),
+            node_status: self
+                .node_status
+                .unwrap_or_else(|| Arc::new(FakeNodeStatus::default())),
+        };
+        Ok(HollowNode { config })
+    }
+}
+
+/// Whether `name` is a valid DNS subdomain (RFC 1123), as Node names must be.
+pub(crate) fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn quantities(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, Quantity>, ConfigError> {
+    raw.into_iter()
+        .map(|(resource, quantity)| {
+            if is_quantity(&quantity) {
+                Ok((resource, Quantity(quantity)))
+            } else {
+                Err(ConfigError::InvalidQuantity { resource, quantity })
+            }
+        })
+        .collect()
+}
+
+/// Whether `s` is a non-negative Kubernetes quantity: a decimal number with an optional
+/// suffix (`m`, `k`, `M`, `G`, `T`, `P`, `E`, `Ki` .. `Ei`) or exponent.
+pub(crate) fn is_quantity(s: &str) -> bool {
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits_end);
+    let number_ok = !number.is_empty()
+        && number != "."
+        && number.matches('.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit());
+    let suffix_ok = matches!(
+        suffix,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || (suffix.starts_with(['e', 'E'])
+        && suffix[1..]
+            .trim_start_matches(['+', '-'])
+            .parse::<u32>()
+            .is_ok());
+    number_ok && suffix_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_are_checked() {
+        for good in ["1", "0.5", "100m", "16Gi", "1e3", "110", "2.5G"] {
+            assert!(is_quantity(good), "{good}");
+        }
+        for bad in ["", "-1", "abc", "1x", "1..2", ".", "Gi"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+        let error = HollowNode::builder("n")
+            .capacity("cpu", "-1")
+            .build()
+            .err()
+            .unwrap();
+        assert_eq!(
+            error,
+            ConfigError::InvalidQuantity {
+                resource: "cpu".into(),
+                quantity: "-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn names_and_taints_are_checked() {
+        assert!(is_dns_subdomain("hollow-node-0.zone-a"));
+        for bad in ["", "Upper", "under_score", "-start", "end-", "a..b"] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+        let error = HollowNode::builder("n")
+            .taint("k", "v", "Sometimes")
+            .build()
+            .err()
+            .unwrap();
+        assert!(matches!(error, ConfigError::InvalidTaintEffect { .. }));
+        assert!(error.to_string().contains("NoExecute"));
+    }
+
+    #[test]
+    fn defaults_are_the_kubelets() {
+        let node = HollowNode::builder("n").build().unwrap();
+        assert_eq!(node.config.provider_id, "hollow://n");
+        assert_eq!(node.config.kubelet_port, 10250);
+        assert_eq!(node.config.timing.lease_duration, Duration::from_secs(40));
+        assert_eq!(node.config.addresses, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    }
+}

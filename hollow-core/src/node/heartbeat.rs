@@ -1,0 +1,246 @@
+//! The node's heartbeats: its Lease, renewed every 10 s, and its status, computed every
+//! 10 s and written on change or every 5 minutes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use rand::Rng;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::node_status::{StatusInputs, compute, differs, stamp};
+use super::shared::NodeShared;
+
+/// The namespace kubelets keep their Leases in.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// The jitter the kubelet adds to its lease renew interval.
+const RENEW_JITTER: f64 = 0.04;
+
+struct Heartbeat {
+    shared: Arc<NodeShared>,
+    node_uid: String,
+    leases: Api<Lease>,
+    nodes: Api<Node>,
+    lease: Option<Lease>,
+    written: Option<NodeStatus>,
+    last_write: Option<Instant>,
+    force_write: bool,
+}
+
+/// Runs until the node shuts down.
+pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String) {
+    let client = shared.client.clone();
+    let mut heartbeat = Heartbeat {
+        leases: Api::namespaced(client.clone(), LEASE_NAMESPACE),
+        nodes: Api::all(client),
+        shared,
+        node_uid,
+        lease: None,
+        written: None,
+        last_write: None,
+        force_write: false,
+    };
+    let timing = heartbeat.shared.config.timing;
+    let mut next_status = Instant::now();
+    let mut next_lease = Instant::now();
+    loop {
+        let shared = &heartbeat.shared;
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = shared.resumed.notified() => {
+                heartbeat.force_write = true;
+                next_status = Instant::now();
+                next_lease = Instant::now();
+            }
+            _ = tokio::time::sleep_until(next_status.min(next_lease)) => {}
+        }
+        let now = Instant::now();
+        if heartbeat.shared.heartbeats_paused.load(Ordering::Relaxed) {
+            next_status = now + timing.status_update;
+            next_lease = now + timing.lease_renew;
+            continue;
+        }
+        let mut healthy = true;
+        if now >= next_status {
+            healthy = heartbeat.update_status().await;
+            next_status = now + timing.status_update;
+        }
+        if now >= next_lease {
+            next_lease = if healthy && heartbeat.renew_lease().await {
+                let jitter = rand::rng().random_range(0.0..RENEW_JITTER);
+                now + timing.lease_renew.mul_f64(1.0 + jitter)
+            } else {
+                heartbeat.force_write = true;
+                now + Duration::from_secs(1)
+            };
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Computes the status and writes it if needed; returns whether the node is healthy.
+    async fn update_status(&mut self) -> bool {
+        let shared = &self.shared;
+        let config = &shared.config;
+        let health = config
+            .node_status
+            .ping()
+            .await
+            .map_err(|error| error.to_string());
+        let healthy = health.is_ok();
+        let report = match config.node_status.status().await {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::warn!(node = %config.name, %error, "node status provider failed");
+                return healthy;
+            }
+        };
+        let addresses: Vec<NodeAddress> = config
+            .addresses
+            .iter()
+            .map(|ip| NodeAddress {
+                type_: "InternalIP".into(),
+                address: ip.to_string(),
+            })
+            .chain(std::iter::once(NodeAddress {
+                type_: "Hostname".into(),
+                address: config.name.clone(),
+            }))
+            .collect();
+        let mut status = compute(&StatusInputs {
+            report: &report,
+            configured_addresses: &addresses,
+            capacity_overrides: &config.capacity,
+            allocatable_overrides: &config.allocatable,
+            machine: &shared.machine,
+            runtime_version: &shared.runtime_version,
+            kubelet_version: &config.kubelet_version,
+            kubelet_port: config.kubelet_port,
+            health,
+        });
+        let due = self
+            .last_write
+            .is_none_or(|at| at.elapsed() >= config.timing.status_report);
+        let changed = self
+            .written
+            .as_ref()
+            .is_none_or(|old| differs(old, &status));
+        if !(changed || due || self.force_write) {
+            return healthy;
+        }
+        let previous = self.written.as_ref().and_then(|s| s.conditions.as_deref());
+        stamp(&mut status, previous, Timestamp::now());
+        let patch = json!({ "status": status });
+        match self
+            .nodes
+            .patch_status(
+                &config.name,
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await
+        {
+            Ok(node) => {
+                let ready = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                self.written = Some(status);
+                self.last_write = Some(Instant::now());
+                self.force_write = false;
+                shared.ready.send_replace(ready);
+                if let Some(cidr) = node.spec.and_then(|spec| spec.pod_cidr) {
+                    shared.learn_pod_cidr(&cidr).await;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(node = %config.name, %error, "node status update failed");
+                self.force_write = true;
+            }
+        }
+        healthy
+    }
+
+    /// Creates or renews the Lease; returns whether it worked.
+    async fn renew_lease(&mut self) -> bool {
+        let name = self.shared.config.name.clone();
+        let now = MicroTime(Timestamp::now());
+        for _ in 0..2 {
+            let result = match self.lease.take() {
+                Some(mut lease) => {
+                    let spec = lease.spec.get_or_insert_with(Default::default);
+                    spec.renew_time = Some(now.clone());
+                    spec.holder_identity = Some(name.clone());
+                    self.leases
+                        .replace(&name, &PostParams::default(), &lease)
+                        .await
+                }
+                None => match self.leases.get_opt(&name).await {
+                    Ok(Some(mut lease)) => {
+                        let spec = lease.spec.get_or_insert_with(Default::default);
+                        spec.renew_time = Some(now.clone());
+                        spec.holder_identity = Some(name.clone());
+                        self.leases
+                            .replace(&name, &PostParams::default(), &lease)
+                            .await
+                    }
+                    Ok(None) => {
+                        self.leases
+                            .create(&PostParams::default(), &self.new_lease(now.clone()))
+                            .await
+                    }
+                    Err(error) => Err(error),
+                },
+            };
+            match result {
+                Ok(lease) => {
+                    self.lease = Some(lease);
+                    self.shared.lease_held.send_replace(true);
+                    return true;
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(error) => {
+                    tracing::warn!(node = %name, %error, "lease renewal failed");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    fn new_lease(&self, now: MicroTime) -> Lease {
+        let name = &self.shared.config.name;
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(LEASE_NAMESPACE.into()),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: name.clone(),
+                    uid: self.node_uid.clone(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(name.clone()),
+                lease_duration_seconds: i32::try_from(
+                    self.shared.config.timing.lease_duration.as_secs(),
+                )
+                .ok(),
+                renew_time: Some(now),
+                ..Default::default()
+            }),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The hollow node engine: registration, Lease, node status, and pods driven to the
+//! status a real kubelet writes.
+//!
+//! Build a node with [`HollowNode::builder`] (no I/O), [`HollowNode::start`] it with a
+//! client, and keep the [`RunningNode`] to wait for readiness, pause heartbeats or shut
+//! it down. [`HollowCluster`] runs many nodes on one client and one pod watch.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hollow_core::node::HollowNode;
+//!
+//! # async fn run(client: kube::Client) -> Result<(), hollow_core::node::Error> {
+//! let node = HollowNode::builder("hollow-0").build()?.start(client).await?;
+//! node.wait_ready(Duration::from_secs(30)).await?;
+//! node.pause_heartbeats(); // the node lifecycle controller will mark it Unknown
+//! node.resume_heartbeats(); // and Ready again
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod cluster;
+mod config;
+mod heartbeat;
+mod node_status;
+mod pod_status;
+mod pods;
+mod register;
+mod shared;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use cluster::{HollowCluster, HollowClusterBuilder};
+pub use config::{
+    ConfigError, DEFAULT_KUBELET_VERSION, HollowNodeBuilder, MANAGED_ANNOTATION, NodeTiming,
+};
+pub use heartbeat::LEASE_NAMESPACE;
+
+use config::NodeConfig;
+use pods::PodRouter;
+use shared::NodeShared;
+
+/// How long registration retries transient errors before it gives up.
+const REGISTRATION_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Errors of a hollow node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A Node of this name exists and was not registered by hollow; set
+    /// [`HollowNodeBuilder::adopt`] to take it over.
+    #[error(
+        "node {0} already exists and was not registered by hollow (adopt it explicitly to take it over)"
+    )]
+    NodeExists(String),
+    /// The Node could not be registered.
+    #[error("cannot register node {node}")]
+    Registration {
+        /// The node.
+        node: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A provider failed while the node started.
+    #[error("provider failed while starting node {node}")]
+    Provider {
+        /// The node.
+        node: String,
+        /// The provider's error.
+        #[source]
+        source: crate::Error,
+    },
+    /// The node did not become Ready in time.
+    #[error("node {node} was not Ready within {timeout:?}")]
+    NotReady {
+        /// The node.
+        node: String,
+        /// How long it was given.
+        timeout: Duration,
+    },
+}
+
+/// Exponential backoff delays: `initial`, doubling, capped at `max`.
+pub(crate) fn backoff(initial: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(initial), move |d| Some((*d * 2).min(max)))
+}
+
+/// A configured hollow node, not started. Built with [`HollowNode::builder`].
+pub struct HollowNode {
+    pub(crate) config: NodeConfig,
+}
+
+impl std::fmt::Debug for HollowNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HollowNode")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HollowNode {
+    /// A builder for a node named `name`.
+    pub fn builder(name: impl Into<String>) -> HollowNodeBuilder {
+        HollowNodeBuilder::new(name)
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Registers the node and starts its heartbeats and its own pod watch
+    /// (`spec.nodeName=<name>`, as a kubelet's), so it works with a node's own
+    /// credentials. Returns once the Node object exists.
+    pub async fn start(self, client: kube::Client) -> Result<RunningNode, Error> {
+        let router = Arc::new(PodRouter::default());
+        let node = self.start_with(client.clone(), router.clone()).await?;
+        let selector = format!("spec.nodeName={}", node.name());
+        let cancel = node.shared.cancel.clone();
+        node.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spawn(router.run(client, selector, cancel));
+        Ok(node)
+    }
+
+    /// Registers the node and starts its heartbeats; pods come through `router`.
+    pub(crate) async fn start_with(
+        self,
+        client: kube::Client,
+        router: Arc<PodRouter>,
+    ) -> Result<RunningNode, Error> {
+        let config = self.config;
+        let provider_error = |source| Error::Provider {
+            node: config.name.clone(),
+            source,
+        };
+        let version = config.runtime.version().await.map_err(provider_error)?;
+        let machine = config
+            .cadvisor
+            .machine_info()
+            .await
+            .map_err(provider_error)?;
+        let nodes: Api<Node> = Api::all(client.clone());
+        let registered = register::register(&nodes, &config, REGISTRATION_PATIENCE).await?;
+        let node_uid = registered.metadata.uid.clone().unwrap_or_default();
+        let shared = Arc::new(NodeShared::new(
+            config,
+            client,
+            version.name.clone(),
+            format!("{}://{}", version.name, version.version),
+            machine,
+            CancellationToken::new(),
+        ));
+        if let Some(cidr) = registered.spec.and_then(|spec| spec.pod_cidr) {
+            shared.learn_pod_cidr(&cidr).await;
+        } else if let Some(cidr) = shared.config.pod_cidr.clone() {
+            shared.learn_pod_cidr(&cidr).await;
+        }
+        let mut tasks = JoinSet::new();
+        tasks.spawn(heartbeat::run(shared.clone(), node_uid));
+        if let Some(mut events) = shared.config.runtime.subscribe() {
+            let routed = shared.clone();
+            let cancel = shared.cancel.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        event = events.recv() => match event {
+                            Err(RecvError::Closed) => return,
+                            event => routed.route_event(event),
+                        },
+                    }
+                }
+            });
+        }
+        router.add(shared.clone());
+        Ok(RunningNode {
+            shared,
+            router,
+            tasks: std::sync::Mutex::new(tasks),
+        })
+    }
+}
+
+/// A started hollow node. Dropping it stops the node's tasks, like
+/// [`RunningNode::shutdown`].
+pub struct RunningNode {
+    shared: Arc<NodeShared>,
+    router: Arc<PodRouter>,
+    tasks: std::sync::Mutex<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("name", &self.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningNode {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// Waits until the node has written a Ready status and holds its Lease.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let mut ready = self.shared.ready.subscribe();
+        let mut lease = self.shared.lease_held.subscribe();
+        let both = async {
+            let _ = ready.wait_for(|ready| *ready).await;
+            let _ = lease.wait_for(|held| *held).await;
+        };
+        tokio::time::timeout(timeout, both)
+            .await
+            .map_err(|_| Error::NotReady {
+                node: self.name().to_string(),
+                timeout,
+            })
+    }
+
+    /// Whether the node's last status write said Ready.
+    pub fn is_ready(&self) -> bool {
+        *self.shared.ready.borrow()
+    }
+
+    /// Stops heartbeats (Lease renewals and status writes), as a node that lost its
+    /// network would: the node lifecycle controller marks it Unknown after its grace
+    /// period. Pods keep running.
+    pub fn pause_heartbeats(&self) {
+        self.shared.heartbeats_paused.store(true, Ordering::Relaxed);
+    }
+
+    /// Resumes heartbeats at once: the Lease is renewed, the status rewritten, and pods
+    /// the controller marked not ready are set Ready again.
+    pub fn resume_heartbeats(&self) {
+        self.shared
+            .heartbeats_paused
+            .store(false, Ordering::Relaxed);
+        self.shared.resumed.notify_one();
+        // Every pod worker resyncs and rewrites what changed while the node was away.
+        self.shared.route_event(Err(RecvError::Lagged(0)));
+    }
+
+    /// The node's runtime, e.g. to script a [`FakeRuntime`](crate::runtime::FakeRuntime)
+    /// you did not keep a handle on.
+    pub fn runtime(&self) -> Arc<dyn crate::runtime::RuntimeService> {
+        self.shared.config.runtime.clone()
+    }
+
+    /// Stops the node's tasks (heartbeats, pod workers, its pod watch). The Node object
+    /// stays, and goes NotReady once its Lease expires, as a stopped kubelet's would.
+    pub async fn shutdown(self) {
+        self.stop();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        while tasks.join_next().await.is_some() {}
+    }
+
+    fn stop(&self) {
+        self.router.remove(self.name());
+        self.shared.cancel.cancel();
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

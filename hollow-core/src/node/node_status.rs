@@ -1,0 +1,319 @@
+//! The Node status a kubelet writes, computed from a [`NodeStatusReport`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus, NodeSystemInfo,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::cadvisor::MachineInfo;
+use crate::node_status::NodeStatusReport;
+
+/// The resources a kubelet must report before it calls itself Ready.
+const REQUIRED_RESOURCES: [&str; 4] = ["cpu", "memory", "pods", "ephemeral-storage"];
+
+/// What the status is computed from besides the provider's report.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusInputs<'a> {
+    pub report: &'a NodeStatusReport,
+    pub configured_addresses: &'a [NodeAddress],
+    pub capacity_overrides:
+        &'a BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    pub allocatable_overrides:
+        &'a BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    pub machine: &'a MachineInfo,
+    pub runtime_version: &'a str,
+    pub kubelet_version: &'a str,
+    pub kubelet_port: u16,
+    /// `Err(message)` when the node's health check failed.
+    pub health: Result<(), String>,
+}
+
+/// One row of the kubelet's condition table.
+fn condition(type_: &str, status: bool, reason: &str, message: &str) -> NodeCondition {
+    NodeCondition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        ..Default::default()
+    }
+}
+
+/// The node status, with heartbeat and transition times left unset (see [`stamp`]).
+pub(crate) fn compute(inputs: &StatusInputs<'_>) -> NodeStatus {
+    let mut capacity = inputs.report.capacity.clone();
+    capacity.extend(inputs.capacity_overrides.clone());
+    let mut allocatable = if inputs.report.allocatable.is_empty() {
+        capacity.clone()
+    } else {
+        inputs.report.allocatable.clone()
+    };
+    for (name, quantity) in inputs.capacity_overrides {
+        allocatable
+            .entry(name.clone())
+            .or_insert_with(|| quantity.clone());
+    }
+    allocatable.extend(inputs.allocatable_overrides.clone());
+
+    let pressure = inputs.report.pressure;
+    let missing: Vec<&str> = REQUIRED_RESOURCES
+        .into_iter()
+        .filter(|resource| !capacity.contains_key(*resource))
+        .collect();
+    let ready = match (&inputs.health, missing.is_empty()) {
+        (Err(message), _) => condition("Ready", false, "KubeletNotReady", message),
+        (Ok(()), false) => condition(
+            "Ready",
+            false,
+            "KubeletNotReady",
+            &format!(
+                "missing node capacity for resources: {}",
+                missing.join(", ")
+            ),
+        ),
+        (Ok(()), true) => condition(
+            "Ready",
+            true,
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
+    };
+    let conditions = vec![
+        if pressure.memory {
+            condition(
+                "MemoryPressure",
+                true,
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
+        } else {
+            condition(
+                "MemoryPressure",
+                false,
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            )
+        },
+        if pressure.disk {
+            condition(
+                "DiskPressure",
+                true,
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            )
+        } else {
+            condition(
+                "DiskPressure",
+                false,
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            )
+        },
+        if pressure.pid {
+            condition(
+                "PIDPressure",
+                true,
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            )
+        } else {
+            condition(
+                "PIDPressure",
+                false,
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            )
+        },
+        ready,
+    ];
+    let addresses = if inputs.report.addresses.is_empty() {
+        inputs.configured_addresses.to_vec()
+    } else {
+        inputs.report.addresses.clone()
+    };
+    NodeStatus {
+        capacity: Some(capacity),
+        allocatable: Some(allocatable),
+        conditions: Some(conditions),
+        addresses: Some(addresses),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(inputs.kubelet_port),
+            }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            machine_id: inputs.machine.machine_id.clone(),
+            system_uuid: inputs.machine.system_uuid.clone(),
+            boot_id: inputs.machine.boot_id.clone(),
+            kernel_version: "6.1.0-hollow-amd64".into(),
+            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+            container_runtime_version: inputs.runtime_version.into(),
+            kubelet_version: inputs.kubelet_version.into(),
+            operating_system: "linux".into(),
+            architecture: "amd64".into(),
+            ..Default::default()
+        }),
+        images: (!inputs.report.images.is_empty()).then(|| inputs.report.images.clone()),
+        ..Default::default()
+    }
+}
+
+/// Whether two statuses differ in anything but heartbeat and transition times.
+pub(crate) fn differs(a: &NodeStatus, b: &NodeStatus) -> bool {
+    let strip = |status: &NodeStatus| {
+        let mut status = status.clone();
+        for condition in status.conditions.iter_mut().flatten() {
+            condition.last_heartbeat_time = None;
+            condition.last_transition_time = None;
+        }
+        status
+    };
+    strip(a) != strip(b)
+}
+
+/// Sets every condition's heartbeat to `now`, and its transition time to `now` where
+/// its status differs from `previous` (or it is new), else to the previous one.
+pub(crate) fn stamp(status: &mut NodeStatus, previous: Option<&[NodeCondition]>, now: Timestamp) {
+    for condition in status.conditions.iter_mut().flatten() {
+        condition.last_heartbeat_time = Some(Time(now));
+        let before = previous
+            .into_iter()
+            .flatten()
+            .find(|old| old.type_ == condition.type_);
+        condition.last_transition_time = match before {
+            Some(old) if old.status == condition.status => {
+                old.last_transition_time.clone().or(Some(Time(now)))
+            }
+            _ => Some(Time(now)),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_status::Pressure;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn machine() -> MachineInfo {
+        MachineInfo {
+            num_cores: 4,
+            memory_capacity: 1,
+            machine_id: "m".into(),
+            system_uuid: "s".into(),
+            boot_id: "b".into(),
+        }
+    }
+
+    fn compute_with(report: &NodeStatusReport, health: Result<(), String>) -> NodeStatus {
+        let machine = machine();
+        let empty = BTreeMap::new();
+        let mut gpu = BTreeMap::new();
+        gpu.insert("nvidia.com/gpu".to_string(), Quantity("8".into()));
+        compute(&StatusInputs {
+            report,
+            configured_addresses: &[],
+            capacity_overrides: &gpu,
+            allocatable_overrides: &empty,
+            machine: &machine,
+            runtime_version: "hollow://0.1.0",
+            kubelet_version: "v1.36.5",
+            kubelet_port: 10250,
+            health,
+        })
+    }
+
+    fn full_report() -> NodeStatusReport {
+        NodeStatusReport {
+            capacity: crate::node_status::default_capacity(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_healthy_node_has_the_kubelet_conditions_ready_last() {
+        let status = compute_with(&full_report(), Ok(()));
+        let conditions = status.conditions.unwrap();
+        let summary: Vec<(&str, &str, &str)> = conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_deref().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+                ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+                ("PIDPressure", "False", "KubeletHasSufficientPID"),
+                ("Ready", "True", "KubeletReady"),
+            ]
+        );
+        assert_eq!(status.capacity.unwrap()["nvidia.com/gpu"].0, "8");
+        assert_eq!(status.allocatable.unwrap()["nvidia.com/gpu"].0, "8");
+    }
+
+    #[test]
+    fn missing_capacity_or_failed_health_is_not_ready() {
+        let mut report = full_report();
+        report.capacity.remove("pods");
+        let ready = compute_with(&report, Ok(()))
+            .conditions
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("KubeletNotReady"))
+        );
+        assert!(ready.message.unwrap().contains("pods"));
+
+        let ready = compute_with(&full_report(), Err("runtime down".into()))
+            .conditions
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(ready.message.as_deref(), Some("runtime down"));
+    }
+
+    #[test]
+    fn pressure_flips_the_condition() {
+        let mut report = full_report();
+        report.pressure = Pressure {
+            memory: true,
+            ..Default::default()
+        };
+        let memory = compute_with(&report, Ok(())).conditions.unwrap().remove(0);
+        assert_eq!(memory.status, "True");
+        assert_eq!(
+            memory.reason.as_deref(),
+            Some("KubeletHasInsufficientMemory")
+        );
+    }
+
+    #[test]
+    fn transition_times_move_only_on_flips() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
+        let mut first = compute_with(&full_report(), Ok(()));
+        stamp(&mut first, None, t0);
+        let mut second = compute_with(&full_report(), Err("sick".into()));
+        assert!(differs(&first, &second));
+        stamp(&mut second, first.conditions.as_deref(), t1);
+        let conditions = second.conditions.unwrap();
+        let memory = &conditions[0];
+        let ready = &conditions[3];
+        assert_eq!(memory.last_transition_time, Some(Time(t0)));
+        assert_eq!(memory.last_heartbeat_time, Some(Time(t1)));
+        assert_eq!(ready.last_transition_time, Some(Time(t1)));
+        let same = compute_with(&full_report(), Ok(()));
+        assert!(!differs(&first, &same));
+    }
+}

@@ -1,0 +1,448 @@
+//! The pod status a kubelet writes, computed from what the runtime says happened to
+//! each container (pkg/kubelet/kubelet_pods.go, pkg/kubelet/status/generate.go).
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::{
+    ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus as ApiStatus, HostIP, Pod, PodCondition, PodIP,
+    PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::runtime::{ContainerKind, ContainerState};
+
+/// The conditions the kubelet owns, in the order it writes them.
+const OWNED_CONDITIONS: [&str; 4] = [
+    "PodReadyToStartContainers",
+    "Initialized",
+    "Ready",
+    "ContainersReady",
+];
+
+/// What the engine knows of one container of the pod (one per spec entry).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ContainerRecord {
+    pub kind: ContainerKind,
+    pub name: String,
+    pub image: String,
+    /// The current container's runtime id.
+    pub id: Option<String>,
+    pub image_ref: Option<String>,
+    /// The current container's state, once created.
+    pub state: Option<ContainerState>,
+    pub restart_count: u32,
+    /// The previous container's exit, shown as `lastState`.
+    pub last_exit: Option<ContainerState>,
+    /// Why the container waits (`CrashLoopBackOff`, `ErrImagePull`, ...), with a message.
+    pub waiting: Option<(String, String)>,
+}
+
+impl ContainerRecord {
+    pub fn is_running(&self) -> bool {
+        matches!(self.state, Some(ContainerState::Running { .. }))
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.state {
+            Some(ContainerState::Exited { exit_code, .. }) => Some(exit_code),
+            _ => None,
+        }
+    }
+
+    /// An init container that completed, or a sidecar that started.
+    pub fn init_done(&self) -> bool {
+        match self.kind {
+            ContainerKind::Sidecar => {
+                self.restart_count > 0
+                    || self
+                        .state
+                        .as_ref()
+                        .is_some_and(|s| !matches!(s, ContainerState::Created { .. }))
+            }
+            _ => self.exit_code() == Some(0),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        match self.kind {
+            ContainerKind::Init => self.exit_code() == Some(0),
+            ContainerKind::Sidecar | ContainerKind::Regular => self.is_running(),
+        }
+    }
+}
+
+/// Everything a pod's status is computed from.
+#[derive(Debug)]
+pub(crate) struct PodFacts<'a> {
+    pub pod: &'a Pod,
+    pub init: &'a [ContainerRecord],
+    pub regular: &'a [ContainerRecord],
+    pub sandbox_ready: bool,
+    pub pod_ips: &'a [IpAddr],
+    pub host_ips: &'a [IpAddr],
+    pub runtime_name: &'a str,
+    /// When the kubelet first accepted the pod.
+    pub start_time: Timestamp,
+}
+
+pub(crate) fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|spec| spec.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+/// The names of init containers not done yet.
+fn pending_init(init: &[ContainerRecord]) -> Vec<&str> {
+    init.iter()
+        .filter(|c| !c.init_done())
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
+/// The pod phase, as the kubelet's getPhase decides it.
+pub(crate) fn phase(
+    pod: &Pod,
+    init: &[ContainerRecord],
+    regular: &[ContainerRecord],
+) -> &'static str {
+    let policy = restart_policy(pod);
+    let init_failed = init
+        .iter()
+        .any(|c| c.kind == ContainerKind::Init && c.exit_code().is_some_and(|code| code != 0));
+    if init_failed && policy == "Never" {
+        return "Failed";
+    }
+    if !pending_init(init).is_empty() {
+        return "Pending";
+    }
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for container in regular {
+        match &container.state {
+            Some(ContainerState::Running { .. }) => running += 1,
+            Some(ContainerState::Exited { exit_code, .. }) => {
+                stopped += 1;
+                if *exit_code == 0 {
+                    succeeded += 1;
+                }
+            }
+            _ if container.last_exit.is_some() => stopped += 1,
+            _ => waiting += 1,
+        }
+    }
+    if waiting > 0 {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if stopped > 0 {
+        if policy == "Always" {
+            "Running"
+        } else if stopped == succeeded {
+            "Succeeded"
+        } else if policy == "Never" {
+            "Failed"
+        } else {
+            "Running"
+        }
+    } else {
+        "Pending"
+    }
+}
+
+/// The QoS class from requests and limits of every container (init ones included).
+pub(crate) fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = &pod.spec else {
+        return "BestEffort";
+    };
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    let (mut any, mut guaranteed) = (false, true);
+    for container in containers {
+        let resources = container.resources.clone().unwrap_or_default();
+        let limits = resources.limits.unwrap_or_default();
+        let requests = resources.requests.unwrap_or_default();
+        for resource in ["cpu", "memory"] {
+            let limit = limits.get(resource);
+            let request = requests.get(resource).or(limit);
+            any |= limit.is_some() || request.is_some();
+            guaranteed &= limit.is_some() && request.map(|q| &q.0) == limit.map(|q| &q.0);
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+pub(crate) fn time(at: SystemTime) -> Time {
+    Time(Timestamp::try_from(at).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+fn api_state(state: &ContainerState, container_id: Option<String>) -> ApiState {
+    match state {
+        ContainerState::Created { .. } => ApiState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                message: None,
+            }),
+            ..Default::default()
+        },
+        ContainerState::Running { started_at } => ApiState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(time(*started_at)),
+            }),
+            ..Default::default()
+        },
+        ContainerState::Exited {
+            started_at,
+            finished_at,
+            exit_code,
+            reason,
+            message,
+        } => ApiState {
+            terminated: Some(ContainerStateTerminated {
+                container_id,
+                exit_code: *exit_code,
+                reason: Some(reason.clone()),
+                message: message.clone(),
+                started_at: Some(time(*started_at)),
+                finished_at: Some(time(*finished_at)),
+                signal: None,
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+fn container_status(record: &ContainerRecord, runtime: &str, initialized: bool) -> ApiStatus {
+    let container_id = record.id.as_ref().map(|id| format!("{runtime}://{id}"));
+    let waiting = |reason: &str, message: Option<String>| ApiState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message,
+        }),
+        ..Default::default()
+    };
+    let state = match (&record.waiting, &record.state) {
+        (Some((reason, message)), _) => waiting(reason, Some(message.clone())),
+        (None, Some(state)) => api_state(state, container_id.clone()),
+        (None, None) if record.kind == ContainerKind::Regular && initialized => {
+            waiting("ContainerCreating", None)
+        }
+        (None, None) => waiting("PodInitializing", None),
+    };
+    let shown_id = if record.waiting.is_some() && record.last_exit.is_none() {
+        None
+    } else {
+        container_id.clone()
+    };
+    ApiStatus {
+        name: record.name.clone(),
+        image: record.image.clone(),
+        image_id: record.image_ref.clone().unwrap_or_default(),
+        container_id: shown_id,
+        restart_count: i32::try_from(record.restart_count).unwrap_or(i32::MAX),
+        ready: record.ready() && record.waiting.is_none(),
+        started: Some(record.is_running() && record.waiting.is_none()),
+        state: Some(state),
+        last_state: Some(
+            record
+                .last_exit
+                .as_ref()
+                .map(|exit| api_state(exit, None))
+                .unwrap_or_default(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+) -> PodCondition {
+    PodCondition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.map(String::from),
+        message,
+        ..Default::default()
+    }
+}
+
+fn names_message(what: &str, names: &[&str]) -> String {
+    format!("containers with {what} status: [{}]", names.join(" "))
+}
+
+/// The conditions the kubelet owns, in its order.
+fn owned_conditions(facts: &PodFacts<'_>, phase: &str) -> Vec<PodCondition> {
+    let pending = pending_init(facts.init);
+    let completed = phase == "Succeeded";
+    let initialized = if !pending.is_empty() {
+        condition(
+            "Initialized",
+            false,
+            Some("ContainersNotInitialized"),
+            Some(names_message("incomplete", &pending)),
+        )
+    } else {
+        condition(
+            "Initialized",
+            true,
+            completed.then_some("PodCompleted"),
+            None,
+        )
+    };
+    let unready: Vec<&str> = facts
+        .init
+        .iter()
+        .filter(|c| c.kind == ContainerKind::Sidecar)
+        .chain(facts.regular)
+        .filter(|c| !(c.ready() && c.waiting.is_none()))
+        .map(|c| c.name.as_str())
+        .collect();
+    let containers_ready = if completed {
+        condition("ContainersReady", false, Some("PodCompleted"), None)
+    } else if !pending.is_empty() {
+        condition(
+            "ContainersReady",
+            false,
+            Some("ContainersNotInitialized"),
+            Some(names_message("incomplete", &pending)),
+        )
+    } else if !unready.is_empty() {
+        condition(
+            "ContainersReady",
+            false,
+            Some("ContainersNotReady"),
+            Some(names_message("unready", &unready)),
+        )
+    } else {
+        condition("ContainersReady", true, None, None)
+    };
+    let ready = readiness(facts.pod, &containers_ready);
+    vec![
+        condition("PodReadyToStartContainers", facts.sandbox_ready, None, None),
+        initialized,
+        ready,
+        containers_ready,
+    ]
+}
+
+/// Ready: ContainersReady, and every readiness gate's condition True.
+fn readiness(pod: &Pod, containers_ready: &PodCondition) -> PodCondition {
+    let mut ready = containers_ready.clone();
+    ready.type_ = "Ready".into();
+    if ready.status != "True" {
+        return ready;
+    }
+    let existing = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let gates = pod.spec.as_ref().and_then(|s| s.readiness_gates.as_ref());
+    for gate in gates.into_iter().flatten() {
+        let found = existing
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == gate.condition_type);
+        let message = match found {
+            None => format!(
+                "corresponding condition of pod readiness gate \"{}\" does not exist.",
+                gate.condition_type
+            ),
+            Some(c) if c.status != "True" => format!(
+                "the status of pod readiness gate \"{}\" is not \"True\", but {}",
+                gate.condition_type, c.status
+            ),
+            Some(_) => continue,
+        };
+        return condition(
+            "Ready",
+            false,
+            Some("ReadinessGatesNotReady"),
+            Some(message),
+        );
+    }
+    ready
+}
+
+/// Keeps each condition's transition time where its status did not change.
+fn carry_transition_times(
+    conditions: &mut [PodCondition],
+    previous: &[PodCondition],
+    now: Timestamp,
+) {
+    for condition in conditions {
+        let before = previous.iter().find(|old| old.type_ == condition.type_);
+        condition.last_transition_time = match before {
+            Some(old) if old.status == condition.status => old.last_transition_time.clone(),
+            _ => Some(Time(now)),
+        };
+    }
+}
+
+/// The whole status the kubelet would write now.
+pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
+    let pod = facts.pod;
+    let phase = phase(pod, facts.init, facts.regular);
+    let previous = pod.status.clone().unwrap_or_default();
+    let previous_conditions = previous.conditions.clone().unwrap_or_default();
+    let generation = pod.metadata.generation;
+
+    let mut conditions = owned_conditions(facts, phase);
+    carry_transition_times(&mut conditions, &previous_conditions, now);
+    for condition in &mut conditions {
+        condition.observed_generation = generation;
+    }
+    // Conditions the kubelet does not own (PodScheduled, DisruptionTarget, readiness
+    // gates) are kept as they are, after the owned ones.
+    conditions.extend(
+        previous_conditions
+            .into_iter()
+            .filter(|c| !OWNED_CONDITIONS.contains(&c.type_.as_str())),
+    );
+    let initialized = pending_init(facts.init).is_empty();
+    let ip_list = |ips: &[IpAddr]| ips.iter().map(IpAddr::to_string).collect::<Vec<_>>();
+    let host_ips = ip_list(facts.host_ips);
+    let pod_ips = ip_list(facts.pod_ips);
+    let statuses = |records: &[ContainerRecord]| {
+        let list: Vec<ApiStatus> = records
+            .iter()
+            .map(|r| container_status(r, facts.runtime_name, initialized))
+            .collect();
+        (!list.is_empty()).then_some(list)
+    };
+    PodStatus {
+        phase: Some(phase.into()),
+        conditions: Some(conditions),
+        host_ip: host_ips.first().cloned(),
+        host_ips: (!host_ips.is_empty()).then(|| {
+            host_ips
+                .iter()
+                .map(|ip| HostIP { ip: ip.clone() })
+                .collect()
+        }),
+        pod_ip: pod_ips.first().cloned(),
+        pod_ips: (!pod_ips.is_empty())
+            .then(|| pod_ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
+        start_time: previous.start_time.or(Some(Time(facts.start_time))),
+        qos_class: Some(qos_class(pod).into()),
+        init_container_statuses: statuses(facts.init),
+        container_statuses: statuses(facts.regular),
+        observed_generation: generation,
+        // Fields the kubelet does not own are kept.
+        nominated_node_name: previous.nominated_node_name,
+        resize: previous.resize,
+        resource_claim_statuses: previous.resource_claim_statuses,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+#[path = "pod_status_tests.rs"]
+mod tests;

@@ -1,0 +1,290 @@
+//! Golden tests: pod and container facts in, the kubelet's status out, times fixed.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use super::*;
+
+fn at(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600 + seconds)
+}
+
+fn pod(spec: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": { "name": "p", "namespace": "default", "uid": "u1", "generation": 1 },
+        "spec": spec,
+        "status": {
+            "phase": "Pending",
+            "conditions": [{ "type": "PodScheduled", "status": "True",
+                             "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+        },
+    }))
+    .unwrap()
+}
+
+fn running(name: &str, started: u64) -> ContainerRecord {
+    ContainerRecord {
+        kind: ContainerKind::Regular,
+        name: name.into(),
+        image: "nginx:1.27".into(),
+        id: Some(format!("{name}-id")),
+        image_ref: Some("docker.io/library/nginx@sha256:abc".into()),
+        state: Some(ContainerState::Running {
+            started_at: at(started),
+        }),
+        ..Default::default()
+    }
+}
+
+fn exited(mut record: ContainerRecord, code: i32) -> ContainerRecord {
+    let Some(ContainerState::Running { started_at }) = record.state else {
+        panic!("not running")
+    };
+    record.state = Some(ContainerState::Exited {
+        started_at,
+        finished_at: at(60),
+        exit_code: code,
+        reason: if code == 0 { "Completed" } else { "Error" }.into(),
+        message: None,
+    });
+    record
+}
+
+fn status(pod: &Pod, init: &[ContainerRecord], regular: &[ContainerRecord]) -> serde_json::Value {
+    let facts = PodFacts {
+        pod,
+        init,
+        regular,
+        sandbox_ready: true,
+        pod_ips: &["10.128.0.2".parse().unwrap()],
+        host_ips: &["127.0.0.1".parse().unwrap()],
+        runtime_name: "hollow",
+        start_time: "2026-01-01T00:00:01Z".parse().unwrap(),
+    };
+    serde_json::to_value(compute(&facts, "2026-01-01T00:00:05Z".parse().unwrap())).unwrap()
+}
+
+#[test]
+fn a_running_pod_matches_the_kubelet() {
+    let pod = pod(json!({
+        "containers": [
+            { "name": "web", "image": "nginx:1.27",
+              "resources": { "limits": { "cpu": "1", "memory": "1Gi" } } },
+        ],
+    }));
+    let got = status(&pod, &[], &[running("web", 3)]);
+    let want = json!({
+        "phase": "Running",
+        "observedGeneration": 1,
+        "conditions": [
+            { "type": "PodReadyToStartContainers", "status": "True", "observedGeneration": 1,
+              "lastTransitionTime": "2026-01-01T00:00:05Z" },
+            { "type": "Initialized", "status": "True", "observedGeneration": 1,
+              "lastTransitionTime": "2026-01-01T00:00:05Z" },
+            { "type": "Ready", "status": "True", "observedGeneration": 1,
+              "lastTransitionTime": "2026-01-01T00:00:05Z" },
+            { "type": "ContainersReady", "status": "True", "observedGeneration": 1,
+              "lastTransitionTime": "2026-01-01T00:00:05Z" },
+            { "type": "PodScheduled", "status": "True",
+              "lastTransitionTime": "2026-01-01T00:00:00Z" },
+        ],
+        "hostIP": "127.0.0.1",
+        "hostIPs": [{ "ip": "127.0.0.1" }],
+        "podIP": "10.128.0.2",
+        "podIPs": [{ "ip": "10.128.0.2" }],
+        "startTime": "2026-01-01T00:00:01Z",
+        "qosClass": "Guaranteed",
+        "containerStatuses": [{
+            "name": "web",
+            "image": "nginx:1.27",
+            "imageID": "docker.io/library/nginx@sha256:abc",
+            "containerID": "hollow://web-id",
+            "restartCount": 0,
+            "ready": true,
+            "started": true,
+            "state": { "running": { "startedAt": "2026-01-01T00:00:03Z" } },
+            "lastState": {},
+        }],
+    });
+    assert_eq!(got, want, "\n got: {got:#}\nwant: {want:#}");
+}
+
+#[test]
+fn init_containers_hold_the_pod_pending() {
+    let pod = pod(json!({
+        "initContainers": [{ "name": "setup", "image": "busybox" }],
+        "containers": [{ "name": "app", "image": "app",
+                         "resources": { "requests": { "cpu": "100m" } } }],
+    }));
+    let mut setup = running("setup", 2);
+    setup.kind = ContainerKind::Init;
+    let app = ContainerRecord {
+        name: "app".into(),
+        image: "app".into(),
+        ..Default::default()
+    };
+    let got = status(
+        &pod,
+        std::slice::from_ref(&setup),
+        std::slice::from_ref(&app),
+    );
+    assert_eq!(got["phase"], "Pending");
+    assert_eq!(got["qosClass"], "Burstable");
+    let initialized = &got["conditions"][1];
+    assert_eq!(initialized["status"], "False");
+    assert_eq!(initialized["reason"], "ContainersNotInitialized");
+    assert_eq!(
+        initialized["message"],
+        "containers with incomplete status: [setup]"
+    );
+    assert_eq!(
+        got["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+
+    // Once the init container exits 0 it is ready and the app container is created.
+    let done = exited(setup, 0);
+    let got = status(&pod, &[done], &[running("app", 61)]);
+    assert_eq!(got["phase"], "Running");
+    assert_eq!(got["initContainerStatuses"][0]["ready"], true);
+    assert_eq!(got["initContainerStatuses"][0]["started"], false);
+    assert_eq!(
+        got["initContainerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
+}
+
+#[test]
+fn phases_follow_the_restart_policy() {
+    let spec = |policy: &str| {
+        pod(json!({
+            "restartPolicy": policy,
+            "containers": [{ "name": "a", "image": "x" }, { "name": "b", "image": "x" }],
+        }))
+    };
+    let ok = exited(running("a", 1), 0);
+    let failed = exited(running("b", 1), 1);
+    let phase_of = |policy, records: &[ContainerRecord]| super::phase(&spec(policy), &[], records);
+    assert_eq!(phase_of("Never", &[ok.clone(), failed.clone()]), "Failed");
+    assert_eq!(
+        phase_of("Never", &[ok.clone(), exited(running("b", 1), 0)]),
+        "Succeeded"
+    );
+    assert_eq!(
+        phase_of("OnFailure", &[ok.clone(), failed.clone()]),
+        "Running"
+    );
+    assert_eq!(
+        phase_of("OnFailure", &[ok.clone(), exited(running("b", 1), 0)]),
+        "Succeeded"
+    );
+    assert_eq!(
+        phase_of("Always", &[ok.clone(), exited(running("b", 1), 0)]),
+        "Running"
+    );
+    assert_eq!(phase_of("Always", &[ok, running("b", 1)]), "Running");
+
+    let completed = status(
+        &spec("Never"),
+        &[],
+        &[exited(running("a", 1), 0), exited(running("b", 1), 0)],
+    );
+    assert_eq!(completed["conditions"][2]["reason"], "PodCompleted");
+    assert_eq!(completed["conditions"][1]["reason"], "PodCompleted");
+    assert_eq!(completed["qosClass"], "BestEffort");
+}
+
+#[test]
+fn a_failed_init_container_fails_a_never_pod() {
+    let pod = pod(json!({
+        "restartPolicy": "Never",
+        "initContainers": [{ "name": "setup", "image": "busybox" }],
+        "containers": [{ "name": "app", "image": "app" }],
+    }));
+    let mut setup = exited(running("setup", 1), 2);
+    setup.kind = ContainerKind::Init;
+    assert_eq!(
+        super::phase(&pod, &[setup], &[ContainerRecord::default()]),
+        "Failed"
+    );
+}
+
+#[test]
+fn crash_loop_back_off_shows_waiting_with_the_last_exit() {
+    let pod = pod(json!({ "containers": [{ "name": "c", "image": "x" }] }));
+    let crashed = exited(running("c", 1), 1);
+    let record = ContainerRecord {
+        restart_count: 3,
+        last_exit: crashed.state.clone(),
+        waiting: Some((
+            "CrashLoopBackOff".into(),
+            "back-off 40s restarting failed container=c pod=p_default(u1)".into(),
+        )),
+        ..crashed
+    };
+    let got = status(&pod, &[], &[record]);
+    let container = &got["containerStatuses"][0];
+    assert_eq!(got["phase"], "Running");
+    assert_eq!(container["restartCount"], 3);
+    assert_eq!(container["ready"], false);
+    assert_eq!(container["state"]["waiting"]["reason"], "CrashLoopBackOff");
+    assert_eq!(container["lastState"]["terminated"]["exitCode"], 1);
+    assert_eq!(
+        got["conditions"][3]["message"],
+        "containers with unready status: [c]"
+    );
+}
+
+#[test]
+fn sidecars_count_once_started_and_take_part_in_readiness() {
+    let pod = pod(json!({
+        "initContainers": [{ "name": "proxy", "image": "envoy", "restartPolicy": "Always" }],
+        "containers": [{ "name": "app", "image": "app" }],
+    }));
+    let mut proxy = running("proxy", 1);
+    proxy.kind = ContainerKind::Sidecar;
+    let got = status(&pod, std::slice::from_ref(&proxy), &[running("app", 2)]);
+    assert_eq!(got["phase"], "Running");
+    assert_eq!(got["conditions"][1]["status"], "True");
+    assert_eq!(got["conditions"][3]["status"], "True");
+    let crashed = exited(proxy, 1);
+    let got = status(&pod, &[crashed], &[running("app", 2)]);
+    assert_eq!(
+        got["conditions"][1]["status"], "True",
+        "a started sidecar stays initialized"
+    );
+    assert_eq!(
+        got["conditions"][3]["message"],
+        "containers with unready status: [proxy]"
+    );
+}
+
+#[test]
+fn readiness_gates_hold_ready_back() {
+    let mut pod = pod(json!({
+        "readinessGates": [{ "conditionType": "example.com/lb" }],
+        "containers": [{ "name": "c", "image": "x" }],
+    }));
+    let got = status(&pod, &[], &[running("c", 1)]);
+    assert_eq!(got["conditions"][2]["status"], "False");
+    assert_eq!(got["conditions"][2]["reason"], "ReadinessGatesNotReady");
+    assert_eq!(got["conditions"][3]["status"], "True");
+    pod.status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+        .push(PodCondition {
+            type_: "example.com/lb".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+    let got = status(&pod, &[], &[running("c", 1)]);
+    assert_eq!(got["conditions"][2]["status"], "True");
+    assert_eq!(
+        got["conditions"][5]["type"], "example.com/lb",
+        "kept after PodScheduled"
+    );
+}

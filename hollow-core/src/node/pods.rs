@@ -1,0 +1,115 @@
+//! The pod watch: one per node (a kubelet's `spec.nodeName=<node>` watch, which works
+//! with a node's own credentials) or one shared by every node of a process, routing
+//! each pod to its node's worker.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio_util::sync::CancellationToken;
+
+use super::shared::NodeShared;
+
+/// Routes pods from one watch to the nodes it serves.
+#[derive(Default)]
+pub(crate) struct PodRouter {
+    nodes: RwLock<HashMap<String, Arc<NodeShared>>>,
+}
+
+impl PodRouter {
+    pub(crate) fn add(&self, node: Arc<NodeShared>) {
+        let name = node.config.name.clone();
+        self.nodes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, node);
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        self.nodes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    fn node_of(&self, pod: &Pod) -> Option<Arc<NodeShared>> {
+        let name = pod.spec.as_ref()?.node_name.as_deref()?;
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<NodeShared>> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Watches pods matching `field_selector` until cancelled, resuming after errors
+    /// with backoff and re-listing when the watch expires (410 Gone).
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        client: kube::Client,
+        field_selector: String,
+        cancel: CancellationToken,
+    ) {
+        let api: Api<Pod> = Api::all(client);
+        let config = watcher::Config::default().fields(&field_selector);
+        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        let mut listed: Option<HashSet<String>> = None;
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                None => return,
+                Some(Ok(Event::Apply(pod))) => self.apply(pod),
+                Some(Ok(Event::Delete(pod))) => {
+                    if let (Some(node), Some(uid)) =
+                        (self.node_of(&pod), pod.metadata.uid.as_deref())
+                    {
+                        node.remove_pod(uid);
+                    }
+                }
+                Some(Ok(Event::Init)) => listed = Some(HashSet::new()),
+                Some(Ok(Event::InitApply(pod))) => {
+                    if let (Some(seen), Some(uid)) = (listed.as_mut(), pod.metadata.uid.clone()) {
+                        seen.insert(uid);
+                    }
+                    self.apply(pod);
+                }
+                Some(Ok(Event::InitDone)) => {
+                    // Pods deleted while the watch was down are gone from the new list.
+                    if let Some(seen) = listed.take() {
+                        for node in self.all() {
+                            for uid in node.pod_uids() {
+                                if !seen.contains(&uid) {
+                                    node.remove_pod(&uid);
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, selector = %field_selector, "pod watch failed; retrying")
+                }
+            }
+        }
+    }
+
+    fn apply(&self, pod: Pod) {
+        if let Some(node) = self.node_of(&pod) {
+            node.apply_pod(pod);
+        }
+    }
+}

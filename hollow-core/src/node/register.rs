@@ -1,0 +1,145 @@
+//! Registering the Node object, or adopting one registered before.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, NodeSpec};
+use kube::Api;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::config::{MANAGED_ANNOTATION, NodeConfig};
+use super::{Error, backoff};
+
+/// The Node object a kubelet with this configuration creates.
+pub(crate) fn desired_node(config: &NodeConfig) -> Node {
+    let mut labels = config.labels.clone();
+    labels.insert("kubernetes.io/hostname".into(), config.name.clone());
+    labels.insert("kubernetes.io/os".into(), "linux".into());
+    labels.insert("kubernetes.io/arch".into(), "amd64".into());
+    let mut annotations = config.annotations.clone();
+    annotations.insert(MANAGED_ANNOTATION.into(), "true".into());
+    annotations.insert("node.alpha.kubernetes.io/ttl".into(), "0".into());
+    annotations.insert(
+        "volumes.kubernetes.io/controller-managed-attach-detach".into(),
+        "true".into(),
+    );
+    Node {
+        metadata: ObjectMeta {
+            name: Some(config.name.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            provider_id: Some(config.provider_id.clone()),
+            taints: (!config.taints.is_empty()).then(|| config.taints.clone()),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Whether an API error is worth retrying (the server is unreachable, restarting or
+/// overloaded) rather than a final answer.
+pub(crate) fn is_transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        _ => true,
+    }
+}
+
+/// Creates the Node, or adopts an existing one hollow registered before (or any, with
+/// `adopt`). Transient errors are retried with backoff for up to `patience`.
+pub(crate) async fn register(
+    nodes: &Api<Node>,
+    config: &NodeConfig,
+    patience: Duration,
+) -> Result<Node, Error> {
+    let desired = desired_node(config);
+    let mut delays = backoff(Duration::from_millis(100), Duration::from_secs(7));
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let attempt = async {
+            match nodes.create(&PostParams::default(), &desired).await {
+                Ok(node) => Ok(Some(node)),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    adopt(nodes, config, &desired).await
+                }
+                Err(error) => Err(error),
+            }
+        };
+        match attempt.await {
+            Ok(Some(node)) => return Ok(node),
+            Ok(None) => return Err(Error::NodeExists(config.name.clone())),
+            Err(error) if is_transient(&error) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(node = %config.name, %error, "registration failed; retrying");
+                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(7))).await;
+            }
+            Err(source) => {
+                return Err(Error::Registration {
+                    node: config.name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Takes over an existing Node when hollow made it (or adoption is asked for), updating
+/// the labels and annotations hollow owns; `None` when the Node is not ours to take.
+async fn adopt(
+    nodes: &Api<Node>,
+    config: &NodeConfig,
+    desired: &Node,
+) -> Result<Option<Node>, kube::Error> {
+    let existing = nodes.get(&config.name).await?;
+    let ours = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.get(MANAGED_ANNOTATION).map(String::as_str) == Some("true"));
+    if !ours && !config.adopt {
+        return Ok(None);
+    }
+    let patch = json!({
+        "metadata": {
+            "labels": desired.metadata.labels,
+            "annotations": desired.metadata.annotations,
+        },
+    });
+    nodes
+        .patch(&config.name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::HollowNode;
+
+    #[test]
+    fn the_node_carries_well_known_labels_taints_and_provider_id() {
+        let node = HollowNode::builder("n1")
+            .label("zone", "a")
+            .taint("dedicated", "", "NoExecute")
+            .build()
+            .unwrap();
+        let object = desired_node(&node.config);
+        let labels = object.metadata.labels.unwrap();
+        assert_eq!(labels["kubernetes.io/hostname"], "n1");
+        assert_eq!(labels["kubernetes.io/os"], "linux");
+        assert_eq!(labels["zone"], "a");
+        let spec = object.spec.unwrap();
+        assert_eq!(spec.provider_id.as_deref(), Some("hollow://n1"));
+        let taint = &spec.taints.unwrap()[0];
+        assert_eq!(
+            (
+                taint.key.as_str(),
+                taint.value.as_deref(),
+                taint.effect.as_str()
+            ),
+            ("dedicated", None, "NoExecute")
+        );
+    }
+}

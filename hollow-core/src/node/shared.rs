@@ -1,0 +1,209 @@
+//! The state one node's tasks share: its configuration, client, runtime, pod workers.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::config::NodeConfig;
+use super::worker::PodWorker;
+use crate::cadvisor::MachineInfo;
+use crate::runtime::ContainerEvent;
+
+/// How long a node waits for the controller manager to allocate its pod CIDR before it
+/// derives one from its name.
+const POD_CIDR_PATIENCE: Duration = Duration::from_secs(10);
+
+/// A pod worker's inputs: the latest pod object, and a nudge when its containers change.
+pub(crate) struct WorkerHandle {
+    pub pod: watch::Sender<Arc<Pod>>,
+    pub nudge: mpsc::UnboundedSender<()>,
+}
+
+pub(crate) struct NodeShared {
+    pub config: NodeConfig,
+    pub client: kube::Client,
+    pub runtime_name: String,
+    pub runtime_version: String,
+    pub runtime_pushes_events: bool,
+    pub machine: MachineInfo,
+    pub registered_at: Instant,
+    pub cancel: CancellationToken,
+    pub heartbeats_paused: AtomicBool,
+    pub resumed: Notify,
+    pub ready: watch::Sender<bool>,
+    pub lease_held: watch::Sender<bool>,
+    pod_cidr: tokio::sync::Mutex<Option<String>>,
+    workers: Mutex<HashMap<String, WorkerHandle>>,
+}
+
+impl NodeShared {
+    pub(crate) fn new(
+        config: NodeConfig,
+        client: kube::Client,
+        runtime_name: String,
+        runtime_version: String,
+        machine: MachineInfo,
+        cancel: CancellationToken,
+    ) -> Self {
+        let runtime_pushes_events = config.runtime.subscribe().is_some();
+        Self {
+            config,
+            client,
+            runtime_name,
+            runtime_version,
+            runtime_pushes_events,
+            machine,
+            registered_at: Instant::now(),
+            cancel,
+            heartbeats_paused: AtomicBool::new(false),
+            resumed: Notify::new(),
+            ready: watch::channel(false).0,
+            lease_held: watch::channel(false).0,
+            pod_cidr: tokio::sync::Mutex::new(None),
+            workers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The node's addresses, which host-network pods take.
+    pub(crate) fn node_ips(&self) -> &[IpAddr] {
+        &self.config.addresses
+    }
+
+    /// Hands a pod to its worker, starting one for a pod seen the first time.
+    pub(crate) fn apply_pod(self: &Arc<Self>, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let pod = Arc::new(pod);
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(handle) = workers.get(&uid) {
+            handle.pod.send_replace(pod);
+            return;
+        }
+        let (pod_tx, pod_rx) = watch::channel(pod);
+        let (nudge_tx, nudge_rx) = mpsc::unbounded_channel();
+        workers.insert(
+            uid.clone(),
+            WorkerHandle {
+                pod: pod_tx,
+                nudge: nudge_tx,
+            },
+        );
+        let worker = PodWorker::new(self.clone(), pod_rx, nudge_rx);
+        let shared = self.clone();
+        tokio::spawn(async move {
+            worker.run().await;
+            shared
+                .workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&uid);
+        });
+    }
+
+    /// Tells a pod's worker the pod is gone from the API: it cleans up and ends.
+    pub(crate) fn remove_pod(&self, uid: &str) {
+        // Dropping the senders ends the worker's input.
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+    }
+
+    /// The UIDs of the pods this node has workers for.
+    pub(crate) fn pod_uids(&self) -> Vec<String> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Nudges the worker of the pod whose container changed (or every worker when
+    /// events were lost).
+    pub(crate) fn route_event(&self, event: Result<ContainerEvent, broadcast::error::RecvError>) {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        match event {
+            Ok(event) => {
+                if let Some(handle) = workers.get(&event.pod_uid) {
+                    let _ = handle.nudge.send(());
+                }
+            }
+            Err(_) => {
+                for handle in workers.values() {
+                    let _ = handle.nudge.send(());
+                }
+            }
+        }
+    }
+
+    /// Records the pod CIDR the controller manager allocated, and tells the runtime.
+    pub(crate) async fn learn_pod_cidr(&self, cidr: &str) {
+        let mut known = self.pod_cidr.lock().await;
+        if known.as_deref() == Some(cidr) {
+            return;
+        }
+        match self.config.runtime.update_pod_cidr(cidr).await {
+            Ok(()) => *known = Some(cidr.to_string()),
+            Err(error) => {
+                tracing::warn!(node = %self.config.name, %error, "runtime refused the pod CIDR")
+            }
+        }
+    }
+
+    /// Makes sure the runtime has a pod CIDR: the configured one, the one allocated to
+    /// the Node, or after [`POD_CIDR_PATIENCE`] one derived from the node's name.
+    /// Returns whether it has one.
+    pub(crate) async fn ensure_pod_cidr(&self) -> bool {
+        if self.pod_cidr.lock().await.is_some() {
+            return true;
+        }
+        if let Some(cidr) = self.config.pod_cidr.clone() {
+            self.learn_pod_cidr(&cidr).await;
+        } else {
+            let nodes: Api<Node> = Api::all(self.client.clone());
+            if let Ok(node) = nodes.get(&self.config.name).await
+                && let Some(cidr) = node.spec.and_then(|spec| spec.pod_cidr)
+            {
+                self.learn_pod_cidr(&cidr).await;
+            } else if self.registered_at.elapsed() >= POD_CIDR_PATIENCE {
+                let cidr = derived_pod_cidr(&self.config.name);
+                tracing::info!(node = %self.config.name, %cidr, "no pod CIDR allocated; using a derived one");
+                self.learn_pod_cidr(&cidr).await;
+            }
+        }
+        self.pod_cidr.lock().await.is_some()
+    }
+}
+
+/// A /24 in 100.64.0.0/10 (shared address space) chosen by a hash of the node's name.
+pub(crate) fn derived_pod_cidr(name: &str) -> String {
+    let mut hasher = DefaultHasher::new();
+    name.hash(&mut hasher);
+    let index = hasher.finish() % (1 << 14);
+    format!("100.{}.{}.0/24", 64 + (index >> 8), index & 0xff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_cidrs_are_stable_and_in_shared_space() {
+        let a = derived_pod_cidr("node-a");
+        assert_eq!(a, derived_pod_cidr("node-a"));
+        let second: u8 = a.split('.').nth(1).unwrap().parse().unwrap();
+        assert!((64..128).contains(&second), "{a}");
+        assert!(a.ends_with(".0/24"));
+    }
+}

@@ -1,0 +1,633 @@
+//! One pod's worker: drives the pod's containers through the runtime as the kubelet's
+//! pod workers do, and writes the status the kubelet would.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::pod_status::{ContainerRecord, PodFacts, compute, phase, restart_policy};
+use super::shared::NodeShared;
+use crate::runtime::{ContainerConfig, ContainerKind, PodSandboxConfig};
+
+/// The first restart delay of a crashing container or a failing pull; it doubles.
+const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+/// The longest restart delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How often a runtime that pushes no events is relisted.
+const RELIST_PERIOD: Duration = Duration::from_secs(10);
+/// Retry delay for failed API writes and sandbox creation.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    /// When the last restart or pull attempt happened.
+    since: Instant,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn until(&self) -> Instant {
+        self.since + self.delay
+    }
+
+    fn next(previous: Option<Backoff>, now: Instant) -> Backoff {
+        let delay = previous.map_or(BACKOFF_INITIAL, |b| (b.delay * 2).min(BACKOFF_MAX));
+        Backoff { since: now, delay }
+    }
+}
+
+pub(crate) struct PodWorker {
+    shared: Arc<NodeShared>,
+    pod: Arc<Pod>,
+    updates: watch::Receiver<Arc<Pod>>,
+    nudges: mpsc::UnboundedReceiver<()>,
+    uid: String,
+    api: Api<Pod>,
+    sandbox: Option<String>,
+    sandbox_stopped: bool,
+    pod_ips: Vec<IpAddr>,
+    init: Vec<ContainerRecord>,
+    regular: Vec<ContainerRecord>,
+    /// Crash-restart backoff by container name.
+    restarts: HashMap<String, Backoff>,
+    /// Image-pull backoff by container name.
+    pulls: HashMap<String, Backoff>,
+    start_time: Timestamp,
+    /// Set once the pod reached Succeeded or Failed: nothing runs any more.
+    terminal: bool,
+    /// Set once the final delete was sent.
+    deleted: bool,
+    last_written: Option<Value>,
+    retry_at: Option<Instant>,
+}
+
+fn records(
+    containers: &[Container],
+    kind_of: impl Fn(&Container) -> ContainerKind,
+) -> Vec<ContainerRecord> {
+    containers
+        .iter()
+        .map(|c| ContainerRecord {
+            kind: kind_of(c),
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+impl PodWorker {
+    pub(crate) fn new(
+        shared: Arc<NodeShared>,
+        mut updates: watch::Receiver<Arc<Pod>>,
+        nudges: mpsc::UnboundedReceiver<()>,
+    ) -> Self {
+        let pod = updates.borrow_and_update().clone();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let init = records(spec.init_containers.as_deref().unwrap_or_default(), |c| {
+            if c.restart_policy.as_deref() == Some("Always") {
+                ContainerKind::Sidecar
+            } else {
+                ContainerKind::Init
+            }
+        });
+        let regular = records(&spec.containers, |_| ContainerKind::Regular);
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        // A pod already finished before this worker (e.g. before a restart) stays so.
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        Self {
+            api: Api::namespaced(shared.client.clone(), &namespace),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            shared,
+            pod,
+            updates,
+            nudges,
+            sandbox: None,
+            sandbox_stopped: false,
+            pod_ips: Vec::new(),
+            init,
+            regular,
+            restarts: HashMap::new(),
+            pulls: HashMap::new(),
+            start_time: Timestamp::now(),
+            terminal,
+            deleted: false,
+            last_written: None,
+            retry_at: None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let wake = self.sync().await;
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.shared.cancel.cancelled() => return,
+                changed = self.updates.changed() => match changed {
+                    Ok(()) => {
+                        let pod = self.updates.borrow_and_update().clone();
+                        self.observe(pod);
+                    }
+                    Err(_) => break,
+                },
+                nudge = self.nudges.recv() => if nudge.is_none() { break },
+                _ = sleep => {}
+            }
+        }
+        self.remove_from_runtime().await;
+    }
+
+    /// Takes a newer pod object (from the watch or a write's response).
+    fn observe(&mut self, pod: Arc<Pod>) {
+        let version = |p: &Pod| {
+            p.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        if version(&pod) >= version(&self.pod) {
+            self.pod = pod;
+        }
+    }
+
+    /// One pass toward the desired state; returns when to wake up without news.
+    async fn sync(&mut self) -> Option<Instant> {
+        if self.deleted {
+            return None;
+        }
+        if self.pod.metadata.deletion_timestamp.is_some() {
+            self.terminate_and_delete().await;
+            return self.retry_at;
+        }
+        if !self.terminal {
+            self.refresh().await;
+            if self.ensure_sandbox().await {
+                self.drive_containers().await;
+            }
+            if matches!(
+                phase(&self.pod, &self.init, &self.regular),
+                "Succeeded" | "Failed"
+            ) {
+                self.terminal = true;
+                self.stop_everything(Duration::ZERO).await;
+            }
+        }
+        self.write_status(None).await;
+        self.next_wake()
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        if self.terminal {
+            return self.retry_at;
+        }
+        let backoffs = self
+            .restarts
+            .values()
+            .chain(self.pulls.values())
+            .map(Backoff::until);
+        let relist = (!self.shared.runtime_pushes_events).then(|| Instant::now() + RELIST_PERIOD);
+        backoffs.chain(relist).chain(self.retry_at).min()
+    }
+
+    /// Reads the current containers' states from the runtime.
+    async fn refresh(&mut self) {
+        let runtime = self.shared.config.runtime.clone();
+        for record in self.init.iter_mut().chain(self.regular.iter_mut()) {
+            if let Some(id) = &record.id {
+                match runtime.container_status(id).await {
+                    Ok(status) => record.state = Some(status.state),
+                    Err(error) if error.is_not_found() => {
+                        record.id = None;
+                        record.state = None;
+                    }
+                    Err(error) => tracing::debug!(%error, "container status failed"),
+                }
+            }
+        }
+    }
+
+    async fn ensure_sandbox(&mut self) -> bool {
+        if self.sandbox.is_some() {
+            return true;
+        }
+        if self.retry_at.is_some_and(|at| at > Instant::now()) {
+            return false;
+        }
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let host_network = spec.host_network.unwrap_or(false);
+        if !host_network && !self.shared.ensure_pod_cidr().await {
+            self.retry_at = Some(Instant::now() + RETRY_DELAY);
+            return false;
+        }
+        let meta = &self.pod.metadata;
+        let config = PodSandboxConfig {
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            uid: self.uid.clone(),
+            host_network,
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+        };
+        let runtime = self.shared.config.runtime.clone();
+        let result = async {
+            let id = runtime.run_pod_sandbox(&config).await?;
+            let status = runtime.pod_sandbox_status(&id).await?;
+            Ok::<_, crate::Error>((id, status.ips))
+        }
+        .await;
+        match result {
+            Ok((id, ips)) => {
+                self.sandbox = Some(id);
+                self.pod_ips = if host_network {
+                    self.shared.node_ips().to_vec()
+                } else {
+                    ips
+                };
+                self.retry_at = None;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(pod = %self.name(), %error, "cannot create the pod sandbox");
+                self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                false
+            }
+        }
+    }
+
+    /// Init containers one at a time (sidecars started and left running), then every
+    /// regular container; exited ones restarted as the restart policy says.
+    async fn drive_containers(&mut self) {
+        let policy = restart_policy(&self.pod).to_string();
+        for index in 0..self.init.len() {
+            let record = &self.init[index];
+            match record.kind {
+                ContainerKind::Sidecar => {
+                    if record.id.is_none() {
+                        self.start(true, index).await;
+                    } else if record.exit_code().is_some() {
+                        self.restart(true, index).await;
+                    }
+                }
+                _ => match record.exit_code() {
+                    Some(0) => continue,
+                    Some(_) if policy == "Never" => return,
+                    Some(_) => {
+                        self.restart(true, index).await;
+                        return;
+                    }
+                    None if record.id.is_none() => {
+                        self.start(true, index).await;
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+        if self.init.iter().any(|c| !c.init_done()) {
+            return;
+        }
+        for index in 0..self.regular.len() {
+            let record = &self.regular[index];
+            match record.exit_code() {
+                None if record.id.is_none() => self.start(false, index).await,
+                Some(code) if policy == "Always" || (policy == "OnFailure" && code != 0) => {
+                    self.restart(false, index).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn record(&mut self, init: bool, index: usize) -> &mut ContainerRecord {
+        if init {
+            &mut self.init[index]
+        } else {
+            &mut self.regular[index]
+        }
+    }
+
+    /// Restarts an exited container, unless it is in crash-loop back-off.
+    async fn restart(&mut self, init: bool, index: usize) {
+        let now = Instant::now();
+        let name = self.record(init, index).name.clone();
+        if let Some(backoff) = self.restarts.get(&name).copied()
+            && backoff.until() > now
+        {
+            let message = format!(
+                "back-off {}s restarting failed container={name} pod={}_{}({})",
+                backoff.delay.as_secs(),
+                self.name(),
+                self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+                self.uid,
+            );
+            self.record(init, index).waiting = Some(("CrashLoopBackOff".into(), message));
+            return;
+        }
+        let previous = self.restarts.get(&name).copied();
+        self.restarts.insert(name, Backoff::next(previous, now));
+        let runtime = self.shared.config.runtime.clone();
+        let record = self.record(init, index);
+        if let Some(old) = record.id.take() {
+            let _ = runtime.remove_container(&old).await;
+        }
+        record.last_exit = record.state.take();
+        record.restart_count += 1;
+        self.start(init, index).await;
+    }
+
+    /// Pulls, creates and starts a container; failures show as waiting reasons.
+    async fn start(&mut self, init: bool, index: usize) {
+        let Some(sandbox) = self.sandbox.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let runtime = self.shared.config.runtime.clone();
+        let meta = self.pod.metadata.clone();
+        let spec_container = {
+            let spec = self.pod.spec.clone().unwrap_or_default();
+            if init {
+                spec.init_containers.unwrap_or_default().get(index).cloned()
+            } else {
+                spec.containers.get(index).cloned()
+            }
+        };
+        let record = self.record(init, index).clone();
+        if let Some(backoff) = self.pulls.get(&record.name)
+            && backoff.until() > now
+        {
+            let message = format!("Back-off pulling image \"{}\"", record.image);
+            self.record(init, index).waiting = Some(("ImagePullBackOff".into(), message));
+            return;
+        }
+        let image_ref = match runtime.pull_image(&record.image).await {
+            Ok(image_ref) => {
+                self.pulls.remove(&record.name);
+                image_ref
+            }
+            Err(error) => {
+                let previous = self.pulls.get(&record.name).copied();
+                self.pulls
+                    .insert(record.name.clone(), Backoff::next(previous, now));
+                let message = format!("Failed to pull image \"{}\": {error}", record.image);
+                self.record(init, index).waiting = Some(("ErrImagePull".into(), message));
+                return;
+            }
+        };
+        let config = ContainerConfig {
+            name: record.name.clone(),
+            image: record.image.clone(),
+            kind: record.kind,
+            attempt: record.restart_count,
+            pod_uid: self.uid.clone(),
+            pod_namespace: meta.namespace.clone().unwrap_or_default(),
+            pod_name: meta.name.clone().unwrap_or_default(),
+            command: spec_container
+                .map(|c| {
+                    c.command
+                        .unwrap_or_default()
+                        .into_iter()
+                        .chain(c.args.unwrap_or_default())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+        };
+        let started = async {
+            let id = runtime
+                .create_container(&sandbox, &config)
+                .await
+                .map_err(|e| ("CreateContainerError", e))?;
+            runtime
+                .start_container(&id)
+                .await
+                .map_err(|e| ("RunContainerError", e))?;
+            let status = runtime
+                .container_status(&id)
+                .await
+                .map_err(|e| ("RunContainerError", e))?;
+            Ok::<_, (&str, crate::Error)>((id, status.state))
+        }
+        .await;
+        let record = self.record(init, index);
+        record.image_ref = Some(image_ref);
+        match started {
+            Ok((id, state)) => {
+                record.id = Some(id);
+                record.state = Some(state);
+                record.waiting = None;
+            }
+            Err((reason, error)) => {
+                record.waiting = Some((reason.into(), error.to_string()));
+                self.retry_at = Some(now + RETRY_DELAY);
+            }
+        }
+    }
+
+    /// Stops every container and the sandbox, giving containers `grace` to exit.
+    async fn stop_everything(&mut self, grace: Duration) {
+        let runtime = self.shared.config.runtime.clone();
+        for record in self.init.iter_mut().chain(self.regular.iter_mut()) {
+            record.waiting = None;
+            if let (Some(id), true) = (&record.id, record.is_running()) {
+                let _ = runtime.stop_container(id, grace).await;
+            }
+        }
+        if let Some(sandbox) = &self.sandbox
+            && !self.sandbox_stopped
+        {
+            let _ = runtime.stop_pod_sandbox(sandbox).await;
+            self.sandbox_stopped = true;
+        }
+        self.refresh().await;
+    }
+
+    /// Graceful deletion: stop within the grace period, write the terminal status, then
+    /// delete with grace period 0 and this pod's UID as precondition.
+    async fn terminate_and_delete(&mut self) {
+        if self.retry_at.is_some_and(|at| at > Instant::now()) {
+            return;
+        }
+        let grace = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(Duration::from_secs(30), Duration::from_secs);
+        if !self.terminal {
+            self.stop_everything(grace).await;
+            self.terminal = true;
+        }
+        let all_succeeded = self
+            .init
+            .iter()
+            .filter(|c| c.kind != ContainerKind::Init)
+            .chain(&self.regular)
+            .all(|c| c.exit_code().is_none_or(|code| code == 0));
+        let phase = if all_succeeded { "Succeeded" } else { "Failed" };
+        if !self.write_status(Some(phase)).await {
+            self.retry_at = Some(Instant::now() + RETRY_DELAY);
+            return;
+        }
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.api.delete(self.name(), &params).await {
+            Ok(_) => self.deleted = true,
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
+                self.deleted = true
+            }
+            Err(error) => {
+                tracing::warn!(pod = %self.name(), %error, "cannot delete the pod");
+                self.retry_at = Some(Instant::now() + RETRY_DELAY);
+            }
+        }
+    }
+
+    async fn remove_from_runtime(&mut self) {
+        if let Some(sandbox) = self.sandbox.take() {
+            let runtime = self.shared.config.runtime.clone();
+            let _ = runtime.stop_pod_sandbox(&sandbox).await;
+            let _ = runtime.remove_pod_sandbox(&sandbox).await;
+        }
+    }
+
+    /// Writes the status if it differs from what the API holds; returns false when a
+    /// write failed.
+    async fn write_status(&mut self, phase_override: Option<&str>) -> bool {
+        if self
+            .shared
+            .heartbeats_paused
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // A node cut off from the API server writes nothing; it catches up on resume.
+            return false;
+        }
+        let host_ips: Vec<IpAddr> = self.shared.node_ips().to_vec();
+        let facts = PodFacts {
+            pod: &self.pod,
+            init: &self.init,
+            regular: &self.regular,
+            sandbox_ready: self.sandbox.is_some() && !self.sandbox_stopped,
+            pod_ips: &self.pod_ips,
+            host_ips: &host_ips,
+            runtime_name: &self.shared.runtime_name,
+            start_time: self.start_time,
+        };
+        let mut status = compute(&facts, Timestamp::now());
+        if let Some(phase) = phase_override {
+            status.phase = Some(phase.into());
+        }
+        let Ok(new) = serde_json::to_value(&status) else {
+            return false;
+        };
+        let observed = serde_json::to_value(self.pod.status.clone().unwrap_or_default())
+            .unwrap_or(Value::Null);
+        let diff = top_level_diff(&observed, &new);
+        if diff.is_empty() || self.last_written.as_ref() == Some(&new) && observed == new {
+            return true;
+        }
+        let patch = json!({ "metadata": { "uid": self.uid }, "status": diff });
+        match self
+            .api
+            .patch_status(
+                self.name(),
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await
+        {
+            Ok(pod) => {
+                self.last_written = Some(new);
+                self.observe(Arc::new(pod));
+                true
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                self.deleted = true;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(pod = %self.name(), %error, "pod status update failed");
+                self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                false
+            }
+        }
+    }
+}
+
+/// The top-level fields of `new` that differ from `old`, and `null` for the ones `new`
+/// dropped.
+fn top_level_diff(old: &Value, new: &Value) -> Map<String, Value> {
+    let empty = Map::new();
+    let old = old.as_object().unwrap_or(&empty);
+    let new = new.as_object().unwrap_or(&empty);
+    let mut diff: Map<String, Value> = new
+        .iter()
+        .filter(|(key, value)| old.get(*key) != Some(value))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            diff.insert(key.clone(), Value::Null);
+        }
+    }
+    diff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffs_cover_changes_and_removals() {
+        let old = json!({ "phase": "Pending", "podIP": "10.0.0.2", "qosClass": "BestEffort" });
+        let new = json!({ "phase": "Running", "qosClass": "BestEffort", "hostIP": "127.0.0.1" });
+        let diff = top_level_diff(&old, &new);
+        assert_eq!(
+            Value::Object(diff),
+            json!({ "phase": "Running", "hostIP": "127.0.0.1", "podIP": null })
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_minutes() {
+        let now = Instant::now();
+        let mut backoff = Backoff::next(None, now);
+        let mut delays = vec![backoff.delay.as_secs()];
+        for _ in 0..7 {
+            backoff = Backoff::next(Some(backoff), now);
+            delays.push(backoff.delay.as_secs());
+        }
+        assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+}

@@ -1,0 +1,710 @@
+//! [`FakeRuntime`]: an in-memory runtime whose containers run, exit and fail on script.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+
+use super::RuntimeService;
+use super::types::{
+    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus,
+    PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
+};
+use crate::error::{Error, Result};
+
+/// How many calls a fake remembers (the oldest are dropped first).
+const CALL_RECORD_LIMIT: usize = 10_000;
+const EVENT_CAPACITY: usize = 1024;
+
+/// What a fake container does once started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behavior {
+    /// Runs until stopped.
+    Run,
+    /// Exits by itself `after` its start, with `code` (reason `Completed` for 0,
+    /// `Error` otherwise).
+    Exit {
+        /// How long it runs.
+        after: Duration,
+        /// Its exit code.
+        code: i32,
+    },
+}
+
+impl Behavior {
+    /// The default: init containers exit 0 at once, all others run.
+    pub fn default_for(config: &ContainerConfig) -> Behavior {
+        match config.kind {
+            ContainerKind::Init => Behavior::Exit {
+                after: Duration::ZERO,
+                code: 0,
+            },
+            ContainerKind::Sidecar | ContainerKind::Regular => Behavior::Run,
+        }
+    }
+}
+
+/// One recorded call: the method's name and its main argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeCall {
+    /// The trait method, e.g. `"start_container"`.
+    pub method: &'static str,
+    /// Its main argument (an id, an image, `namespace/name` of a pod).
+    pub arg: String,
+}
+
+type BehaviorFn = Arc<dyn Fn(&ContainerConfig) -> Behavior + Send + Sync>;
+
+/// An in-memory [`RuntimeService`]: `Default` works with no setup, and a clone is a
+/// handle on the same state, so a test keeps one after handing the other to a node.
+///
+/// - Containers follow a [`Behavior`] (by default init containers exit 0, others run);
+///   [`FakeRuntime::set_behavior`] scripts them per container.
+/// - [`FakeRuntime::fail_pulls_of`] makes pulls of an image fail.
+/// - [`FakeRuntime::inject_fault`] makes the next calls of a method fail.
+/// - [`FakeRuntime::calls`] records every call.
+/// - Pod IPs come from the pod CIDR given to [`RuntimeService::update_pod_cidr`].
+///
+/// ```
+/// use std::time::Duration;
+/// use hollow_core::runtime::{Behavior, FakeRuntime, RuntimeService, PodSandboxConfig};
+///
+/// # tokio_test::block_on(async {
+/// let fake = FakeRuntime::default();
+/// fake.set_behavior(|c| if c.name == "job" {
+///     Behavior::Exit { after: Duration::from_secs(5), code: 0 }
+/// } else {
+///     Behavior::Run
+/// });
+/// fake.update_pod_cidr("10.1.0.0/24").await?;
+/// let sandbox = fake.run_pod_sandbox(&PodSandboxConfig::default()).await?;
+/// let status = fake.pod_sandbox_status(&sandbox).await?;
+/// assert_eq!(status.ips[0].to_string(), "10.1.0.2");
+/// assert_eq!(fake.calls_to("run_pod_sandbox"), 1);
+/// # Ok::<(), hollow_core::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct FakeRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    events: broadcast::Sender<ContainerEvent>,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    pod_cidr: Option<(Ipv4Addr, u8)>,
+    used_ips: BTreeSet<u32>,
+    sandboxes: HashMap<String, Sandbox>,
+    containers: HashMap<String, Container>,
+    calls: VecDeque<RuntimeCall>,
+    faults: HashMap<&'static str, usize>,
+    failing_pulls: HashMap<String, String>,
+    behavior: Option<BehaviorFn>,
+}
+
+struct Sandbox {
+    state: SandboxState,
+    ip: Option<Ipv4Addr>,
+}
+
+struct Container {
+    config: ContainerConfig,
+    sandbox_id: String,
+    image_ref: String,
+    state: ContainerState,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                events: broadcast::channel(EVENT_CAPACITY).0,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for FakeRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("FakeRuntime")
+            .field("sandboxes", &state.sandboxes.len())
+            .field("containers", &state.containers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeRuntime {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Scripts what containers do once started.
+    pub fn set_behavior(
+        &self,
+        behavior: impl Fn(&ContainerConfig) -> Behavior + Send + Sync + 'static,
+    ) {
+        self.lock().behavior = Some(Arc::new(behavior));
+    }
+
+    /// Makes every pull of `image` fail with `message` (until [`FakeRuntime::allow_pulls_of`]).
+    pub fn fail_pulls_of(&self, image: impl Into<String>, message: impl Into<String>) {
+        self.lock()
+            .failing_pulls
+            .insert(image.into(), message.into());
+    }
+
+    /// Lets pulls of `image` succeed again.
+    pub fn allow_pulls_of(&self, image: &str) {
+        self.lock().failing_pulls.remove(image);
+    }
+
+    /// Makes the next `times` calls of `method` (e.g. `"start_container"`) fail with
+    /// [`Error::Injected`].
+    pub fn inject_fault(&self, method: &'static str, times: usize) {
+        self.lock().faults.insert(method, times);
+    }
+
+    /// Every call recorded so far (the latest 10,000).
+    pub fn calls(&self) -> Vec<RuntimeCall> {
+        self.lock().calls.iter().cloned().collect()
+    }
+
+    /// How many times `method` was called.
+    pub fn calls_to(&self, method: &str) -> usize {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|call| call.method == method)
+            .count()
+    }
+
+    /// The number of sandboxes that exist (ready or not).
+    pub fn sandbox_count(&self) -> usize {
+        self.lock().sandboxes.len()
+    }
+
+    /// Makes a running container exit now with `code`, as a crash or OOM kill would
+    /// (`reason` e.g. `"Error"`, `"OOMKilled"`).
+    pub fn exit_container(&self, container_id: &str, code: i32, reason: &str) -> Result<()> {
+        let event = {
+            let mut state = self.lock();
+            let container = state
+                .containers
+                .get_mut(container_id)
+                .ok_or_else(|| Error::not_found("container", container_id))?;
+            exit(container, container_id, code, reason)
+        };
+        if let Some(event) = event {
+            let _ = self.inner.events.send(event);
+        }
+        Ok(())
+    }
+
+    /// The ids of running containers named `name` in pods named `pod_name`.
+    pub fn running_containers(&self, pod_name: &str, name: &str) -> Vec<String> {
+        self.lock()
+            .containers
+            .iter()
+            .filter(|(_, c)| c.config.pod_name == pod_name && c.config.name == name)
+            .filter(|(_, c)| matches!(c.state, ContainerState::Running { .. }))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Records a call and fails it if a fault is scripted for it.
+    fn enter(&self, method: &'static str, arg: impl Into<String>) -> Result<MutexGuard<'_, State>> {
+        let mut state = self.lock();
+        if state.calls.len() == CALL_RECORD_LIMIT {
+            state.calls.pop_front();
+        }
+        state.calls.push_back(RuntimeCall {
+            method,
+            arg: arg.into(),
+        });
+        if let Some(remaining) = state.faults.get_mut(method)
+            && *remaining > 0
+        {
+            *remaining -= 1;
+            return Err(Error::Injected(method.to_string()));
+        }
+        Ok(state)
+    }
+
+    fn schedule_exit(&self, container_id: String, after: Duration, code: i32) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let exit_now = move || {
+            let Some(inner) = weak.upgrade() else { return };
+            let event = {
+                let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+                let reason = if code == 0 { "Completed" } else { "Error" };
+                state
+                    .containers
+                    .get_mut(&container_id)
+                    .and_then(|container| exit(container, &container_id, code, reason))
+            };
+            if let Some(event) = event {
+                let _ = inner.events.send(event);
+            }
+        };
+        tokio::spawn(async move {
+            if !after.is_zero() {
+                tokio::time::sleep(after).await;
+            }
+            exit_now();
+        });
+    }
+}
+
+/// Moves a running container to Exited; returns the event to publish.
+fn exit(container: &mut Container, id: &str, code: i32, reason: &str) -> Option<ContainerEvent> {
+    let ContainerState::Running { started_at } = container.state else {
+        return None;
+    };
+    container.state = ContainerState::Exited {
+        started_at,
+        finished_at: SystemTime::now(),
+        exit_code: code,
+        reason: reason.to_string(),
+        message: None,
+    };
+    Some(ContainerEvent {
+        container_id: id.to_string(),
+        pod_uid: container.config.pod_uid.clone(),
+        state: container.state.clone(),
+    })
+}
+
+fn new_id(state: &mut State, seed: &str) -> String {
+    state.next_id += 1;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    hex_digest(&format!("{seed}/{}/{nanos}", state.next_id))
+}
+
+fn hex_digest(input: &str) -> String {
+    Sha256::digest(input.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// `nginx:1.27` -> `docker.io/library/nginx@sha256:<digest of the name>`.
+fn image_ref(image: &str) -> String {
+    let without_tag = match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image,
+    };
+    let repo = without_tag.split('@').next().unwrap_or(without_tag);
+    let qualified = match repo.split_once('/') {
+        None => format!("docker.io/library/{repo}"),
+        Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            repo.to_string()
+        }
+        Some(_) => format!("docker.io/{repo}"),
+    };
+    format!("{qualified}@sha256:{}", hex_digest(image))
+}
+
+fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8)> {
+    let invalid = || Error::InvalidInput(format!("pod CIDR {cidr:?} is not an IPv4 CIDR"));
+    let (addr, prefix) = cidr.split_once('/').ok_or_else(invalid)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| invalid())?;
+    let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+    if !(8..=30).contains(&prefix) {
+        return Err(invalid());
+    }
+    Ok((addr, prefix))
+}
+
+fn allocate_ip(state: &mut State) -> Result<Ipv4Addr> {
+    let (network, prefix) = state
+        .pod_cidr
+        .ok_or_else(|| Error::InvalidInput("no pod CIDR set: the network is not ready".into()))?;
+    let size = 1u32 << (32 - prefix);
+    let base = u32::from(network) & !(size - 1);
+    // .0 is the network, .1 the gateway, the last the broadcast address.
+    let offset = (2..size - 1)
+        .find(|offset| !state.used_ips.contains(offset))
+        .ok_or_else(|| Error::InvalidInput("the pod CIDR has no free address".into()))?;
+    state.used_ips.insert(offset);
+    Ok(Ipv4Addr::from(base + offset))
+}
+
+fn release_ip(state: &mut State, ip: Ipv4Addr) {
+    if let Some((network, prefix)) = state.pod_cidr {
+        let size = 1u32 << (32 - prefix);
+        let base = u32::from(network) & !(size - 1);
+        state.used_ips.remove(&u32::from(ip).wrapping_sub(base));
+    }
+}
+
+fn status_of(id: &str, container: &Container) -> ContainerStatus {
+    ContainerStatus {
+        id: id.to_string(),
+        sandbox_id: container.sandbox_id.clone(),
+        name: container.config.name.clone(),
+        attempt: container.config.attempt,
+        image: container.config.image.clone(),
+        image_ref: container.image_ref.clone(),
+        state: container.state.clone(),
+    }
+}
+
+#[async_trait]
+impl RuntimeService for FakeRuntime {
+    async fn version(&self) -> Result<RuntimeVersion> {
+        let _state = self.enter("version", "")?;
+        Ok(RuntimeVersion {
+            name: "hollow".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+    }
+
+    async fn update_pod_cidr(&self, cidr: &str) -> Result<()> {
+        let mut state = self.enter("update_pod_cidr", cidr)?;
+        let parsed = parse_cidr(cidr)?;
+        if state.pod_cidr != Some(parsed) {
+            state.pod_cidr = Some(parsed);
+            state.used_ips.clear();
+            let ips: Vec<Ipv4Addr> = state.sandboxes.values().filter_map(|s| s.ip).collect();
+            for ip in ips {
+                let size = 1u32 << (32 - parsed.1);
+                let base = u32::from(parsed.0) & !(size - 1);
+                state.used_ips.insert(u32::from(ip).wrapping_sub(base));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
+        let mut state = self.enter(
+            "run_pod_sandbox",
+            format!("{}/{}", config.namespace, config.name),
+        )?;
+        let ip = if config.host_network {
+            None
+        } else {
+            Some(allocate_ip(&mut state)?)
+        };
+        let id = new_id(&mut state, &config.uid);
+        state.sandboxes.insert(
+            id.clone(),
+            Sandbox {
+                state: SandboxState::Ready,
+                ip,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus> {
+        let state = self.enter("pod_sandbox_status", sandbox_id)?;
+        let sandbox = state
+            .sandboxes
+            .get(sandbox_id)
+            .ok_or_else(|| Error::not_found("sandbox", sandbox_id))?;
+        Ok(PodSandboxStatus {
+            id: sandbox_id.to_string(),
+            state: sandbox.state,
+            ips: sandbox.ip.map(IpAddr::V4).into_iter().collect(),
+        })
+    }
+
+    async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        let events = {
+            let mut state = self.enter("stop_pod_sandbox", sandbox_id)?;
+            let Some(sandbox) = state.sandboxes.get_mut(sandbox_id) else {
+                return Ok(());
+            };
+            sandbox.state = SandboxState::NotReady;
+            let mut events = Vec::new();
+            for (id, container) in state.containers.iter_mut() {
+                if container.sandbox_id == sandbox_id {
+                    events.extend(exit(container, id, 0, "Completed"));
+                }
+            }
+            events
+        };
+        for event in events {
+            let _ = self.inner.events.send(event);
+        }
+        Ok(())
+    }
+
+    async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        let mut state = self.enter("remove_pod_sandbox", sandbox_id)?;
+        if let Some(sandbox) = state.sandboxes.remove(sandbox_id) {
+            if let Some(ip) = sandbox.ip {
+                release_ip(&mut state, ip);
+            }
+            state.containers.retain(|_, c| c.sandbox_id != sandbox_id);
+        }
+        Ok(())
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<String> {
+        let state = self.enter("pull_image", image)?;
+        if let Some(message) = state.failing_pulls.get(image) {
+            return Err(Error::InvalidInput(message.clone()));
+        }
+        Ok(image_ref(image))
+    }
+
+    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String> {
+        let mut state = self.enter("create_container", format!("{sandbox_id}/{}", config.name))?;
+        match state.sandboxes.get(sandbox_id) {
+            None => return Err(Error::not_found("sandbox", sandbox_id)),
+            Some(sandbox) if sandbox.state != SandboxState::Ready => {
+                return Err(Error::InvalidInput(format!(
+                    "sandbox {sandbox_id} is not ready"
+                )));
+            }
+            Some(_) => {}
+        }
+        let id = new_id(
+            &mut state,
+            &format!("{sandbox_id}/{}/{}", config.name, config.attempt),
+        );
+        state.containers.insert(
+            id.clone(),
+            Container {
+                config: config.clone(),
+                sandbox_id: sandbox_id.to_string(),
+                image_ref: image_ref(&config.image),
+                state: ContainerState::Created {
+                    created_at: SystemTime::now(),
+                },
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start_container(&self, container_id: &str) -> Result<()> {
+        let (behavior, event) = {
+            let mut state = self.enter("start_container", container_id)?;
+            let behavior = state.behavior.clone();
+            let container = state
+                .containers
+                .get_mut(container_id)
+                .ok_or_else(|| Error::not_found("container", container_id))?;
+            if !matches!(container.state, ContainerState::Created { .. }) {
+                return Err(Error::InvalidInput(format!(
+                    "container {container_id} was started before"
+                )));
+            }
+            container.state = ContainerState::Running {
+                started_at: SystemTime::now(),
+            };
+            let behavior = match behavior {
+                Some(script) => script(&container.config),
+                None => Behavior::default_for(&container.config),
+            };
+            let event = ContainerEvent {
+                container_id: container_id.to_string(),
+                pod_uid: container.config.pod_uid.clone(),
+                state: container.state.clone(),
+            };
+            (behavior, event)
+        };
+        let _ = self.inner.events.send(event);
+        if let Behavior::Exit { after, code } = behavior {
+            self.schedule_exit(container_id.to_string(), after, code);
+        }
+        Ok(())
+    }
+
+    async fn stop_container(&self, container_id: &str, _timeout: Duration) -> Result<()> {
+        let event = {
+            let mut state = self.enter("stop_container", container_id)?;
+            let container = state
+                .containers
+                .get_mut(container_id)
+                .ok_or_else(|| Error::not_found("container", container_id))?;
+            exit(container, container_id, 0, "Completed")
+        };
+        if let Some(event) = event {
+            let _ = self.inner.events.send(event);
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, container_id: &str) -> Result<()> {
+        let mut state = self.enter("remove_container", container_id)?;
+        state.containers.remove(container_id);
+        Ok(())
+    }
+
+    async fn container_status(&self, container_id: &str) -> Result<ContainerStatus> {
+        let state = self.enter("container_status", container_id)?;
+        state
+            .containers
+            .get(container_id)
+            .map(|container| status_of(container_id, container))
+            .ok_or_else(|| Error::not_found("container", container_id))
+    }
+
+    async fn list_containers<'a>(
+        &self,
+        sandbox_id: Option<&'a str>,
+    ) -> Result<Vec<ContainerStatus>> {
+        let state = self.enter("list_containers", sandbox_id.unwrap_or_default())?;
+        Ok(state
+            .containers
+            .iter()
+            .filter(|(_, c)| sandbox_id.is_none_or(|sandbox| c.sandbox_id == sandbox))
+            .map(|(id, c)| status_of(id, c))
+            .collect())
+    }
+
+    async fn container_logs(&self, container_id: &str, tail: Option<usize>) -> Result<Vec<String>> {
+        let state = self.enter("container_logs", container_id)?;
+        let container = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| Error::not_found("container", container_id))?;
+        let c = &container.config;
+        let lines = vec![format!(
+            "hollow container {} of pod {}/{} started (attempt {})",
+            c.name, c.pod_namespace, c.pod_name, c.attempt
+        )];
+        let skip = tail.map_or(0, |tail| lines.len().saturating_sub(tail));
+        Ok(lines.into_iter().skip(skip).collect())
+    }
+
+    fn subscribe(&self) -> Option<broadcast::Receiver<ContainerEvent>> {
+        Some(self.inner.events.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_refs_are_qualified_digests() {
+        let nginx = image_ref("nginx:1.27");
+        assert!(
+            nginx.starts_with("docker.io/library/nginx@sha256:"),
+            "{nginx}"
+        );
+        assert_eq!(nginx.len(), "docker.io/library/nginx@sha256:".len() + 64);
+        assert!(image_ref("registry.k8s.io/pause:3.10").starts_with("registry.k8s.io/pause@"));
+        assert!(image_ref("localhost:5000/app").starts_with("localhost:5000/app@"));
+        assert!(image_ref("me/app:v1").starts_with("docker.io/me/app@"));
+        assert_ne!(image_ref("nginx:1.27"), image_ref("nginx:1.28"));
+    }
+
+    #[tokio::test]
+    async fn ips_are_allocated_and_released() {
+        let fake = FakeRuntime::default();
+        let config = PodSandboxConfig::default();
+        assert!(matches!(
+            fake.run_pod_sandbox(&config).await,
+            Err(Error::InvalidInput(_))
+        ));
+        fake.update_pod_cidr("10.0.0.0/30").await.unwrap();
+        let first = fake.run_pod_sandbox(&config).await.unwrap();
+        // A /30 has one usable pod address after the gateway.
+        assert!(fake.run_pod_sandbox(&config).await.is_err());
+        fake.remove_pod_sandbox(&first).await.unwrap();
+        let again = fake.run_pod_sandbox(&config).await.unwrap();
+        let ips = fake.pod_sandbox_status(&again).await.unwrap().ips;
+        assert_eq!(ips, vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
+        let host = PodSandboxConfig {
+            host_network: true,
+            ..Default::default()
+        };
+        let sandbox = fake.run_pod_sandbox(&host).await.unwrap();
+        assert!(
+            fake.pod_sandbox_status(&sandbox)
+                .await
+                .unwrap()
+                .ips
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scripted_exits_are_pushed_as_events() {
+        let fake = FakeRuntime::default();
+        fake.set_behavior(|_| Behavior::Exit {
+            after: Duration::from_secs(5),
+            code: 3,
+        });
+        let mut events = fake.subscribe().unwrap();
+        fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
+        let sandbox = fake
+            .run_pod_sandbox(&PodSandboxConfig::default())
+            .await
+            .unwrap();
+        let config = ContainerConfig {
+            name: "c".into(),
+            pod_uid: "uid-1".into(),
+            ..Default::default()
+        };
+        let id = fake.create_container(&sandbox, &config).await.unwrap();
+        fake.start_container(&id).await.unwrap();
+        let started = events.recv().await.unwrap();
+        assert!(matches!(started.state, ContainerState::Running { .. }));
+        let exited = events.recv().await.unwrap();
+        assert_eq!(exited.pod_uid, "uid-1");
+        match exited.state {
+            ContainerState::Exited {
+                exit_code, reason, ..
+            } => {
+                assert_eq!((exit_code, reason.as_str()), (3, "Error"));
+            }
+            other => panic!("expected an exit, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn faults_fail_the_next_calls_only() {
+        let fake = FakeRuntime::default();
+        fake.inject_fault("version", 1);
+        assert!(matches!(fake.version().await, Err(Error::Injected(_))));
+        assert!(fake.version().await.is_ok());
+        assert_eq!(fake.calls_to("version"), 2);
+        fake.fail_pulls_of("bad:1", "manifest unknown");
+        assert!(fake.pull_image("bad:1").await.is_err());
+        fake.allow_pulls_of("bad:1");
+        assert!(fake.pull_image("bad:1").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_are_not_found() {
+        let fake = FakeRuntime::default();
+        assert!(
+            fake.container_status("nope")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert!(
+            fake.start_container("nope")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert!(
+            fake.pod_sandbox_status("nope")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert!(fake.remove_pod_sandbox("nope").await.is_ok());
+    }
+}

@@ -1,0 +1,99 @@
+//! The container runtime a hollow node drives, shaped like the CRI's runtime service.
+//!
+//! A runtime answers "what happened to this container" (created, running since t,
+//! exited with code c at t, failed to pull); the node engine turns those facts into the
+//! pod status a kubelet writes. So any runtime, [`FakeRuntime`] or your own, gets
+//! kubelet-exact statuses.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use hollow_core::runtime::{FakeRuntime, RuntimeService};
+//!
+//! let fake = FakeRuntime::default();
+//! let runtime: Arc<dyn RuntimeService> = Arc::new(fake.clone());
+//! // hand `runtime` to a hollow node, keep `fake` to assert on its calls
+//! assert!(fake.calls().is_empty());
+//! # drop(runtime);
+//! ```
+
+mod fake;
+mod types;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::error::{Error, Result};
+
+pub use fake::{Behavior, FakeRuntime, RuntimeCall};
+pub use types::{
+    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus,
+    PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
+};
+
+/// Pod sandboxes and containers, as the CRI's `RuntimeService` and `ImageService`
+/// offer them. Object safe: store it as `Arc<dyn RuntimeService>`.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait RuntimeService: Send + Sync + 'static {
+    /// The runtime's name and version, e.g. `("containerd", "2.1.0")`; the name is the
+    /// scheme of container IDs (`<name>://<id>`).
+    async fn version(&self) -> Result<RuntimeVersion>;
+
+    /// Sets the pod CIDR the runtime's network assigns pod IPs from.
+    async fn update_pod_cidr(&self, _cidr: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Creates and starts a pod sandbox; returns its id.
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String>;
+
+    /// The sandbox's state and IP addresses.
+    async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus>;
+
+    /// Stops the sandbox and every container in it. Stopping a stopped sandbox is fine.
+    async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<()>;
+
+    /// Removes the sandbox and its containers. Removing a missing sandbox is fine.
+    async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<()>;
+
+    /// Pulls an image; returns its reference by digest (the pod status's `imageID`).
+    async fn pull_image(&self, image: &str) -> Result<String>;
+
+    /// Creates a container in a sandbox; returns its id.
+    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String>;
+
+    /// Starts a created container.
+    async fn start_container(&self, container_id: &str) -> Result<()>;
+
+    /// Stops a container, giving it `timeout` to exit before it is killed.
+    async fn stop_container(&self, container_id: &str, timeout: Duration) -> Result<()>;
+
+    /// Removes a container.
+    async fn remove_container(&self, container_id: &str) -> Result<()>;
+
+    /// A container's status.
+    async fn container_status(&self, container_id: &str) -> Result<ContainerStatus>;
+
+    /// The containers of one sandbox, or of all sandboxes.
+    async fn list_containers<'a>(
+        &self,
+        sandbox_id: Option<&'a str>,
+    ) -> Result<Vec<ContainerStatus>>;
+
+    /// The log lines of a container (`tail` lines from the end when given).
+    async fn container_logs(
+        &self,
+        _container_id: &str,
+        _tail: Option<usize>,
+    ) -> Result<Vec<String>> {
+        Err(Error::Unsupported("container logs"))
+    }
+
+    /// A stream of container events (started, exited), so the engine need not poll.
+    /// Runtimes without one return `None` and are relisted periodically instead.
+    fn subscribe(&self) -> Option<broadcast::Receiver<ContainerEvent>> {
+        None
+    }
+}

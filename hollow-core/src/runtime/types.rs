@@ -1,0 +1,144 @@
+//! The values that cross the [`RuntimeService`](super::RuntimeService) boundary.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+/// A runtime's name and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeVersion {
+    /// The runtime's name, the scheme of its container IDs (e.g. `containerd`).
+    pub name: String,
+    /// Its version (e.g. `2.1.0`).
+    pub version: String,
+}
+
+/// What the engine asks of a pod sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSandboxConfig {
+    /// The pod's name.
+    pub name: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's UID.
+    pub uid: String,
+    /// Whether the pod uses the node's network (then it takes the node's IPs).
+    pub host_network: bool,
+    /// The pod's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The pod's annotations (a runtime may read behaviour from them).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Whether a sandbox runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    /// The sandbox runs.
+    Ready,
+    /// The sandbox was stopped.
+    NotReady,
+}
+
+/// A sandbox's state and network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSandboxStatus {
+    /// The sandbox id.
+    pub id: String,
+    /// Whether it runs.
+    pub state: SandboxState,
+    /// Its IP addresses (empty for host-network pods: they take the node's).
+    pub ips: Vec<IpAddr>,
+}
+
+/// Which part of a pod a container plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContainerKind {
+    /// An init container: runs to completion before the next one starts.
+    Init,
+    /// A restartable init container (`restartPolicy: Always`): a sidecar.
+    Sidecar,
+    /// A regular container.
+    #[default]
+    Regular,
+}
+
+/// What the engine asks of a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerConfig {
+    /// The container's name in the pod.
+    pub name: String,
+    /// The image as the pod spec names it.
+    pub image: String,
+    /// Init, sidecar or regular.
+    pub kind: ContainerKind,
+    /// How many times this container was started before (its restart count).
+    pub attempt: u32,
+    /// The pod's UID.
+    pub pod_uid: String,
+    /// The pod's namespace.
+    pub pod_namespace: String,
+    /// The pod's name.
+    pub pod_name: String,
+    /// The container's command and arguments.
+    pub command: Vec<String>,
+    /// The pod's annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, not started.
+    Created {
+        /// When it was created.
+        created_at: SystemTime,
+    },
+    /// Running.
+    Running {
+        /// When it started.
+        started_at: SystemTime,
+    },
+    /// Exited.
+    Exited {
+        /// When it started.
+        started_at: SystemTime,
+        /// When it exited.
+        finished_at: SystemTime,
+        /// Its exit code.
+        exit_code: i32,
+        /// Why (`Completed`, `Error`, `OOMKilled`, ...).
+        reason: String,
+        /// A message, if any.
+        message: Option<String>,
+    },
+}
+
+/// A container's status as the runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    /// The container id (without the runtime scheme).
+    pub id: String,
+    /// The sandbox it belongs to.
+    pub sandbox_id: String,
+    /// Its name in the pod.
+    pub name: String,
+    /// The attempt it was created for.
+    pub attempt: u32,
+    /// The image as the pod spec names it.
+    pub image: String,
+    /// The image's reference by digest.
+    pub image_ref: String,
+    /// Its state.
+    pub state: ContainerState,
+}
+
+/// A change the runtime pushes to the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// The container.
+    pub container_id: String,
+    /// The UID of the pod it belongs to.
+    pub pod_uid: String,
+    /// Its new state.
+    pub state: ContainerState,
+}

@@ -1,0 +1,524 @@
+//! The hollow node engine against a real control plane (scheduler and controller
+//! manager included).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hollow_core::node::{HollowCluster, HollowNode, LEASE_NAMESPACE};
+use hollow_core::testenv::{Component, TestEnv};
+use hollow_tests::{eventually, init_tracing};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn pod(name: &str, spec: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
+}
+
+fn node_ready(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
+}
+
+async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+    eventually(what, WAIT, || async {
+        let pod = pods.get(name).await.map_err(|e| e.to_string())?;
+        if check(&pod) {
+            Ok(pod)
+        } else {
+            Err(format!("{:?}", pod.status))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn three_nodes_run_a_deployment_of_thirty() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let zones = ["a", "b", "c"];
+    let cluster = HollowCluster::builder("hollow")
+        .nodes(3, move |i, node| {
+            node.label("topology.kubernetes.io/zone", zones[i])
+        })
+        .start(env.client())
+        .await?;
+
+    let nodes: Api<Node> = Api::all(env.client());
+    let leases: Api<Lease> = Api::namespaced(env.client(), LEASE_NAMESPACE);
+    let mut first_renewals = Vec::new();
+    for (i, zone) in zones.iter().enumerate() {
+        let name = format!("hollow-{i}");
+        let node = nodes.get(&name).await?;
+        assert_eq!(node_ready(&node).as_deref(), Some("True"));
+        assert_eq!(
+            node.metadata.labels.as_ref().unwrap()["topology.kubernetes.io/zone"],
+            *zone
+        );
+        let status = node.status.clone().unwrap();
+        let types: Vec<String> = status
+            .conditions
+            .unwrap()
+            .into_iter()
+            .map(|c| c.type_)
+            .collect();
+        assert_eq!(
+            types,
+            ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+        );
+        assert_eq!(
+            status
+                .daemon_endpoints
+                .unwrap()
+                .kubelet_endpoint
+                .unwrap()
+                .port,
+            10250
+        );
+        assert_eq!(
+            node.spec.unwrap().provider_id.as_deref(),
+            Some(format!("hollow://{name}").as_str())
+        );
+        let lease = leases.get(&name).await?;
+        let owner = &lease.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Node", node.metadata.uid.as_deref().unwrap())
+        );
+        let spec = lease.spec.unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some(name.as_str()));
+        assert_eq!(spec.lease_duration_seconds, Some(40));
+        first_renewals.push(spec.renew_time.unwrap());
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(env.client(), "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 30,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{
+                    "name": "web", "image": "nginx:1.27",
+                    "resources": { "requests": { "cpu": "10m", "memory": "16Mi" } },
+                }] },
+            },
+        },
+    }))?;
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    eventually(
+        "the Deployment to be Available with 30 replicas",
+        WAIT,
+        || async {
+            let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+            let status = d.status.unwrap_or_default();
+            let available = status
+                .conditions
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True");
+            (available && status.available_replicas == Some(30))
+                .then_some(())
+                .ok_or(format!("{:?} available", status.available_replicas))
+        },
+    )
+    .await;
+
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    let list = pods.list(&ListParams::default().labels("app=web")).await?;
+    assert_eq!(list.items.len(), 30);
+    let mut ips = BTreeSet::new();
+    let mut used_nodes = BTreeSet::new();
+    for pod in &list.items {
+        let status = pod.status.as_ref().unwrap();
+        assert_eq!(phase(pod), "Running");
+        assert_eq!(status.qos_class.as_deref(), Some("Burstable"));
+        assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+        let types: Vec<&str> = status
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "PodReadyToStartContainers",
+                "Initialized",
+                "Ready",
+                "ContainersReady",
+                "PodScheduled"
+            ]
+        );
+        let node_name = pod.spec.as_ref().unwrap().node_name.clone().unwrap();
+        let cidr = nodes.get(&node_name).await?.spec.unwrap().pod_cidr.unwrap();
+        let ip = status.pod_ip.clone().unwrap();
+        let prefix = cidr.trim_end_matches("0/24");
+        assert!(ip.starts_with(prefix), "pod IP {ip} outside {cidr}");
+        assert!(ips.insert(ip), "duplicate pod IP");
+        used_nodes.insert(node_name);
+        let container = &status.container_statuses.as_ref().unwrap()[0];
+        assert!(container.ready && container.started == Some(true));
+        assert!(
+            container
+                .container_id
+                .as_deref()
+                .unwrap()
+                .starts_with("hollow://")
+        );
+        assert!(
+            container
+                .image_id
+                .starts_with("docker.io/library/nginx@sha256:")
+        );
+        assert!(
+            container
+                .state
+                .as_ref()
+                .unwrap()
+                .running
+                .as_ref()
+                .unwrap()
+                .started_at
+                .is_some()
+        );
+    }
+    assert_eq!(used_nodes.len(), 3, "the scheduler spreads over every node");
+
+    // Leases keep renewing.
+    eventually("every lease to renew", Duration::from_secs(40), || async {
+        for (i, first) in first_renewals.iter().enumerate() {
+            let lease = leases
+                .get(&format!("hollow-{i}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let renewed = lease.spec.unwrap().renew_time.unwrap();
+            if renewed.0 <= first.0 {
+                return Err(format!("hollow-{i} not renewed since {:?}", first.0));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn deletion_is_graceful_and_respects_the_uid() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let node = HollowNode::builder("solo")
+        .build()?
+        .start(env.client())
+        .await?;
+    node.wait_ready(WAIT).await?;
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    let spec = json!({ "terminationGracePeriodSeconds": 20, "containers": [{ "name": "c", "image": "busybox" }] });
+    pods.create(&PostParams::default(), &pod("p", spec.clone()))
+        .await?;
+    let first = wait_pod(&pods, "p", "p Running", |p| phase(p) == "Running").await;
+
+    let started = std::time::Instant::now();
+    let output = tokio::process::Command::new(env.binary("kubectl"))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["delete", "pod", "p", "--wait=true", "--timeout=60s"])
+        .output()
+        .await?;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "deleted within the grace period"
+    );
+    assert!(pods.get_opt("p").await?.is_none());
+
+    pods.create(&PostParams::default(), &pod("p", spec)).await?;
+    let second = wait_pod(&pods, "p", "the new p Running", |p| phase(p) == "Running").await;
+    assert_ne!(first.metadata.uid, second.metadata.uid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = pods.get("p").await?;
+    assert_eq!(still.metadata.uid, second.metadata.uid);
+    assert!(still.metadata.deletion_timestamp.is_none());
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn extended_resources_max_pods_and_cordon_are_respected() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let node = HollowNode::builder("gpu-0")
+        .capacity("nvidia.com/gpu", "8")
+        .max_pods(3)
+        .build()?
+        .start(env.client())
+        .await?;
+    node.wait_ready(WAIT).await?;
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    let gpu_pod = |gpus: u32| {
+        json!({ "containers": [{ "name": "c", "image": "cuda",
+            "resources": { "limits": { "nvidia.com/gpu": gpus.to_string() } } }] })
+    };
+    pods.create(&PostParams::default(), &pod("one-gpu", gpu_pod(1)))
+        .await?;
+    pods.create(&PostParams::default(), &pod("nine-gpus", gpu_pod(9)))
+        .await?;
+    wait_pod(&pods, "one-gpu", "one-gpu Running", |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(env.client(), "default");
+    eventually("nine-gpus to fail scheduling", WAIT, || async {
+        let list = events
+            .list(&ListParams::default().fields("involvedObject.name=nine-gpus"))
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
+            .map(|e| e.message.clone().unwrap_or_default())
+            .filter(|m| m.contains("nvidia.com/gpu"))
+            .ok_or("no FailedScheduling naming nvidia.com/gpu".to_string())
+    })
+    .await;
+    assert_eq!(phase(&pods.get("nine-gpus").await?), "Pending");
+
+    // max-pods 3: one-gpu, nine-gpus (Pending, not bound) + two more fill the node.
+    let plain = json!({ "containers": [{ "name": "c", "image": "busybox" }] });
+    for name in ["second", "third", "fourth"] {
+        pods.create(&PostParams::default(), &pod(name, plain.clone()))
+            .await?;
+    }
+    wait_pod(&pods, "second", "second Running", |p| phase(p) == "Running").await;
+    wait_pod(&pods, "third", "third Running", |p| phase(p) == "Running").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fourth = pods.get("fourth").await?;
+    assert_eq!(phase(&fourth), "Pending");
+    assert!(
+        fourth.spec.unwrap().node_name.is_none(),
+        "max-pods is respected"
+    );
+
+    // A cordoned node gets no new pods.
+    pods.delete("fourth", &Default::default()).await?;
+    pods.delete("third", &Default::default()).await?;
+    let nodes: Api<Node> = Api::all(env.client());
+    nodes
+        .patch(
+            "gpu-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "unschedulable": true } })),
+        )
+        .await?;
+    eventually("third to be gone", WAIT, || async {
+        match pods.get_opt("third").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    pods.create(&PostParams::default(), &pod("cordoned", plain))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pods.get("cordoned")
+            .await?
+            .spec
+            .unwrap()
+            .node_name
+            .is_none()
+    );
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn lost_heartbeats_make_the_node_unknown_and_recovery_makes_it_ready() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder()
+        .node_monitor_grace_period(Duration::from_secs(16))
+        .start()
+        .await?;
+    let node = HollowNode::builder("flaky")
+        .build()?
+        .start(env.client())
+        .await?;
+    node.wait_ready(WAIT).await?;
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "p",
+            json!({ "containers": [{ "name": "c", "image": "busybox" }] }),
+        ),
+    )
+    .await?;
+    wait_pod(&pods, "p", "p Ready", |p| {
+        condition(p, "Ready") == Some("True")
+    })
+    .await;
+
+    node.pause_heartbeats();
+    let nodes: Api<Node> = Api::all(env.client());
+    let unknown = eventually("the node to be Unknown and tainted", WAIT, || async {
+        let n = nodes.get("flaky").await.map_err(|e| e.to_string())?;
+        let tainted = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == "node.kubernetes.io/unreachable"));
+        (node_ready(&n).as_deref() == Some("Unknown") && tainted)
+            .then_some(n.clone())
+            .ok_or(format!("{:?}", node_ready(&n)))
+    })
+    .await;
+    let ready = unknown
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("NodeStatusUnknown"));
+    wait_pod(&pods, "p", "p not Ready", |p| {
+        condition(p, "Ready") == Some("False")
+    })
+    .await;
+
+    node.resume_heartbeats();
+    eventually("the node Ready and untainted", WAIT, || async {
+        let n = nodes.get("flaky").await.map_err(|e| e.to_string())?;
+        let tainted = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key.starts_with("node.kubernetes.io/un")));
+        (node_ready(&n).as_deref() == Some("True") && !tainted)
+            .then_some(())
+            .ok_or(format!("{:?} tainted={tainted}", node_ready(&n)))
+    })
+    .await;
+    wait_pod(&pods, "p", "p Ready again", |p| {
+        condition(p, "Ready") == Some("True")
+    })
+    .await;
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn nodes_and_pods_survive_an_api_server_restart() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let cluster = HollowCluster::builder("r")
+        .nodes(2, |_, n| n)
+        .start(env.client())
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    for name in ["a", "b"] {
+        pods.create(
+            &PostParams::default(),
+            &pod(
+                name,
+                json!({ "containers": [{ "name": "c", "image": "busybox" }] }),
+            ),
+        )
+        .await?;
+        wait_pod(&pods, name, "Running", |p| phase(p) == "Running").await;
+    }
+    env.restart_component(Component::ApiServer).await?;
+    // A pod created after the restart reaches the nodes through the resumed watch.
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "after",
+            json!({ "containers": [{ "name": "c", "image": "busybox" }] }),
+        ),
+    )
+    .await?;
+    wait_pod(&pods, "after", "after Running", |p| phase(p) == "Running").await;
+    for name in ["a", "b"] {
+        let p = pods.get(name).await?;
+        assert_eq!(phase(&p), "Running");
+        assert_eq!(condition(&p, "Ready"), Some("True"));
+    }
+    let nodes: Api<Node> = Api::all(env.client());
+    for name in ["r-0", "r-1"] {
+        assert_eq!(node_ready(&nodes.get(name).await?).as_deref(), Some("True"));
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_runs_with_its_own_certificate_under_node_restriction() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let client = env
+        .client_for("system:node:restricted", &["system:nodes"])
+        .await?;
+    let node = HollowNode::builder("restricted")
+        .build()?
+        .start(client)
+        .await?;
+    node.wait_ready(WAIT).await?;
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    let spec =
+        json!({ "nodeName": "restricted", "containers": [{ "name": "c", "image": "busybox" }] });
+    pods.create(&PostParams::default(), &pod("mine", spec))
+        .await?;
+    wait_pod(&pods, "mine", "mine Running", |p| phase(p) == "Running").await;
+    pods.delete("mine", &Default::default()).await?;
+    eventually("mine to be deleted by the node", WAIT, || async {
+        match pods.get_opt("mine").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(p) => Err(format!("{:?}", p.status.and_then(|s| s.phase))),
+        }
+    })
+    .await;
+    node.shutdown().await;
+    Ok(())
+}
