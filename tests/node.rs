@@ -9,7 +9,7 @@ use hollow_core::testenv::{Component, TestEnv};
 use hollow_tests::{eventually, init_tracing};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -51,6 +51,23 @@ fn node_ready(node: &Node) -> Option<String> {
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| c.status.clone())
+}
+
+/// Waits until the controller manager has lifted the not-ready taint it puts on new nodes.
+async fn wait_schedulable(env: &TestEnv, name: &str) {
+    let nodes: Api<Node> = Api::all(env.client());
+    eventually("the node to lose its not-ready taint", WAIT, || async {
+        let node = nodes.get(name).await.map_err(|e| e.to_string())?;
+        let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        match taints
+            .iter()
+            .find(|t| t.key == "node.kubernetes.io/not-ready")
+        {
+            Some(_) => Err("still tainted not-ready".to_string()),
+            None => Ok(()),
+        }
+    })
+    .await;
 }
 
 async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
@@ -296,6 +313,7 @@ async fn extended_resources_max_pods_and_cordon_are_respected() -> anyhow::Resul
         .start(env.client())
         .await?;
     node.wait_ready(WAIT).await?;
+    wait_schedulable(&env, "gpu-0").await;
     let pods: Api<Pod> = Api::namespaced(env.client(), "default");
     let gpu_pod = |gpus: u32| {
         json!({ "containers": [{ "name": "c", "image": "cuda",
@@ -309,20 +327,26 @@ async fn extended_resources_max_pods_and_cordon_are_respected() -> anyhow::Resul
         phase(p) == "Running"
     })
     .await;
-    let events: Api<Event> = Api::namespaced(env.client(), "default");
-    eventually("nine-gpus to fail scheduling", WAIT, || async {
-        let list = events
-            .list(&ListParams::default().fields("involvedObject.name=nine-gpus"))
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
-            .iter()
-            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
-            .map(|e| e.message.clone().unwrap_or_default())
-            .filter(|m| m.contains("nvidia.com/gpu"))
-            .ok_or("no FailedScheduling naming nvidia.com/gpu".to_string())
-    })
+    let unschedulable = wait_pod(
+        &pods,
+        "nine-gpus",
+        "nine-gpus unschedulable for lack of GPUs",
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+                .is_some_and(|c| {
+                    c.status == "False"
+                        && c.reason.as_deref() == Some("Unschedulable")
+                        && c.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("Insufficient nvidia.com/gpu"))
+                })
+        },
+    )
     .await;
+    assert!(unschedulable.spec.unwrap().node_name.is_none());
     assert_eq!(phase(&pods.get("nine-gpus").await?), "Pending");
 
     // max-pods 3: one-gpu, nine-gpus (Pending, not bound) + two more fill the node.
@@ -519,6 +543,166 @@ async fn a_node_runs_with_its_own_certificate_under_node_restriction() -> anyhow
         }
     })
     .await;
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn exits_crash_loops_pull_failures_and_init_containers_follow_the_kubelet()
+-> anyhow::Result<()> {
+    use hollow_core::runtime::{Behavior, FakeRuntime};
+    use std::sync::Arc;
+
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let fake = FakeRuntime::default();
+    fake.set_behavior(|c| match (c.pod_name.as_str(), c.kind) {
+        ("crash", _) => Behavior::Exit {
+            after: Duration::from_millis(500),
+            code: 1,
+        },
+        ("done", _) => Behavior::Exit {
+            after: Duration::from_secs(1),
+            code: 0,
+        },
+        (_, hollow_core::runtime::ContainerKind::Init) => Behavior::Exit {
+            after: Duration::from_millis(300),
+            code: 0,
+        },
+        _ => Behavior::Run,
+    });
+    fake.fail_pulls_of("registry.example/missing:1", "manifest unknown");
+    let node = HollowNode::builder("lifecycle")
+        .runtime(Arc::new(fake.clone()))
+        .build()?
+        .start(env.client())
+        .await?;
+    node.wait_ready(WAIT).await?;
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    let busybox = |policy: &str| json!({ "restartPolicy": policy, "containers": [{ "name": "c", "image": "busybox" }] });
+    pods.create(&PostParams::default(), &pod("crash", busybox("Always")))
+        .await?;
+    pods.create(&PostParams::default(), &pod("done", busybox("Never")))
+        .await?;
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "missing",
+            json!({
+        "containers": [{ "name": "c", "image": "registry.example/missing:1" }] }),
+        ),
+    )
+    .await?;
+    pods.create(&PostParams::default(), &pod("with-init", json!({
+        "initContainers": [{ "name": "one", "image": "busybox" }, { "name": "two", "image": "busybox" }],
+        "containers": [{ "name": "c", "image": "busybox" }] })))
+        .await?;
+
+    let done = wait_pod(&pods, "done", "done Succeeded", |p| phase(p) == "Succeeded").await;
+    let terminated = done.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+
+    let crash = wait_pod(&pods, "crash", "crash in CrashLoopBackOff", |p| {
+        let Some(c) = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|c| &c[0])
+        else {
+            return false;
+        };
+        c.restart_count >= 2
+            && c.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref())
+                == Some("CrashLoopBackOff")
+    })
+    .await;
+    let status = crash.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    let container = &status.container_statuses.unwrap()[0];
+    assert_eq!(
+        container
+            .last_state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        1
+    );
+    assert!(!container.ready);
+
+    let reason = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c[0].state.clone())
+            .and_then(|s| s.waiting)
+            .and_then(|w| w.reason)
+    };
+    wait_pod(&pods, "missing", "ErrImagePull", |p| {
+        reason(p).as_deref() == Some("ErrImagePull")
+    })
+    .await;
+    wait_pod(&pods, "missing", "ImagePullBackOff", |p| {
+        reason(p).as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
+
+    let with_init = wait_pod(&pods, "with-init", "with-init Running", |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    let inits = with_init.status.unwrap().init_container_statuses.unwrap();
+    assert_eq!(inits.len(), 2);
+    for init in &inits {
+        assert!(init.ready);
+        assert_eq!(
+            init.state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("Completed")
+        );
+    }
+    // One at a time: the second init container started after the first finished.
+    let first_finished = inits[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .unwrap()
+        .finished_at
+        .clone()
+        .unwrap();
+    let second_started = inits[1]
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .unwrap()
+        .started_at
+        .clone()
+        .unwrap();
+    assert!(second_started.0 >= first_finished.0);
+    assert!(fake.calls_to("pull_image") >= 6);
     node.shutdown().await;
     Ok(())
 }

@@ -1,57 +1,301 @@
-//! `hollow-kubelet`: runs hollow nodes.
+//! `hollow-kubelet`: runs hollow nodes, a drop-in for `kubemark --morph=kubelet`.
 //!
 //! With no cluster given (no `--kubeconfig`, no `KUBECONFIG`, no in-cluster service
 //! account) it starts a local control plane first, so one command gives a working
-//! cluster on a laptop.
+//! cluster of hollow nodes on a laptop.
 
-use std::path::PathBuf;
+mod cli;
 
-use anyhow::Context as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
 use clap::Parser;
+use hollow_core::node::{
+    HollowCluster, HollowNode, HollowNodeBuilder, LEASE_NAMESPACE, RunningNode,
+};
 use hollow_core::testenv::TestEnv;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
-/// Runs hollow Kubernetes nodes.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    /// Kubeconfig of the cluster to join; without one (and without KUBECONFIG or an
-    /// in-cluster service account) a local control plane is started.
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
+use cli::Cli;
 
-    /// Where the local control plane keeps its state (default: a temporary directory).
-    #[arg(long, env = "HOLLOW_LOCAL_DIR")]
-    local_dir: Option<PathBuf>,
-}
+/// How long to keep trying to reach the API server before giving up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.kubeconfig.is_some() {
-        anyhow::bail!("joining an existing cluster is not implemented yet");
+    init_logging(cli.ignored.verbosity);
+    for flag in cli.ignored.given() {
+        tracing::info!("{flag} is accepted for Kubemark compatibility and has no effect");
     }
-    let mut builder = TestEnv::builder();
-    if let Some(dir) = cli.local_dir {
-        builder = builder.dir(dir);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hollow-kubelet: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbosity: Option<u8>) {
+    let level = match verbosity.unwrap_or(1) {
+        0 | 1 => "info",
+        2..=4 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        format!("warn,kube_client=off,hollow_core={level},hollow_kubelet={level}").into()
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Nodes of one process: one on its own watch, or many sharing one.
+enum Nodes {
+    One(RunningNode),
+    Many(HollowCluster),
+}
+
+impl Nodes {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Nodes::One(node) => vec![node.name().to_string()],
+            Nodes::Many(cluster) => cluster
+                .nodes()
+                .iter()
+                .map(|n| n.name().to_string())
+                .collect(),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Nodes::One(node) => node.shutdown().await,
+            Nodes::Many(cluster) => cluster.shutdown().await,
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.morph != "kubelet" {
+        bail!(
+            "--morph={} is not served by hollow-kubelet; run hollow-proxy for the proxy role",
+            cli.morph
+        );
+    }
+    let (client, local) = connect(&cli).await?;
+    wait_for_api(&client).await?;
+
+    let started = Instant::now();
+    let count = cli.nodes as usize;
+    let nodes = if count == 1 {
+        let node = configure(HollowNode::builder(&cli.name), &cli, 0)
+            .build()?
+            .start(client.clone())
+            .await?;
+        node.wait_ready(Duration::from_secs(120)).await?;
+        Nodes::One(node)
+    } else {
+        let settings = NodeSettings::from(&cli);
+        let cluster = HollowCluster::builder(&cli.name)
+            .nodes(count, move |i, node| settings.apply(node, i))
+            .parallelism(cli.parallelism)
+            .start_with_timeout(client.clone(), Duration::from_secs(120 + count as u64 / 10))
+            .await?;
+        Nodes::Many(cluster)
+    };
+    eprintln!(
+        "{count} node(s) Ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(env) = &local {
+        eprintln!(
+            "run kubectl with: export KUBECONFIG={}",
+            env.kubeconfig_path().display()
+        );
+        eprintln!("kubectl: {}", env.binary("kubectl").display());
+    }
+
+    wait_for_signal().await?;
+    eprintln!("shutting down");
+    let names = nodes.names();
+    nodes.shutdown().await;
+    if cli.cleanup_on_exit {
+        cleanup(&client, &names).await;
+    }
+    if let Some(env) = local {
+        env.stop();
+    }
+    Ok(())
+}
+
+/// What every node of the process gets from the flags.
+#[derive(Clone)]
+struct NodeSettings {
+    labels: Vec<(String, String)>,
+    taints: Vec<(String, String, String)>,
+    resources: Vec<(String, String)>,
+    max_pods: u32,
+    kubelet_port: u16,
+    adopt: bool,
+}
+
+impl From<&Cli> for NodeSettings {
+    fn from(cli: &Cli) -> Self {
+        Self {
+            labels: cli.node_labels.0.clone(),
+            taints: cli.register_with_taints.0.clone(),
+            resources: cli
+                .capacity
+                .0
+                .iter()
+                .chain(&cli.extended_resources.0)
+                .cloned()
+                .collect(),
+            max_pods: cli.max_pods,
+            kubelet_port: cli.kubelet_port,
+            adopt: cli.adopt,
+        }
+    }
+}
+
+impl NodeSettings {
+    fn apply(&self, mut node: HollowNodeBuilder, index: usize) -> HollowNodeBuilder {
+        for (key, value) in &self.labels {
+            node = node.label(key, value);
+        }
+        for (key, value, effect) in &self.taints {
+            node = node.taint(key, value, effect);
+        }
+        node = node.max_pods(self.max_pods);
+        for (name, quantity) in &self.resources {
+            node = node.capacity(name, quantity);
+        }
+        node.kubelet_port(self.kubelet_port)
+            .adopt(self.adopt)
+            .address(loopback_address(index))
+    }
+}
+
+fn configure(node: HollowNodeBuilder, cli: &Cli, index: usize) -> HollowNodeBuilder {
+    NodeSettings::from(cli).apply(node, index)
+}
+
+/// Node `index`'s own loopback address: 127.1.0.1, 127.1.0.2, ...
+fn loopback_address(index: usize) -> IpAddr {
+    let n = u32::try_from(index).unwrap_or(u32::MAX - 1) + 1;
+    let [_, b, c, d] = n.to_be_bytes();
+    IpAddr::V4(Ipv4Addr::new(127, 1 + b, c, d))
+}
+
+/// A client for the cluster given, or for a local control plane started here.
+async fn connect(cli: &Cli) -> anyhow::Result<(kube::Client, Option<TestEnv>)> {
+    if let Some(paths) = &cli.kubeconfig {
+        let mut merged: Option<Kubeconfig> = None;
+        for path in std::env::split_paths(paths) {
+            let file = Kubeconfig::read_from(&path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            merged = Some(match merged {
+                None => file,
+                Some(base) => base.merge(file).context("cannot merge kubeconfig files")?,
+            });
+        }
+        let kubeconfig =
+            merged.with_context(|| format!("no kubeconfig file in {}", paths.display()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("invalid kubeconfig {}", paths.display()))?;
+        let client =
+            kube::Client::try_from(config).context("cannot build a client from the kubeconfig")?;
+        return Ok((client, None));
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        let config =
+            kube::Config::incluster().context("cannot use the in-cluster service account")?;
+        let client = kube::Client::try_from(config).context("cannot build an in-cluster client")?;
+        return Ok((client, None));
     }
     eprintln!(
-        "starting a local control plane (etcd, kube-apiserver, kube-scheduler, kube-controller-manager)..."
+        "no cluster given: starting a local control plane (etcd, kube-apiserver, kube-scheduler, kube-controller-manager)"
     );
+    let mut builder = TestEnv::builder();
+    if let Some(dir) = &cli.local_dir {
+        builder = builder.dir(dir);
+    }
     let env = builder
         .start()
         .await
         .context("cannot start the local control plane")?;
-    println!("local control plane ready at {}", env.server_url());
+    eprintln!("local control plane ready at {}", env.server_url());
     println!("export KUBECONFIG={}", env.kubeconfig_path().display());
-    println!("press Ctrl-C to stop");
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
-    env.stop();
+    Ok((env.client(), Some(env)))
+}
+
+/// Waits until the API server answers, retrying with backoff; says what it tried.
+async fn wait_for_api(client: &kube::Client) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await;
+        let error = match result {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "no answer within 10s".to_string(),
+        };
+        if started.elapsed() + delay > CONNECT_PATIENCE {
+            bail!(
+                "cannot reach the API server after {attempts} attempts over {:.0}s: {error}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        tracing::warn!(attempt = attempts, %error, "API server not reachable; retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(8));
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot handle SIGINT")?,
+        _ = terminate.recv() => {}
+    }
     Ok(())
+}
+
+/// Deletes the Nodes and Leases of this process.
+async fn cleanup(client: &kube::Client, names: &[String]) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    for name in names {
+        if let Err(error) = nodes.delete(name, &Default::default()).await {
+            tracing::warn!(node = %name, %error, "cannot delete the node");
+        }
+        let _ = leases.delete(name, &Default::default()).await;
+    }
+    eprintln!("deleted {} node(s) and their leases", names.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_are_distinct() {
+        assert_eq!(loopback_address(0).to_string(), "127.1.0.1");
+        assert_eq!(loopback_address(255).to_string(), "127.1.1.0");
+        assert_eq!(loopback_address(70_000).to_string(), "127.2.17.113");
+    }
 }

@@ -138,26 +138,34 @@ impl PodWorker {
     }
 
     pub(crate) async fn run(mut self) {
+        // The first pass drives the containers; later ones do only when the runtime
+        // reported a change, a timer is due, or the pod is being deleted. A plain status
+        // update (our own write's echo, a controller's condition) only gets a status pass.
+        let mut drive = true;
         loop {
-            let wake = self.sync().await;
+            let wake = self.sync(drive).await;
             let sleep = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            drive = tokio::select! {
                 _ = self.shared.cancel.cancelled() => return,
                 changed = self.updates.changed() => match changed {
                     Ok(()) => {
                         let pod = self.updates.borrow_and_update().clone();
                         self.observe(pod);
+                        self.pod.metadata.deletion_timestamp.is_some()
                     }
                     Err(_) => break,
                 },
-                nudge = self.nudges.recv() => if nudge.is_none() { break },
-                _ = sleep => {}
-            }
+                nudge = self.nudges.recv() => match nudge {
+                    Some(()) => true,
+                    None => break,
+                },
+                _ = sleep => true,
+            };
         }
         self.remove_from_runtime().await;
     }
@@ -177,7 +185,10 @@ impl PodWorker {
     }
 
     /// One pass toward the desired state; returns when to wake up without news.
-    async fn sync(&mut self) -> Option<Instant> {
+    async fn sync(&mut self, drive: bool) -> Option<Instant> {
+        if self.retry_at.is_some_and(|at| at <= Instant::now()) {
+            self.retry_at = None;
+        }
         if self.deleted {
             return None;
         }
@@ -185,7 +196,7 @@ impl PodWorker {
             self.terminate_and_delete().await;
             return self.retry_at;
         }
-        if !self.terminal {
+        if drive && !self.terminal {
             self.refresh().await;
             if self.ensure_sandbox().await {
                 self.drive_containers().await;
@@ -202,17 +213,29 @@ impl PodWorker {
         self.next_wake()
     }
 
+    /// The earliest future moment something is due: a back-off ending, a retry, or a
+    /// relist of a runtime that pushes no events. Expired back-offs are not due.
     fn next_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let retry = self.retry_at.filter(|at| *at > now);
         if self.terminal {
-            return self.retry_at;
+            return retry;
         }
+        // Half-way through a pull back-off the waiting reason turns from ErrImagePull
+        // to ImagePullBackOff, as the kubelet's next sync shows it.
+        let pull_midpoints = self.pulls.values().map(|b| b.since + b.delay / 2);
         let backoffs = self
             .restarts
             .values()
             .chain(self.pulls.values())
-            .map(Backoff::until);
-        let relist = (!self.shared.runtime_pushes_events).then(|| Instant::now() + RELIST_PERIOD);
-        backoffs.chain(relist).chain(self.retry_at).min()
+            .map(Backoff::until)
+            .chain(pull_midpoints);
+        let relist = (!self.shared.runtime_pushes_events).then(|| now + RELIST_PERIOD);
+        backoffs
+            .filter(|at| *at > now)
+            .chain(relist)
+            .chain(retry)
+            .min()
     }
 
     /// Reads the current containers' states from the runtime.

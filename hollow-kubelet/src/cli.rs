@@ -1,0 +1,253 @@
+//! The command line: Kubemark's hollow-kubelet flags, plus hollow's own.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Runs hollow Kubernetes nodes: a drop-in for `kubemark --morph=kubelet`.
+///
+/// With no cluster given (no --kubeconfig, no KUBECONFIG, no in-cluster service
+/// account) it first starts a local control plane.
+#[derive(Debug, Parser)]
+#[command(name = "hollow-kubelet", version, about, long_about = None)]
+pub struct Cli {
+    /// Node name; with --nodes N > 1 the nodes are <name>-0 .. <name>-(N-1).
+    #[arg(long, env = "NODE_NAME", default_value = "hollow-node")]
+    pub name: String,
+
+    /// Kubeconfig of the cluster to join.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How many nodes this process runs (sharing one client and one pod watch).
+    #[arg(long, env = "HOLLOW_NODES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub nodes: u32,
+
+    /// Labels to register the nodes with: k=v,k2=v2.
+    #[arg(long, value_parser = parse_labels, default_value = "")]
+    pub node_labels: Pairs,
+
+    /// Taints to register the nodes with: key=value:Effect,key2:Effect.
+    #[arg(long, value_parser = parse_taints, default_value = "")]
+    pub register_with_taints: Taints,
+
+    /// Maximum pods per node.
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
+
+    /// Extended resources: name=quantity,... (e.g. nvidia.com/gpu=8).
+    #[arg(long, value_parser = parse_resources, default_value = "")]
+    pub extended_resources: Pairs,
+
+    /// Node capacity: cpu=72,memory=256Gi,ephemeral-storage=1Ti,...
+    #[arg(long, value_parser = parse_resources, default_value = "")]
+    pub capacity: Pairs,
+
+    /// The kubelet port published in the Node's daemonEndpoints.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
+
+    /// Client QPS (accepted for Kubemark compatibility; hollow's client is not
+    /// rate-limited on the client side).
+    #[arg(long, default_value_t = 10.0)]
+    pub kube_api_qps: f32,
+
+    /// Client burst (accepted for Kubemark compatibility, see --kube-api-qps).
+    #[arg(long, default_value_t = 20)]
+    pub kube_api_burst: u32,
+
+    /// Kubemark's role switch: only "kubelet" is served here (see hollow-proxy).
+    #[arg(long, default_value = "kubelet")]
+    pub morph: String,
+
+    /// Delete this process's Nodes and Leases on shutdown.
+    #[arg(long)]
+    pub cleanup_on_exit: bool,
+
+    /// Take over existing Nodes of the same names that hollow did not register.
+    #[arg(long)]
+    pub adopt: bool,
+
+    /// Where the local control plane keeps its state (default: a temporary directory).
+    #[arg(long, env = "HOLLOW_LOCAL_DIR")]
+    pub local_dir: Option<PathBuf>,
+
+    /// How many nodes register at once.
+    #[arg(long, default_value_t = 64)]
+    pub parallelism: usize,
+
+    /// Kubemark flags that mean nothing here: accepted with a notice.
+    #[command(flatten)]
+    pub ignored: IgnoredFlags,
+}
+
+/// Flags Kubemark's manifests pass that hollow accepts and ignores (or maps).
+#[derive(Debug, clap::Args)]
+pub struct IgnoredFlags {
+    /// Log verbosity (klog's -v): 0-1 info, 2-4 debug, 5+ trace.
+    #[arg(long = "v", short = 'v')]
+    pub verbosity: Option<u8>,
+    /// Ignored (logs always go to stderr).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub alsologtostderr: Option<String>,
+    /// Ignored (hollow serves no read-only port).
+    #[arg(long)]
+    pub kubelet_read_only_port: Option<u16>,
+    /// Ignored (there is no image service).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub use_host_image_service: Option<String>,
+    /// Ignored (there is no container runtime socket).
+    #[arg(long)]
+    pub containerd: Option<String>,
+    /// Ignored (hollow speaks JSON).
+    #[arg(long)]
+    pub kube_api_content_type: Option<String>,
+}
+
+impl IgnoredFlags {
+    /// The names of the ignored flags that were given.
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("--alsologtostderr", self.alsologtostderr.is_some()),
+            (
+                "--kubelet-read-only-port",
+                self.kubelet_read_only_port.is_some(),
+            ),
+            (
+                "--use-host-image-service",
+                self.use_host_image_service.is_some(),
+            ),
+            ("--containerd", self.containerd.is_some()),
+            (
+                "--kube-api-content-type",
+                self.kube_api_content_type.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+}
+
+/// A list of `key=value` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pairs(pub Vec<(String, String)>);
+
+/// A list of taints: key, value, effect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Taints(pub Vec<(String, String, String)>);
+
+fn pairs(input: &str) -> impl Iterator<Item = &str> {
+    input
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+/// `k=v,k2=v2`; keys must be non-empty.
+pub fn parse_labels(input: &str) -> Result<Pairs, String> {
+    pairs(input)
+        .map(|item| match item.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+            _ => Err(format!("invalid label {item:?}: expected key=value")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Pairs)
+}
+
+/// `key=value:Effect,key:Effect`.
+pub fn parse_taints(input: &str) -> Result<Taints, String> {
+    pairs(input)
+        .map(|item| {
+            let (key_value, effect) = item
+                .rsplit_once(':')
+                .ok_or_else(|| format!("invalid taint {item:?}: expected key=value:Effect"))?;
+            if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+                return Err(format!(
+                    "invalid taint {item:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"
+                ));
+            }
+            let (key, value) = key_value.split_once('=').unwrap_or((key_value, ""));
+            if key.is_empty() {
+                return Err(format!("invalid taint {item:?}: empty key"));
+            }
+            Ok((key.to_string(), value.to_string(), effect.to_string()))
+        })
+        .collect::<Result<_, _>>()
+        .map(Taints)
+}
+
+/// `name=quantity,...` with non-negative quantities.
+pub fn parse_resources(input: &str) -> Result<Pairs, String> {
+    pairs(input)
+        .map(|item| match item.split_once('=') {
+            Some((name, quantity)) if !name.is_empty() && is_quantity(quantity) => {
+                Ok((name.to_string(), quantity.to_string()))
+            }
+            Some((name, quantity)) if !name.is_empty() => Err(format!(
+                "invalid quantity {quantity:?} for {name}: expected a non-negative quantity such as 8, 500m or 16Gi"
+            )),
+            _ => Err(format!("invalid resource {item:?}: expected name=quantity")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Pairs)
+}
+
+fn is_quantity(quantity: &str) -> bool {
+    // The same rule the node builder applies, checked here for an early, named error.
+    hollow_core::node::HollowNode::builder("probe")
+        .capacity("probe", quantity)
+        .build()
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubemark_command_lines_parse() {
+        let cli = Cli::try_parse_from([
+            "hollow-kubelet",
+            "--morph=kubelet",
+            "--name=node-1",
+            "--kubeconfig=/kubeconfig/kubelet.kubeconfig",
+            "--v=2",
+            "--alsologtostderr",
+            "--node-labels=cloud.google.com/gke-nodepool=default,kubemark=true",
+            "--register-with-taints=kubemark=true:NoSchedule",
+            "--max-pods=50",
+            "--extended-resources=nvidia.com/gpu=8",
+            "--kubelet-read-only-port=0",
+            "--use-host-image-service=false",
+            "--kube-api-content-type=application/vnd.kubernetes.protobuf",
+        ])
+        .unwrap();
+        assert_eq!(cli.name, "node-1");
+        assert_eq!(cli.ignored.verbosity, Some(2));
+        assert_eq!(cli.node_labels.0.len(), 2);
+        assert_eq!(
+            cli.register_with_taints.0,
+            vec![("kubemark".into(), "true".into(), "NoSchedule".into())]
+        );
+        assert_eq!(
+            cli.extended_resources.0,
+            vec![("nvidia.com/gpu".into(), "8".into())]
+        );
+        assert_eq!(cli.ignored.given().len(), 4);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let error = |args: &[&str]| {
+            let mut argv = vec!["hollow-kubelet"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).unwrap_err().to_string()
+        };
+        assert!(error(&["--extended-resources", "foo"]).contains("expected name=quantity"));
+        assert!(error(&["--capacity", "cpu=-1"]).contains("invalid quantity \"-1\" for cpu"));
+        assert!(error(&["--register-with-taints", "a=b:Sometimes"]).contains("effect must be"));
+        assert!(error(&["--node-labels", "novalue"]).contains("expected key=value"));
+        assert!(error(&["--nodes", "0"]).contains("--nodes"));
+    }
+}
