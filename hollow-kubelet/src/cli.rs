@@ -72,6 +72,10 @@ pub struct Cli {
     #[arg(long, env = "HOLLOW_LOCAL_DIR")]
     pub local_dir: Option<PathBuf>,
 
+    /// How long to keep retrying an unreachable API server, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub connect_timeout: u64,
+
     /// How many nodes register at once.
     #[arg(long, default_value_t = 64)]
     pub parallelism: usize,

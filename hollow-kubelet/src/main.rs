@@ -23,9 +23,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use cli::Cli;
 
-/// How long to keep trying to reach the API server before giving up.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -91,7 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let (client, local) = connect(&cli).await?;
-    wait_for_api(&client).await?;
+    wait_for_api(&client, Duration::from_secs(cli.connect_timeout)).await?;
 
     let started = Instant::now();
     let count = cli.nodes as usize;
@@ -240,7 +237,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<(kube::Client, Option<TestEnv>)> {
 }
 
 /// Waits until the API server answers, retrying with backoff; says what it tried.
-async fn wait_for_api(client: &kube::Client) -> anyhow::Result<()> {
+async fn wait_for_api(client: &kube::Client, patience: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
     let mut attempts = 0;
@@ -253,7 +250,7 @@ async fn wait_for_api(client: &kube::Client) -> anyhow::Result<()> {
             Ok(Err(error)) => error.to_string(),
             Err(_) => "no answer within 10s".to_string(),
         };
-        if started.elapsed() + delay > CONNECT_PATIENCE {
+        if started.elapsed() + delay > patience {
             bail!(
                 "cannot reach the API server after {attempts} attempts over {:.0}s: {error}",
                 started.elapsed().as_secs_f64()

@@ -1,0 +1,289 @@
+//! The `hollow-kubelet` binary, run as a process against a real local control plane.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use hollow_core::testenv::TestEnv;
+use hollow_tests::{eventually, init_tracing};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+const WAIT: Duration = Duration::from_secs(120);
+const BINARY: &str = env!("CARGO_BIN_EXE_hollow-kubelet");
+
+fn spawn(args: &[&str], node_name: Option<&str>, log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true);
+    if let Some(name) = node_name {
+        command.env("NODE_NAME", name);
+    }
+    command.spawn().unwrap()
+}
+
+/// Runs the binary to its end (bounded) and returns its exit success and output.
+async fn run(args: &[&str]) -> (bool, String) {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("hollow-kubelet did not exit within 60s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+fn terminate(child: &Child) {
+    let pid = i32::try_from(child.id().unwrap()).unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+}
+
+async fn wait_exit(child: &mut Child) -> bool {
+    tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("hollow-kubelet did not stop within 60s after SIGTERM")
+        .unwrap()
+        .success()
+}
+
+fn ready(node: &Node) -> Option<&str> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
+#[tokio::test]
+async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = env.kubeconfig_path().display().to_string();
+    let mut child = spawn(
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "--name=fifty",
+            "--nodes=50",
+            "--node-labels=hollow-node=true,tier=load",
+            "--register-with-taints=kubemark=true:NoSchedule",
+            "--capacity=cpu=72,memory=256Gi,pods=110,ephemeral-storage=1Ti",
+            "--extended-resources=nvidia.com/gpu=8",
+            "--cleanup-on-exit",
+        ],
+        None,
+        &dir.path().join("kubelet.log"),
+    );
+    let nodes: Api<Node> = Api::all(env.client());
+    let listed = eventually("50 Ready hollow nodes", WAIT, || async {
+        let list = nodes
+            .list(&ListParams::default().labels("tier=load"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready_count = list
+            .items
+            .iter()
+            .filter(|n| ready(n) == Some("True"))
+            .count();
+        (ready_count == 50)
+            .then_some(list.items)
+            .ok_or(format!("{ready_count} Ready"))
+    })
+    .await;
+    for node in &listed {
+        let name = node.metadata.name.as_deref().unwrap();
+        assert!(name.starts_with("fifty-"), "{name}");
+        assert_eq!(
+            node.metadata.labels.as_ref().unwrap()["hollow-node"],
+            "true"
+        );
+        let taints = node.spec.as_ref().unwrap().taints.clone().unwrap();
+        assert!(
+            taints
+                .iter()
+                .any(|t| t.key == "kubemark" && t.effect == "NoSchedule")
+        );
+        let capacity = node.status.as_ref().unwrap().capacity.clone().unwrap();
+        assert_eq!(capacity["cpu"].0, "72");
+        assert_eq!(capacity["memory"].0, "256Gi");
+        assert_eq!(capacity["nvidia.com/gpu"].0, "8");
+    }
+    let addresses: std::collections::BTreeSet<String> = listed
+        .iter()
+        .map(|n| {
+            n.status.as_ref().unwrap().addresses.as_ref().unwrap()[0]
+                .address
+                .clone()
+        })
+        .collect();
+    assert_eq!(
+        addresses.len(),
+        50,
+        "each node has its own loopback address"
+    );
+
+    terminate(&child);
+    assert!(wait_exit(&mut child).await, "clean exit on SIGTERM");
+    let left = nodes
+        .list(&ListParams::default().labels("tier=load"))
+        .await?;
+    assert!(left.items.is_empty(), "--cleanup-on-exit removes the nodes");
+    let leases: Api<Lease> = Api::namespaced(env.client(), "kube-node-lease");
+    assert!(leases.get_opt("fifty-0").await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_seeds_kubemark_command_lines_register_and_go_not_ready_on_sigterm()
+-> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = format!("--kubeconfig={}", env.kubeconfig_path().display());
+    // As in the seeds' manifests, with only the binary swapped.
+    let mut first = spawn(
+        &[
+            "--morph=kubelet",
+            "--name=hollow-node-7d9f",
+            &kubeconfig,
+            "--kube-api-content-type=application/vnd.kubernetes.protobuf",
+            "--alsologtostderr",
+            "--v=2",
+        ],
+        None,
+        &dir.path().join("first.log"),
+    );
+    let mut second = spawn(
+        &[
+            "--morph=kubelet",
+            &kubeconfig,
+            "--node-labels=hollow-node=true",
+            "--containerd=/run/crio/crio.sock",
+            "--v=9",
+        ],
+        Some("hollow-node-from-env"),
+        &dir.path().join("second.log"),
+    );
+    let nodes: Api<Node> = Api::all(env.client());
+    for name in ["hollow-node-7d9f", "hollow-node-from-env"] {
+        eventually("the seed's node Ready", WAIT, || async {
+            let node = nodes
+                .get_opt(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("not registered")?;
+            (ready(&node) == Some("True"))
+                .then_some(())
+                .ok_or("not Ready".to_string())
+        })
+        .await;
+    }
+    let log = std::fs::read_to_string(dir.path().join("second.log"))?;
+    assert!(
+        log.contains("--containerd is accepted for Kubemark compatibility"),
+        "{log}"
+    );
+
+    terminate(&first);
+    assert!(wait_exit(&mut first).await);
+    // Without --cleanup-on-exit the Node stays and the node lifecycle controller marks it.
+    eventually("the stopped node to go Unknown", WAIT, || async {
+        let node = nodes
+            .get("hollow-node-7d9f")
+            .await
+            .map_err(|e| e.to_string())?;
+        (ready(&node) == Some("Unknown"))
+            .then_some(())
+            .ok_or(format!("{:?}", ready(&node)))
+    })
+    .await;
+    terminate(&second);
+    assert!(wait_exit(&mut second).await);
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().scheduler(false).start().await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = env.kubeconfig_path().display().to_string();
+
+    let garbage = dir.path().join("garbage.kubeconfig");
+    std::fs::write(&garbage, "this: [is not a kubeconfig")?;
+    let (ok, out) = run(&["--kubeconfig", garbage.to_str().unwrap()]).await;
+    assert!(!ok && out.contains("cannot read kubeconfig"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+
+    let unreachable = dir.path().join("unreachable.kubeconfig");
+    let text = std::fs::read_to_string(env.kubeconfig_path())?
+        .replace(env.server_url(), "https://127.0.0.1:1");
+    std::fs::write(&unreachable, text)?;
+    let (ok, out) = run(&[
+        "--kubeconfig",
+        unreachable.to_str().unwrap(),
+        "--connect-timeout=3",
+    ])
+    .await;
+    assert!(
+        !ok && out.contains("cannot reach the API server after"),
+        "{out}"
+    );
+
+    for (flag, expected) in [
+        ("--extended-resources=foo", "expected name=quantity"),
+        ("--capacity=cpu=-1", "invalid quantity \"-1\" for cpu"),
+        ("--register-with-taints=a=b:Often", "effect must be"),
+        ("--morph=proxy", "run hollow-proxy"),
+    ] {
+        let (ok, out) = run(&["--kubeconfig", &kubeconfig, flag]).await;
+        assert!(!ok && out.contains(expected), "{flag}: {out}");
+    }
+
+    // A Node hollow did not register is not taken over unless --adopt says so.
+    let nodes: Api<Node> = Api::all(env.client());
+    let foreign: Node =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": "taken" } }))?;
+    nodes.create(&PostParams::default(), &foreign).await?;
+    let (ok, out) = run(&["--kubeconfig", &kubeconfig, "--name=taken"]).await;
+    assert!(
+        !ok && out.contains("already exists and was not registered by hollow"),
+        "{out}"
+    );
+    let mut adopted = spawn(
+        &["--kubeconfig", &kubeconfig, "--name=taken", "--adopt"],
+        None,
+        &dir.path().join("adopt.log"),
+    );
+    eventually("the adopted node Ready", WAIT, || async {
+        let node = nodes.get("taken").await.map_err(|e| e.to_string())?;
+        (ready(&node) == Some("True"))
+            .then_some(())
+            .ok_or("not Ready".to_string())
+    })
+    .await;
+    terminate(&adopted);
+    assert!(wait_exit(&mut adopted).await);
+    Ok(())
+}
