@@ -598,6 +598,23 @@ async fn exits_crash_loops_pull_failures_and_init_containers_follow_the_kubelet(
         "containers": [{ "name": "c", "image": "busybox" }] })))
         .await?;
 
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "host",
+            json!({
+        "hostNetwork": true, "containers": [{ "name": "c", "image": "busybox" }] }),
+        ),
+    )
+    .await?;
+    let host = wait_pod(&pods, "host", "host Running", |p| phase(p) == "Running").await;
+    let host_status = host.status.unwrap();
+    assert_eq!(
+        host_status.pod_ip, host_status.host_ip,
+        "host-network pods take the node's IP"
+    );
+    assert_eq!(host_status.pod_ip.as_deref(), Some("127.0.0.1"));
+
     let done = wait_pod(&pods, "done", "done Succeeded", |p| phase(p) == "Succeeded").await;
     let terminated = done.status.unwrap().container_statuses.unwrap()[0]
         .state

@@ -28,6 +28,9 @@ mod register;
 mod shared;
 mod worker;
 
+#[cfg(test)]
+mod mock_tests;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 
 /// How many calls a fake remembers (the oldest are dropped first).
 const CALL_RECORD_LIMIT: usize = 10_000;
-const EVENT_CAPACITY: usize = 1024;
+/// Events a slow subscriber may fall behind by before it is told it lagged (the engine
+/// then resyncs every pod of the node). Preallocated per runtime, so kept small.
+const EVENT_CAPACITY: usize = 16;
 
 /// What a fake container does once started.
 #[derive(Debug, Clone, PartialEq, Eq)]

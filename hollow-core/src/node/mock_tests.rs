@@ -1,0 +1,232 @@
+//! The exact requests of registration, lease renewal and status writes, checked
+//! against a `tower_test` mock API server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower_test::mock::{Handle, SendResponse};
+
+use super::config::MANAGED_ANNOTATION;
+use super::shared::NodeShared;
+use super::{HollowNode, NodeTiming, heartbeat, register};
+use crate::cadvisor::{Cadvisor, FakeCadvisor};
+
+type MockHandle = Handle<Request<Body>, Response<Body>>;
+
+fn mock_client() -> (kube::Client, MockHandle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(service, "default"), handle)
+}
+
+async fn next(
+    handle: &mut MockHandle,
+) -> (
+    Method,
+    String,
+    Option<String>,
+    Value,
+    SendResponse<Response<Body>>,
+) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .expect("a request within 10s")
+        .expect("the client is alive");
+    let method = request.method().clone();
+    let uri = request.uri().to_string();
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (method, uri, content_type, body, send)
+}
+
+fn respond(send: SendResponse<Response<Body>>, code: u16, body: Value) {
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason })
+}
+
+#[tokio::test]
+async fn registration_creates_the_node_and_adopts_its_own_on_conflict() {
+    let (client, mut handle) = mock_client();
+    let node = HollowNode::builder("n1")
+        .label("zone", "a")
+        .build()
+        .unwrap();
+    let server = tokio::spawn(async move {
+        let (method, uri, _, body, send) = next(&mut handle).await;
+        assert_eq!((method, uri.as_str()), (Method::POST, "/api/v1/nodes?"));
+        assert_eq!(body["metadata"]["name"], "n1");
+        assert_eq!(body["metadata"]["labels"]["zone"], "a");
+        assert_eq!(body["metadata"]["annotations"][MANAGED_ANNOTATION], "true");
+        assert_eq!(body["spec"]["providerID"], "hollow://n1");
+        respond(send, 409, status(409, "AlreadyExists"));
+
+        let (method, uri, _, _, send) = next(&mut handle).await;
+        assert_eq!((method, uri.as_str()), (Method::GET, "/api/v1/nodes/n1"));
+        respond(
+            send,
+            200,
+            json!({ "apiVersion": "v1", "kind": "Node",
+            "metadata": { "name": "n1", "uid": "u1", "annotations": { MANAGED_ANNOTATION: "true" } } }),
+        );
+
+        let (method, uri, content_type, body, send) = next(&mut handle).await;
+        assert_eq!((method, uri.as_str()), (Method::PATCH, "/api/v1/nodes/n1?"));
+        assert_eq!(
+            content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+        assert_eq!(body["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
+        respond(
+            send,
+            200,
+            json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "n1", "uid": "u1" } }),
+        );
+    });
+    let nodes: Api<Node> = Api::all(client);
+    let registered = register::register(&nodes, &node.config, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(registered.metadata.uid.as_deref(), Some("u1"));
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn registration_refuses_a_foreign_node() {
+    let (client, mut handle) = mock_client();
+    let node = HollowNode::builder("n1").build().unwrap();
+    let server = tokio::spawn(async move {
+        let (_, _, _, _, send) = next(&mut handle).await;
+        respond(send, 409, status(409, "AlreadyExists"));
+        let (_, _, _, _, send) = next(&mut handle).await;
+        respond(
+            send,
+            200,
+            json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "n1" } }),
+        );
+    });
+    let nodes: Api<Node> = Api::all(client);
+    let error = register::register(&nodes, &node.config, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, super::Error::NodeExists(ref name) if name == "n1"),
+        "{error}"
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn heartbeats_write_status_then_create_and_renew_the_lease() {
+    let (client, mut handle) = mock_client();
+    let timing = NodeTiming {
+        lease_renew: Duration::from_millis(300),
+        lease_duration: Duration::from_secs(2),
+        status_update: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let node = HollowNode::builder("n1").timing(timing).build().unwrap();
+    let machine = FakeCadvisor::default().machine_info().await.unwrap();
+    let cancel = CancellationToken::new();
+    let shared = Arc::new(NodeShared::new(
+        node.config,
+        client,
+        "hollow".into(),
+        "hollow://0.1.0".into(),
+        machine,
+        cancel.clone(),
+    ));
+    let task = tokio::spawn(heartbeat::run(shared, "node-uid".into()));
+
+    // The first status write: a strategic merge patch of the status subresource.
+    let (method, uri, content_type, body, send) = next(&mut handle).await;
+    assert_eq!(
+        (method, uri.as_str()),
+        (Method::PATCH, "/api/v1/nodes/n1/status?")
+    );
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/strategic-merge-patch+json")
+    );
+    let conditions: Vec<&str> = body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        conditions,
+        ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+    );
+    assert_eq!(
+        body["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+        10250
+    );
+    respond(
+        send,
+        200,
+        json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "n1" } }),
+    );
+
+    // No Lease yet: GET answers 404, then the Lease is created with an owner reference.
+    let (method, uri, _, _, send) = next(&mut handle).await;
+    assert_eq!(
+        (method, uri.as_str()),
+        (
+            Method::GET,
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"
+        )
+    );
+    respond(send, 404, status(404, "NotFound"));
+    let (method, uri, _, body, send) = next(&mut handle).await;
+    assert_eq!(
+        (method, uri.as_str()),
+        (
+            Method::POST,
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases?"
+        )
+    );
+    assert_eq!(body["spec"]["holderIdentity"], "n1");
+    assert_eq!(body["spec"]["leaseDurationSeconds"], 2);
+    assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "node-uid");
+    assert_eq!(body["metadata"]["ownerReferences"][0]["kind"], "Node");
+    let mut lease = body.clone();
+    lease["metadata"]["resourceVersion"] = json!("1");
+    respond(send, 201, lease.clone());
+
+    // Renewal: a PUT of the Lease held, with its resourceVersion and a new renewTime.
+    let (method, uri, _, body, send) = next(&mut handle).await;
+    assert_eq!(
+        (method, uri.as_str()),
+        (
+            Method::PUT,
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1?"
+        )
+    );
+    assert_eq!(body["metadata"]["resourceVersion"], "1");
+    assert!(body["spec"]["renewTime"].as_str().is_some());
+    respond(send, 200, lease);
+
+    cancel.cancel();
+    task.await.unwrap();
+}
