@@ -11,7 +11,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "hollow-kubelet", version, about, long_about = None)]
 pub struct Cli {
-    /// Node name; with --nodes N > 1 the nodes are <name>-0 .. <name>-(N-1).
+    /// Node name; with --nodes N > 1 the nodes are NAME-0 .. NAME-(N-1).
     #[arg(long, env = "NODE_NAME", default_value = "hollow-node")]
     pub name: String,
 
