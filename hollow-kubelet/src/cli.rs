@@ -76,6 +76,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 60)]
     pub connect_timeout: u64,
 
+    /// Where to serve the process's /healthz and Prometheus /metrics (port 0: any free
+    /// port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:10248")]
+    pub metrics_bind_address: String,
+
     /// How many nodes register at once.
     #[arg(long, default_value_t = 64)]
     pub parallelism: usize,

@@ -5,9 +5,11 @@
 //! cluster of hollow nodes on a laptop.
 
 mod cli;
+mod metrics;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -22,6 +24,7 @@ use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use cli::Cli;
+use metrics::{Metrics, Served};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -55,12 +58,22 @@ fn init_logging(verbosity: Option<u8>) {
 }
 
 /// Nodes of one process: one on its own watch, or many sharing one.
-enum Nodes {
+pub enum Nodes {
+    /// A single node on its own pod watch.
     One(RunningNode),
+    /// Many nodes sharing one pod watch.
     Many(HollowCluster),
 }
 
 impl Nodes {
+    /// Every node.
+    pub fn running(&self) -> Vec<&RunningNode> {
+        match self {
+            Nodes::One(node) => vec![node],
+            Nodes::Many(cluster) => cluster.nodes().iter().collect(),
+        }
+    }
+
     fn names(&self) -> Vec<String> {
         match self {
             Nodes::One(node) => vec![node.name().to_string()],
@@ -87,8 +100,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.morph
         );
     }
-    let (client, local) = connect(&cli).await?;
+    let metrics = Metrics::new();
+    let (config, local) = connect(&cli).await?;
+    let client = metrics.instrument(config)?;
     wait_for_api(&client, Duration::from_secs(cli.connect_timeout)).await?;
+    let served = Arc::new(Served {
+        metrics,
+        nodes: tokio::sync::RwLock::new(None),
+    });
+    let bind = cli.metrics_bind_address.clone();
+    let server = served.clone();
+    tokio::spawn(async move { metrics::serve(&bind, server).await });
 
     let started = Instant::now();
     let count = cli.nodes as usize;
@@ -101,9 +123,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Nodes::One(node)
     } else {
         let settings = NodeSettings::from(&cli);
+        let progress = progress_reporter(count);
         let cluster = HollowCluster::builder(&cli.name)
             .nodes(count, move |i, node| settings.apply(node, i))
             .parallelism(cli.parallelism)
+            .on_progress(progress)
             .start_with_timeout(client.clone(), Duration::from_secs(120 + count as u64 / 10))
             .await?;
         Nodes::Many(cluster)
@@ -119,11 +143,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
         eprintln!("kubectl: {}", env.binary("kubectl").display());
     }
+    let names = nodes.names();
+    *served.nodes.write().await = Some(nodes);
 
     wait_for_signal().await?;
     eprintln!("shutting down");
-    let names = nodes.names();
-    nodes.shutdown().await;
+    if let Some(nodes) = served.nodes.write().await.take() {
+        nodes.shutdown().await;
+    }
     if cli.cleanup_on_exit {
         cleanup(&client, &names).await;
     }
@@ -192,8 +219,9 @@ fn loopback_address(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 1 + b, c, d))
 }
 
-/// A client for the cluster given, or for a local control plane started here.
-async fn connect(cli: &Cli) -> anyhow::Result<(kube::Client, Option<TestEnv>)> {
+/// The client configuration for the cluster given, or for a local control plane
+/// started here.
+async fn connect(cli: &Cli) -> anyhow::Result<(kube::Config, Option<TestEnv>)> {
     if let Some(paths) = &cli.kubeconfig {
         let mut merged: Option<Kubeconfig> = None;
         for path in std::env::split_paths(paths) {
@@ -210,15 +238,12 @@ async fn connect(cli: &Cli) -> anyhow::Result<(kube::Client, Option<TestEnv>)> {
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("invalid kubeconfig {}", paths.display()))?;
-        let client =
-            kube::Client::try_from(config).context("cannot build a client from the kubeconfig")?;
-        return Ok((client, None));
+        return Ok((config, None));
     }
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
         let config =
             kube::Config::incluster().context("cannot use the in-cluster service account")?;
-        let client = kube::Client::try_from(config).context("cannot build an in-cluster client")?;
-        return Ok((client, None));
+        return Ok((config, None));
     }
     eprintln!(
         "no cluster given: starting a local control plane (etcd, kube-apiserver, kube-scheduler, kube-controller-manager)"
@@ -233,7 +258,13 @@ async fn connect(cli: &Cli) -> anyhow::Result<(kube::Client, Option<TestEnv>)> {
         .context("cannot start the local control plane")?;
     eprintln!("local control plane ready at {}", env.server_url());
     println!("export KUBECONFIG={}", env.kubeconfig_path().display());
-    Ok((env.client(), Some(env)))
+    let config = kube::Config::from_custom_kubeconfig(
+        env.kubeconfig().clone(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .context("cannot use the local control plane's kubeconfig")?;
+    Ok((config, Some(env)))
 }
 
 /// Waits until the API server answers, retrying with backoff; says what it tried.
@@ -259,6 +290,31 @@ async fn wait_for_api(client: &kube::Client, patience: Duration) -> anyhow::Resu
         tracing::warn!(attempt = attempts, %error, "API server not reachable; retrying in {delay:?}");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(8));
+    }
+}
+
+/// Shows registration progress: a bar on a terminal, a log line per tenth otherwise.
+fn progress_reporter(total: usize) -> impl Fn(usize, usize) + Send + Sync + 'static {
+    use std::io::IsTerminal;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} nodes Ready {elapsed}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let step = (total / 10).max(1);
+    move |ready, total| match &bar {
+        Some(bar) => {
+            bar.set_position(ready as u64);
+            if ready == total {
+                bar.finish_and_clear();
+            }
+        }
+        None if ready % step == 0 || ready == total => eprintln!("{ready}/{total} nodes Ready"),
+        None => {}
     }
 }
 

@@ -91,6 +91,7 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
             "--capacity=cpu=72,memory=256Gi,pods=110,ephemeral-storage=1Ti",
             "--extended-resources=nvidia.com/gpu=8",
             "--cleanup-on-exit",
+            "--metrics-bind-address=127.0.0.1:0",
         ],
         None,
         &dir.path().join("kubelet.log"),

@@ -11,6 +11,7 @@ use super::pods::PodRouter;
 use super::{Error, HollowNode, HollowNodeBuilder, RunningNode};
 
 type Configure = Box<dyn Fn(usize, HollowNodeBuilder) -> HollowNodeBuilder + Send + Sync>;
+type Progress = Box<dyn Fn(usize, usize) + Send + Sync>;
 
 /// Configures a [`HollowCluster`].
 ///
@@ -28,6 +29,7 @@ pub struct HollowClusterBuilder {
     count: usize,
     configure: Configure,
     parallelism: usize,
+    progress: Option<Progress>,
 }
 
 impl std::fmt::Debug for HollowClusterBuilder {
@@ -55,6 +57,12 @@ impl HollowClusterBuilder {
     /// How many nodes register at once (default 64).
     pub fn parallelism(mut self, parallelism: usize) -> Self {
         self.parallelism = parallelism.max(1);
+        self
+    }
+
+    /// Calls `progress(ready, total)` each time another node is Ready.
+    pub fn on_progress(mut self, progress: impl Fn(usize, usize) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Box::new(progress));
         self
     }
 
@@ -88,22 +96,28 @@ impl HollowClusterBuilder {
             cancel,
             watch: Some(watch),
         };
-        let started: Vec<Result<RunningNode, Error>> = futures::stream::iter(nodes)
-            .map(|node| node.start_with(client.clone(), router.clone()))
-            .buffered(self.parallelism)
-            .collect()
-            .await;
+        let total = nodes.len();
+        let mut started = futures::stream::iter(nodes.into_iter().enumerate())
+            .map(|(index, node)| {
+                let (client, router) = (client.clone(), router.clone());
+                async move {
+                    let node = node.start_with(client, router).await?;
+                    node.wait_ready(ready_timeout).await?;
+                    Ok::<_, Error>((index, node))
+                }
+            })
+            .buffer_unordered(self.parallelism);
+        let mut ready = Vec::with_capacity(total);
         let mut cluster = cluster;
-        for node in started {
-            cluster.nodes.push(node?);
+        while let Some(result) = started.next().await {
+            ready.push(result?);
+            if let Some(progress) = &self.progress {
+                progress(ready.len(), total);
+            }
         }
-        futures::stream::iter(&cluster.nodes)
-            .map(|node| node.wait_ready(ready_timeout))
-            .buffer_unordered(self.parallelism)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>, Error>>()?;
+        drop(started);
+        ready.sort_by_key(|(index, _)| *index);
+        cluster.nodes = ready.into_iter().map(|(_, node)| node).collect();
         Ok(cluster)
     }
 }
@@ -131,6 +145,7 @@ impl HollowCluster {
             count: 1,
             configure: Box::new(|_, node| node),
             parallelism: 64,
+            progress: None,
         }
     }
 

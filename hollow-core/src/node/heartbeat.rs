@@ -204,7 +204,9 @@ impl Heartbeat {
             match result {
                 Ok(lease) => {
                     self.lease = Some(lease);
-                    self.shared.lease_held.send_replace(true);
+                    self.shared
+                        .lease_renewed
+                        .send_replace(Some(std::time::Instant::now()));
                     return true;
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => continue,

@@ -223,10 +223,10 @@ impl RunningNode {
     /// Waits until the node has written a Ready status and holds its Lease.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
         let mut ready = self.shared.ready.subscribe();
-        let mut lease = self.shared.lease_held.subscribe();
+        let mut lease = self.shared.lease_renewed.subscribe();
         let both = async {
             let _ = ready.wait_for(|ready| *ready).await;
-            let _ = lease.wait_for(|held| *held).await;
+            let _ = lease.wait_for(Option::is_some).await;
         };
         tokio::time::timeout(timeout, both)
             .await
@@ -239,6 +239,16 @@ impl RunningNode {
     /// Whether the node's last status write said Ready.
     pub fn is_ready(&self) -> bool {
         *self.shared.ready.borrow()
+    }
+
+    /// When the node last created or renewed its Lease.
+    pub fn last_lease_renewal(&self) -> Option<std::time::Instant> {
+        *self.shared.lease_renewed.borrow()
+    }
+
+    /// How many pods the node runs (has a worker for), whatever their phase.
+    pub fn pod_count(&self) -> usize {
+        self.shared.pod_uids().len()
     }
 
     /// Stops heartbeats (Lease renewals and status writes), as a node that lost its

@@ -40,7 +40,8 @@ pub(crate) struct NodeShared {
     pub heartbeats_paused: AtomicBool,
     pub resumed: Notify,
     pub ready: watch::Sender<bool>,
-    pub lease_held: watch::Sender<bool>,
+    /// When the Lease was last created or renewed.
+    pub lease_renewed: watch::Sender<Option<std::time::Instant>>,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
     workers: Mutex<HashMap<String, WorkerHandle>>,
 }
@@ -67,7 +68,7 @@ impl NodeShared {
             heartbeats_paused: AtomicBool::new(false),
             resumed: Notify::new(),
             ready: watch::channel(false).0,
-            lease_held: watch::channel(false).0,
+            lease_renewed: watch::channel(None).0,
             pod_cidr: tokio::sync::Mutex::new(None),
             workers: Mutex::new(HashMap::new()),
         }

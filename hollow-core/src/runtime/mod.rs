@@ -97,3 +97,36 @@ pub trait RuntimeService: Send + Sync + 'static {
         None
     }
 }
+
+#[cfg(all(test, feature = "mock"))]
+mod mock_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn mocks_stand_in_for_the_trait_objects() {
+        let mut mock = MockRuntimeService::new();
+        mock.expect_version().times(1).returning(|| {
+            Ok(RuntimeVersion {
+                name: "mocked".into(),
+                version: "1".into(),
+            })
+        });
+        mock.expect_pull_image()
+            .returning(|image| Err(Error::InvalidInput(format!("{image} is not allowed"))));
+        let runtime: Arc<dyn RuntimeService> = Arc::new(mock);
+        assert_eq!(runtime.version().await.unwrap().name, "mocked");
+        assert!(matches!(
+            runtime.pull_image("x").await,
+            Err(Error::InvalidInput(_))
+        ));
+        // Every trait has its mock.
+        let cadvisor: Arc<dyn crate::cadvisor::Cadvisor> =
+            Arc::new(crate::cadvisor::MockCadvisor::new());
+        drop(cadvisor);
+        let _status: Arc<dyn crate::node_status::NodeStatusProvider> =
+            Arc::new(crate::node_status::MockNodeStatusProvider::new());
+        let _proxier: Arc<dyn crate::proxier::Proxier> =
+            Arc::new(crate::proxier::MockProxier::new());
+    }
+}
