@@ -1,0 +1,157 @@
+//! The manifests in `deploy/`, against a real local control plane.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use hollow_core::testenv::TestEnv;
+use hollow_tests::{eventually, init_tracing};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::ListParams;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::Command;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
+    let output = Command::new(env.binary("kubectl"))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -> anyhow::Result<()>
+{
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let deploy = deploy_dir();
+    let path = |file: &str| deploy.join(file).display().to_string();
+
+    // Every manifest passes a server-side dry run (the namespace must exist for it).
+    kubectl(&env, &["apply", "-f", &path("namespace.yaml")]).await;
+    let dry_run = kubectl(
+        &env,
+        &[
+            "apply",
+            "--dry-run=server",
+            "-k",
+            &deploy.display().to_string(),
+        ],
+    )
+    .await;
+    for object in [
+        "serviceaccount/hollow-node",
+        "clusterrole.rbac.authorization.k8s.io/hollow-node",
+        "service/hollow-node",
+        "statefulset.apps/hollow-node",
+    ] {
+        assert!(dry_run.contains(object), "{object} missing from: {dry_run}");
+    }
+
+    // The StatefulSet's command, run locally with its ServiceAccount's token, registers
+    // its nodes: the ClusterRole is enough.
+    kubectl(&env, &["apply", "-f", &path("rbac.yaml")]).await;
+    let token = kubectl(&env, &["-n", "hollow", "create", "token", "hollow-node"]).await;
+    let mut kubeconfig: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.kubeconfig_path())?)?;
+    kubeconfig["users"][0]["user"] = serde_json::json!({ "token": token.trim() });
+    let dir = tempfile::tempdir()?;
+    let token_kubeconfig = dir.path().join("sa.kubeconfig");
+    std::fs::write(&token_kubeconfig, serde_json::to_vec(&kubeconfig)?)?;
+
+    let rendered: serde_json::Value = serde_json::from_str(
+        &kubectl(
+            &env,
+            &[
+                "create",
+                "--dry-run=client",
+                "-o",
+                "json",
+                "-f",
+                &path("statefulset.yaml"),
+            ],
+        )
+        .await,
+    )?;
+    let args: Vec<String> = rendered["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| {
+            let arg = arg
+                .as_str()
+                .unwrap()
+                .replace("$(POD_NAME)", "hollow-node-0");
+            // Loopback only in tests; in a pod the container listens on all addresses.
+            if arg.starts_with("--metrics-bind-address=") {
+                "--metrics-bind-address=127.0.0.1:0".into()
+            } else {
+                arg
+            }
+        })
+        .collect();
+    let log = std::fs::File::create(dir.path().join("kubelet.log"))?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hollow-kubelet"))
+        .args(&args)
+        .arg(format!("--kubeconfig={}", token_kubeconfig.display()))
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+
+    let nodes: Api<Node> = Api::all(env.client());
+    let selector = ListParams::default().labels("hollow-node=true");
+    eventually("the StatefulSet command's 50 nodes Ready", WAIT, || async {
+        let list = nodes.list(&selector).await.map_err(|e| e.to_string())?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|n| {
+                n.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|name| name.starts_with("hollow-node-0-"))
+            })
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        (ready == 50).then_some(()).ok_or(format!("{ready} Ready"))
+    })
+    .await;
+
+    kill(
+        Pid::from_raw(i32::try_from(child.id().unwrap())?),
+        Signal::SIGTERM,
+    )?;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
+    let log = std::fs::read_to_string(dir.path().join("kubelet.log"))?;
+    assert!(status.success(), "{log}");
+    assert!(
+        nodes.list(&selector).await?.items.is_empty(),
+        "--cleanup-on-exit works with the ServiceAccount's rights: {log}"
+    );
+    Ok(())
+}
