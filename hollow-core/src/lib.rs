@@ -33,10 +33,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod cadvisor;
+pub mod connect;
 pub mod error;
 pub mod node;
 pub mod node_status;
 pub mod proxier;
+pub mod proxy;
 pub mod runtime;
 #[cfg(feature = "testenv")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testenv")))]

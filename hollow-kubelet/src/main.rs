@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use hollow_core::connect::{cluster_config, wait_for_api};
 use hollow_core::node::{
     HollowCluster, HollowNode, HollowNodeBuilder, LEASE_NAMESPACE, RunningNode,
 };
@@ -21,7 +22,7 @@ use hollow_core::testenv::TestEnv;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 
 use cli::Cli;
 use metrics::{Metrics, Served};
@@ -222,27 +223,7 @@ fn loopback_address(index: usize) -> IpAddr {
 /// The client configuration for the cluster given, or for a local control plane
 /// started here.
 async fn connect(cli: &Cli) -> anyhow::Result<(kube::Config, Option<TestEnv>)> {
-    if let Some(paths) = &cli.kubeconfig {
-        let mut merged: Option<Kubeconfig> = None;
-        for path in std::env::split_paths(paths) {
-            let file = Kubeconfig::read_from(&path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            merged = Some(match merged {
-                None => file,
-                Some(base) => base.merge(file).context("cannot merge kubeconfig files")?,
-            });
-        }
-        let kubeconfig =
-            merged.with_context(|| format!("no kubeconfig file in {}", paths.display()))?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("invalid kubeconfig {}", paths.display()))?;
-        return Ok((config, None));
-    }
-    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        let config =
-            kube::Config::incluster().context("cannot use the in-cluster service account")?;
+    if let Some(config) = cluster_config(cli.kubeconfig.as_deref()).await? {
         return Ok((config, None));
     }
     eprintln!(
@@ -265,32 +246,6 @@ async fn connect(cli: &Cli) -> anyhow::Result<(kube::Config, Option<TestEnv>)> {
     .await
     .context("cannot use the local control plane's kubeconfig")?;
     Ok((config, Some(env)))
-}
-
-/// Waits until the API server answers, retrying with backoff; says what it tried.
-async fn wait_for_api(client: &kube::Client, patience: Duration) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(500);
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let result =
-            tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await;
-        let error = match result {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => "no answer within 10s".to_string(),
-        };
-        if started.elapsed() + delay > patience {
-            bail!(
-                "cannot reach the API server after {attempts} attempts over {:.0}s: {error}",
-                started.elapsed().as_secs_f64()
-            );
-        }
-        tracing::warn!(attempt = attempts, %error, "API server not reachable; retrying in {delay:?}");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(8));
-    }
 }
 
 /// Shows registration progress: a bar on a terminal, a log line per tenth otherwise.

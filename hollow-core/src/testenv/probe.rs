@@ -21,6 +21,8 @@ impl Probe {
         })?;
         let mut config = kube::Config::new(uri);
         config.accept_invalid_certs = true;
+        // The probe polls by itself; a retried 503 would only delay the next look.
+        config.default_retry = false;
         config.connect_timeout = Some(Duration::from_secs(2));
         config.read_timeout = Some(Duration::from_secs(5));
         let client = kube::Client::try_from(config).map_err(Error::Client)?;

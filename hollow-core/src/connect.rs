@@ -1,0 +1,128 @@
+//! Reaching a cluster the way a kubelet does: from kubeconfig files, or from the
+//! in-cluster service account, and waiting for the API server with backoff.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hollow_core::connect::{cluster_config, wait_for_api};
+//!
+//! # async fn run() -> Result<(), hollow_core::connect::ConnectError> {
+//! if let Some(config) = cluster_config(None).await? {
+//!     let client = kube::Client::try_from(config).expect("a valid configuration");
+//!     wait_for_api(&client, Duration::from_secs(60)).await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Why a cluster could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// A kubeconfig file could not be read or parsed.
+    #[error("cannot read kubeconfig {}", path.display())]
+    ReadKubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The kubeconfig files do not make a usable configuration.
+    #[error("invalid kubeconfig {}", path.display())]
+    InvalidKubeconfig {
+        /// The files, as given.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The in-cluster service account cannot be used.
+    #[error("cannot use the in-cluster service account")]
+    InCluster(#[source] kube::config::InClusterError),
+    /// The API server did not answer in time.
+    #[error(
+        "cannot reach the API server after {attempts} attempts over {seconds:.0}s: {last_error}"
+    )]
+    Unreachable {
+        /// How many requests were tried.
+        attempts: u32,
+        /// Over how long.
+        seconds: f64,
+        /// What the last one said.
+        last_error: String,
+    },
+}
+
+/// The client configuration for a cluster: from `kubeconfig` (a `KUBECONFIG`-style list
+/// of files, merged), else from the in-cluster service account when running in a pod;
+/// `None` when neither is given.
+pub async fn cluster_config(
+    kubeconfig: Option<&Path>,
+) -> Result<Option<kube::Config>, ConnectError> {
+    if let Some(paths) = kubeconfig {
+        let mut merged: Option<Kubeconfig> = None;
+        for path in std::env::split_paths(paths) {
+            let file =
+                Kubeconfig::read_from(&path).map_err(|source| ConnectError::ReadKubeconfig {
+                    path: path.clone(),
+                    source,
+                })?;
+            merged = Some(match merged {
+                None => file,
+                Some(base) => {
+                    base.merge(file)
+                        .map_err(|source| ConnectError::InvalidKubeconfig {
+                            path: paths.to_path_buf(),
+                            source,
+                        })?
+                }
+            });
+        }
+        let kubeconfig = merged.unwrap_or_default();
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|source| ConnectError::InvalidKubeconfig {
+                    path: paths.to_path_buf(),
+                    source,
+                })?;
+        return Ok(Some(config));
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return kube::Config::incluster()
+            .map(Some)
+            .map_err(ConnectError::InCluster);
+    }
+    Ok(None)
+}
+
+/// Waits until the API server answers `/version`, retrying with backoff (0.5 s
+/// doubling to 8 s) for up to `patience`.
+pub async fn wait_for_api(client: &kube::Client, patience: Duration) -> Result<(), ConnectError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let last_error =
+            match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "no answer within 10s".to_string(),
+            };
+        if started.elapsed() + delay > patience {
+            return Err(ConnectError::Unreachable {
+                attempts,
+                seconds: started.elapsed().as_secs_f64(),
+                last_error,
+            });
+        }
+        tracing::warn!(attempt = attempts, error = %last_error, "API server not reachable; retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(8));
+    }
+}
