@@ -90,23 +90,27 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
         )
         .await,
     )?;
-    let args: Vec<String> = rendered["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|arg| {
-            let arg = arg
-                .as_str()
-                .unwrap()
-                .replace("$(POD_NAME)", "hollow-node-0");
-            // Loopback only in tests; in a pod the container listens on all addresses.
-            if arg.starts_with("--metrics-bind-address=") {
-                "--metrics-bind-address=127.0.0.1:0".into()
-            } else {
-                arg
-            }
-        })
-        .collect();
+    // A container's args as the pod would run them, but listening on loopback only.
+    let args_of = |container: usize| -> Vec<String> {
+        rendered["spec"]["template"]["spec"]["containers"][container]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|arg| {
+                let arg = arg
+                    .as_str()
+                    .unwrap()
+                    .replace("$(POD_NAME)", "hollow-node-0");
+                match arg.split_once('=') {
+                    Some((flag, _)) if flag.ends_with("-bind-address") => {
+                        format!("{flag}=127.0.0.1:0")
+                    }
+                    _ => arg,
+                }
+            })
+            .collect()
+    };
+    let args = args_of(0);
     let log = std::fs::File::create(dir.path().join("kubelet.log"))?;
     let mut child = Command::new(env!("CARGO_BIN_EXE_hollow-kubelet"))
         .args(&args)
@@ -141,6 +145,60 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
         (ready == 50).then_some(()).ok_or(format!("{ready} Ready"))
     })
     .await;
+
+    // The proxy container's command, with the same token: it watches what it needs and
+    // reports the nodes eligible.
+    let proxy_log_path = dir.path().join("proxy.log");
+    let proxy_log = std::fs::File::create(&proxy_log_path)?;
+    // Built next to hollow-kubelet by `cargo test --workspace` (which scripts/test runs).
+    let proxy_binary =
+        env!("CARGO_BIN_EXE_hollow-kubelet").replace("hollow-kubelet", "hollow-proxy");
+    assert!(
+        std::path::Path::new(&proxy_binary).exists(),
+        "{proxy_binary} is missing: run `cargo build -p hollow-proxy` (scripts/test builds it)"
+    );
+    let mut proxy = Command::new(&proxy_binary)
+        .args(args_of(1))
+        .arg(format!("--kubeconfig={}", token_kubeconfig.display()))
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(proxy_log.try_clone()?)
+        .stderr(proxy_log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let health = eventually("the proxy's health address", WAIT, || async {
+        let log = std::fs::read_to_string(&proxy_log_path).map_err(|e| e.to_string())?;
+        log.lines()
+            .find_map(|l| l.strip_prefix("serving /healthz on ").map(String::from))
+            .ok_or(log)
+    })
+    .await;
+    let mut config = kube::Config::new(health.parse()?);
+    config.default_retry = false;
+    let http = kube::Client::try_from(config)?;
+    eventually("the proxy healthy for all 50 nodes", WAIT, || async {
+        let request = http::Request::get("/healthz").body(Vec::new()).unwrap();
+        let response = http
+            .send(request.map(kube::client::Body::from))
+            .await
+            .map_err(|e| e.to_string())?;
+        let log = std::fs::read_to_string(&proxy_log_path).unwrap_or_default();
+        (response.status() == 200)
+            .then_some(())
+            .ok_or(format!("{}: {log}", response.status()))
+    })
+    .await;
+    let proxy_log = std::fs::read_to_string(&proxy_log_path)?;
+    assert!(!proxy_log.contains("forbidden"), "{proxy_log}");
+    kill(
+        Pid::from_raw(i32::try_from(proxy.id().unwrap())?),
+        Signal::SIGTERM,
+    )?;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), proxy.wait())
+            .await??
+            .success()
+    );
 
     kill(
         Pid::from_raw(i32::try_from(child.id().unwrap())?),
