@@ -75,17 +75,6 @@ impl Nodes {
         }
     }
 
-    fn names(&self) -> Vec<String> {
-        match self {
-            Nodes::One(node) => vec![node.name().to_string()],
-            Nodes::Many(cluster) => cluster
-                .nodes()
-                .iter()
-                .map(|n| n.name().to_string())
-                .collect(),
-        }
-    }
-
     async fn shutdown(self) {
         match self {
             Nodes::One(node) => node.shutdown().await,
@@ -101,10 +90,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.morph
         );
     }
+    // Signals are handled from the start, so one during start-up also shuts down cleanly.
+    let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
     let metrics = Metrics::new();
-    let (config, local) = connect(&cli).await?;
+    let (config, local) = tokio::select! {
+        connected = connect(&cli) => connected?,
+        () = &mut shutdown => return Ok(()),
+    };
     let client = metrics.instrument(config)?;
-    wait_for_api(&client, Duration::from_secs(cli.connect_timeout)).await?;
+    tokio::select! {
+        reached = wait_for_api(&client, Duration::from_secs(cli.connect_timeout)) => reached?,
+        () = &mut shutdown => return Ok(()),
+    }
     let served = Arc::new(Served {
         metrics,
         nodes: tokio::sync::RwLock::new(None),
@@ -114,51 +112,71 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::spawn(async move { metrics::serve(&bind, server).await });
 
     let started = Instant::now();
-    let count = cli.nodes as usize;
-    let nodes = if count == 1 {
-        let node = configure(HollowNode::builder(&cli.name), &cli, 0)
-            .build()?
-            .start(client.clone())
-            .await?;
-        node.wait_ready(Duration::from_secs(120)).await?;
-        Nodes::One(node)
-    } else {
-        let settings = NodeSettings::from(&cli);
-        let progress = progress_reporter(count);
-        let cluster = HollowCluster::builder(&cli.name)
-            .nodes(count, move |i, node| settings.apply(node, i))
-            .parallelism(cli.parallelism)
-            .on_progress(progress)
-            .start_with_timeout(client.clone(), Duration::from_secs(120 + count as u64 / 10))
-            .await?;
-        Nodes::Many(cluster)
+    let nodes = tokio::select! {
+        nodes = start_nodes(&cli, &client) => Some(nodes?),
+        () = &mut shutdown => None,
     };
-    eprintln!(
-        "{count} node(s) Ready in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    if let Some(env) = &local {
+    if let Some(nodes) = nodes {
         eprintln!(
-            "run kubectl with: export KUBECONFIG={}",
-            env.kubeconfig_path().display()
+            "{} node(s) Ready in {:.1}s",
+            cli.nodes,
+            started.elapsed().as_secs_f64()
         );
-        eprintln!("kubectl: {}", env.binary("kubectl").display());
+        if let Some(env) = &local {
+            eprintln!(
+                "run kubectl with: export KUBECONFIG={}",
+                env.kubeconfig_path().display()
+            );
+            eprintln!("kubectl: {}", env.binary("kubectl").display());
+        }
+        *served.nodes.write().await = Some(nodes);
+        shutdown.await;
+    } else {
+        eprintln!("interrupted while starting the nodes");
     }
-    let names = nodes.names();
-    *served.nodes.write().await = Some(nodes);
-
-    wait_for_signal().await?;
     eprintln!("shutting down");
     if let Some(nodes) = served.nodes.write().await.take() {
         nodes.shutdown().await;
     }
     if cli.cleanup_on_exit {
-        cleanup(&client, &names).await;
+        cleanup(&client, &node_names(&cli)).await;
     }
     if let Some(env) = local {
         env.stop();
     }
     Ok(())
+}
+
+/// The names of this process's nodes.
+fn node_names(cli: &Cli) -> Vec<String> {
+    if cli.nodes == 1 {
+        vec![cli.name.clone()]
+    } else {
+        (0..cli.nodes)
+            .map(|i| format!("{}-{i}", cli.name))
+            .collect()
+    }
+}
+
+/// Registers the nodes and waits until they are Ready.
+async fn start_nodes(cli: &Cli, client: &kube::Client) -> anyhow::Result<Nodes> {
+    let count = cli.nodes as usize;
+    if count == 1 {
+        let node = configure(HollowNode::builder(&cli.name), cli, 0)
+            .build()?
+            .start(client.clone())
+            .await?;
+        node.wait_ready(Duration::from_secs(120)).await?;
+        return Ok(Nodes::One(node));
+    }
+    let settings = NodeSettings::from(cli);
+    let cluster = HollowCluster::builder(&cli.name)
+        .nodes(count, move |i, node| settings.apply(node, i))
+        .parallelism(cli.parallelism)
+        .on_progress(progress_reporter(count))
+        .start_with_timeout(client.clone(), Duration::from_secs(120 + count as u64 / 10))
+        .await?;
+    Ok(Nodes::Many(cluster))
 }
 
 /// What every node of the process gets from the flags.
@@ -273,14 +291,17 @@ fn progress_reporter(total: usize) -> impl Fn(usize, usize) + Send + Sync + 'sta
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Resolves on SIGTERM or SIGINT; the handlers are installed when this is called.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot handle SIGINT")?,
-        _ = terminate.recv() => {}
-    }
-    Ok(())
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
 
 /// Deletes the Nodes and Leases of this process.
@@ -288,8 +309,10 @@ async fn cleanup(client: &kube::Client, names: &[String]) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     for name in names {
-        if let Err(error) = nodes.delete(name, &Default::default()).await {
-            tracing::warn!(node = %name, %error, "cannot delete the node");
+        match nodes.delete(name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => tracing::warn!(node = %name, %error, "cannot delete the node"),
         }
         let _ = leases.delete(name, &Default::default()).await;
     }

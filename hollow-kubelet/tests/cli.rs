@@ -144,6 +144,46 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
         "each node has its own loopback address"
     );
 
+    // The process's own /healthz and /metrics.
+    let log = std::fs::read_to_string(dir.path().join("kubelet.log"))?;
+    let url = log
+        .lines()
+        .find_map(|line| line.strip_prefix("serving /healthz and /metrics on "))
+        .expect("the metrics address is printed")
+        .to_string();
+    let mut config = kube::Config::new(url.parse()?);
+    config.read_timeout = Some(Duration::from_secs(10));
+    config.default_retry = false;
+    let http = kube::Client::try_from(config)?;
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            http.request_text(http::Request::get(path).body(Vec::new()).unwrap())
+                .await
+        }
+    };
+    assert_eq!(get("/healthz").await?, "ok");
+    let metrics = eventually("metrics counting 50 Ready nodes", WAIT, || async {
+        let text = get("/metrics").await.map_err(|e| e.to_string())?;
+        text.contains("hollow_nodes{ready=\"true\"} 50")
+            .then_some(text.clone())
+            .ok_or(text)
+    })
+    .await;
+    for expected in [
+        "hollow_nodes{ready=\"false\"} 0",
+        "hollow_api_requests_total{method=\"PATCH\"}",
+        "hollow_api_responses_total{code=\"201\"}",
+        "hollow_api_request_duration_seconds_bucket",
+        "hollow_lease_renew_lag_seconds",
+        "hollow_pods",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from {metrics}"
+        );
+    }
+
     terminate(&child);
     assert!(wait_exit(&mut child).await, "clean exit on SIGTERM");
     let left = nodes
@@ -286,5 +326,66 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
     .await;
     terminate(&adopted);
     assert!(wait_exit(&mut adopted).await);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_during_start_up_exits_cleanly_and_cleans_up() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().scheduler(false).start().await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = env.kubeconfig_path().display().to_string();
+    let log = dir.path().join("kubelet.log");
+    let mut child = spawn(
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "--name=early",
+            "--nodes=300",
+            "--parallelism=4",
+            "--cleanup-on-exit",
+            "--metrics-bind-address=127.0.0.1:0",
+        ],
+        None,
+        &log,
+    );
+    // Stop it once the first nodes exist, long before all 300 are Ready.
+    let nodes: Api<Node> = Api::all(env.client());
+    eventually("the first nodes to register", WAIT, || async {
+        let list = nodes
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let early = list
+            .items
+            .iter()
+            .filter(|n| {
+                n.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("early-"))
+            })
+            .count();
+        (early > 0).then_some(()).ok_or("none yet".to_string())
+    })
+    .await;
+    terminate(&child);
+    let clean = wait_exit(&mut child).await;
+    let output = std::fs::read_to_string(&log)?;
+    assert!(clean, "{output}");
+    assert!(
+        output.contains("interrupted while starting the nodes"),
+        "{output}"
+    );
+    let left = nodes.list(&ListParams::default()).await?;
+    assert!(
+        left.items.iter().all(|n| !n
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("early-")),
+        "--cleanup-on-exit removes nodes registered before the signal"
+    );
     Ok(())
 }

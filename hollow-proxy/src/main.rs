@@ -124,6 +124,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("{flag} is accepted for Kubemark compatibility and has no effect");
         }
     }
+    // Signals are handled from the start, so one during start-up also shuts down cleanly.
+    let shutdown = shutdown_signal()?;
     let config = cluster_config(cli.kubeconfig.as_deref()).await?.context(
         "hollow-proxy needs a cluster: pass --kubeconfig (or set KUBECONFIG, or run it in a pod)",
     )?;
@@ -150,7 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::spawn(serve(cli.healthz_bind_address.clone(), health, "/healthz"));
     tokio::spawn(serve(cli.metrics_bind_address.clone(), metrics, "/metrics"));
 
-    wait_for_signal().await?;
+    shutdown.await;
     eprintln!("shutting down");
     if let Ok(proxy) = Arc::try_unwrap(proxy) {
         proxy.shutdown().await;
@@ -283,12 +285,15 @@ async fn metrics(State(proxy): State<Arc<RunningProxy>>) -> impl IntoResponse {
     )
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Resolves on SIGTERM or SIGINT; the handlers are installed when this is called.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot handle SIGINT")?,
-        _ = terminate.recv() => {}
-    }
-    Ok(())
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }

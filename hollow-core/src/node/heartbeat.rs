@@ -170,13 +170,19 @@ impl Heartbeat {
         healthy
     }
 
-    /// Creates or renews the Lease; returns whether it worked.
+    /// Creates or renews the Lease; returns whether it worked. The Lease held from the
+    /// last renewal is updated in place; without one (first run, or after a conflict)
+    /// it is read again, or created.
     async fn renew_lease(&mut self) -> bool {
         let name = self.shared.config.name.clone();
         let now = MicroTime(Timestamp::now());
         for _ in 0..2 {
-            let result = match self.lease.take() {
-                Some(mut lease) => {
+            let current = match self.lease.take() {
+                Some(lease) => Ok(Some(lease)),
+                None => self.leases.get_opt(&name).await,
+            };
+            let result = match current {
+                Ok(Some(mut lease)) => {
                     let spec = lease.spec.get_or_insert_with(Default::default);
                     spec.renew_time = Some(now.clone());
                     spec.holder_identity = Some(name.clone());
@@ -184,22 +190,12 @@ impl Heartbeat {
                         .replace(&name, &PostParams::default(), &lease)
                         .await
                 }
-                None => match self.leases.get_opt(&name).await {
-                    Ok(Some(mut lease)) => {
-                        let spec = lease.spec.get_or_insert_with(Default::default);
-                        spec.renew_time = Some(now.clone());
-                        spec.holder_identity = Some(name.clone());
-                        self.leases
-                            .replace(&name, &PostParams::default(), &lease)
-                            .await
-                    }
-                    Ok(None) => {
-                        self.leases
-                            .create(&PostParams::default(), &self.new_lease(now.clone()))
-                            .await
-                    }
-                    Err(error) => Err(error),
-                },
+                Ok(None) => {
+                    self.leases
+                        .create(&PostParams::default(), &self.new_lease(now.clone()))
+                        .await
+                }
+                Err(error) => Err(error),
             };
             match result {
                 Ok(lease) => {
