@@ -238,6 +238,18 @@ async fn three_nodes_run_a_deployment_of_thirty() -> anyhow::Result<()> {
         );
     }
     assert_eq!(used_nodes.len(), 3, "the scheduler spreads over every node");
+    let running: usize = cluster
+        .nodes()
+        .iter()
+        .map(|node| {
+            node.pods_by_phase()
+                .iter()
+                .find(|(phase, _)| *phase == "Running")
+                .unwrap()
+                .1
+        })
+        .sum();
+    assert_eq!(running, 30, "the nodes count their Running pods");
 
     // Leases keep renewing.
     eventually("every lease to renew", Duration::from_secs(40), || async {

@@ -27,6 +27,11 @@ struct ReadyLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabel {
     method: String,
 }
@@ -47,7 +52,7 @@ type ResponseBody = Box<
 pub struct Metrics {
     registry: Registry,
     nodes: Family<ReadyLabel, Gauge>,
-    pods: Gauge,
+    pods: Family<PhaseLabel, Gauge>,
     lease_lag: Gauge<f64, AtomicU64>,
     requests: Family<MethodLabel, Counter>,
     responses: Family<CodeLabel, Counter>,
@@ -58,7 +63,7 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("hollow");
         let nodes = Family::<ReadyLabel, Gauge>::default();
-        let pods = Gauge::default();
+        let pods = Family::<PhaseLabel, Gauge>::default();
         let lease_lag = Gauge::<f64, AtomicU64>::default();
         let requests = Family::<MethodLabel, Counter>::default();
         let responses = Family::<CodeLabel, Counter>::default();
@@ -68,7 +73,11 @@ impl Metrics {
             "Hollow nodes of this process, by readiness",
             nodes.clone(),
         );
-        registry.register("pods", "Pods the nodes of this process run", pods.clone());
+        registry.register(
+            "pods",
+            "Pods the nodes of this process run, by phase",
+            pods.clone(),
+        );
         registry.register(
             "lease_renew_lag_seconds",
             "The longest time since any node of this process renewed its Lease",
@@ -138,8 +147,17 @@ impl Metrics {
         self.nodes
             .get_or_create(&ReadyLabel { ready: "false" })
             .set(count(nodes.len() - ready));
-        self.pods
-            .set(count(nodes.iter().map(|n| n.pod_count()).sum()));
+        let mut phases = std::collections::BTreeMap::<&'static str, usize>::new();
+        for node in nodes {
+            for (phase, pods) in node.pods_by_phase() {
+                *phases.entry(phase).or_default() += pods;
+            }
+        }
+        for (phase, pods) in phases {
+            self.pods
+                .get_or_create(&PhaseLabel { phase })
+                .set(count(pods));
+        }
         let now = Instant::now();
         let lag = nodes
             .iter()

@@ -176,7 +176,7 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
         "hollow_api_responses_total{code=\"201\"}",
         "hollow_api_request_duration_seconds_bucket",
         "hollow_lease_renew_lag_seconds",
-        "hollow_pods",
+        "hollow_pods{phase=\"Running\"} 0",
     ] {
         assert!(
             metrics.contains(expected),

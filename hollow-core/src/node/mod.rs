@@ -251,6 +251,13 @@ impl RunningNode {
         self.shared.pod_uids().len()
     }
 
+    /// How many of the node's pods are in each phase, as `(phase, count)` for Pending,
+    /// Running, Succeeded, Failed and Unknown.
+    pub fn pods_by_phase(&self) -> [(&'static str, usize); 5] {
+        let counts = self.shared.pods_by_phase();
+        std::array::from_fn(|i| (shared::PHASES[i], counts[i]))
+    }
+
     /// Stops heartbeats (Lease renewals and status writes), as a node that lost its
     /// network would: the node lifecycle controller marks it Unknown after its grace
     /// period. Pods keep running.

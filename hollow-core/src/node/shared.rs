@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,16 @@ const POD_CIDR_PATIENCE: Duration = Duration::from_secs(10);
 pub(crate) struct WorkerHandle {
     pub pod: watch::Sender<Arc<Pod>>,
     pub nudge: mpsc::UnboundedSender<()>,
+    /// The phase the worker last computed, as an index into [`PHASES`].
+    pub phase: Arc<AtomicU8>,
+}
+
+/// The pod phases, in the order [`NodeShared::pods_by_phase`] counts them.
+pub const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
+
+/// The index of a phase in [`PHASES`] (Unknown for anything else).
+pub(crate) fn phase_index(phase: &str) -> u8 {
+    PHASES.iter().position(|p| *p == phase).unwrap_or(4) as u8
 }
 
 pub(crate) struct NodeShared {
@@ -92,14 +102,16 @@ impl NodeShared {
         }
         let (pod_tx, pod_rx) = watch::channel(pod);
         let (nudge_tx, nudge_rx) = mpsc::unbounded_channel();
+        let phase = Arc::new(AtomicU8::new(0));
         workers.insert(
             uid.clone(),
             WorkerHandle {
                 pod: pod_tx,
                 nudge: nudge_tx,
+                phase: phase.clone(),
             },
         );
-        let worker = PodWorker::new(self.clone(), pod_rx, nudge_rx);
+        let worker = PodWorker::new(self.clone(), pod_rx, nudge_rx, phase);
         let shared = self.clone();
         tokio::spawn(async move {
             worker.run().await;
@@ -128,6 +140,20 @@ impl NodeShared {
             .keys()
             .cloned()
             .collect()
+    }
+
+    /// How many of this node's pods are in each of [`PHASES`].
+    pub(crate) fn pods_by_phase(&self) -> [usize; 5] {
+        let mut counts = [0; 5];
+        for handle in self
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            counts[usize::from(handle.phase.load(Ordering::Relaxed)).min(4)] += 1;
+        }
+        counts
     }
 
     /// Nudges the worker of the pod whose container changed (or every worker when

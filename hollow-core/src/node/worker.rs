@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -15,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::pod_status::{ContainerRecord, PodFacts, compute, phase, restart_policy};
-use super::shared::NodeShared;
+use super::shared::{NodeShared, phase_index};
 use crate::runtime::{ContainerConfig, ContainerKind, PodSandboxConfig};
 
 /// The first restart delay of a crashing container or a failing pull; it doubles.
@@ -68,6 +69,8 @@ pub(crate) struct PodWorker {
     deleted: bool,
     last_written: Option<Value>,
     retry_at: Option<Instant>,
+    /// Where the phase last computed is published (for metrics).
+    phase: Arc<AtomicU8>,
 }
 
 fn records(
@@ -90,6 +93,7 @@ impl PodWorker {
         shared: Arc<NodeShared>,
         mut updates: watch::Receiver<Arc<Pod>>,
         nudges: mpsc::UnboundedReceiver<()>,
+        phase: Arc<AtomicU8>,
     ) -> Self {
         let pod = updates.borrow_and_update().clone();
         let spec = pod.spec.clone().unwrap_or_default();
@@ -130,6 +134,7 @@ impl PodWorker {
             deleted: false,
             last_written: None,
             retry_at: None,
+            phase,
         }
     }
 
@@ -571,6 +576,9 @@ impl PodWorker {
         if let Some(phase) = phase_override {
             status.phase = Some(phase.into());
         }
+        let phase = phase_index(status.phase.as_deref().unwrap_or("Unknown"));
+        self.phase
+            .store(phase, std::sync::atomic::Ordering::Relaxed);
         let Ok(new) = serde_json::to_value(&status) else {
             return false;
         };
