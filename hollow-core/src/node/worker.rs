@@ -54,6 +54,8 @@ pub(crate) struct PodWorker {
     uid: String,
     api: Api<Pod>,
     sandbox: Option<String>,
+    /// What the sandbox was created from; image pulls carry it, as CRI pulls do.
+    sandbox_config: PodSandboxConfig,
     sandbox_stopped: bool,
     pod_ips: Vec<IpAddr>,
     init: Vec<ContainerRecord>,
@@ -62,6 +64,8 @@ pub(crate) struct PodWorker {
     restarts: HashMap<String, Backoff>,
     /// Image-pull backoff by container name.
     pulls: HashMap<String, Backoff>,
+    /// Create/start-failure backoff by container name.
+    start_failures: HashMap<String, Backoff>,
     start_time: Timestamp,
     /// Set once the pod reached Succeeded or Failed: nothing runs any more.
     terminal: bool,
@@ -123,12 +127,14 @@ impl PodWorker {
             updates,
             nudges,
             sandbox: None,
+            sandbox_config: PodSandboxConfig::default(),
             sandbox_stopped: false,
             pod_ips: Vec::new(),
             init,
             regular,
             restarts: HashMap::new(),
             pulls: HashMap::new(),
+            start_failures: HashMap::new(),
             start_time: Timestamp::now(),
             terminal,
             deleted: false,
@@ -233,6 +239,7 @@ impl PodWorker {
             .restarts
             .values()
             .chain(self.pulls.values())
+            .chain(self.start_failures.values())
             .map(Backoff::until)
             .chain(pull_midpoints);
         let relist = (!self.shared.runtime_pushes_events).then(|| now + RELIST_PERIOD);
@@ -292,6 +299,7 @@ impl PodWorker {
         match result {
             Ok((id, ips)) => {
                 self.sandbox = Some(id);
+                self.sandbox_config = config;
                 self.pod_ips = if host_network {
                     self.shared.node_ips().to_vec()
                 } else {
@@ -406,6 +414,14 @@ impl PodWorker {
             }
         };
         let record = self.record(init, index).clone();
+        if self
+            .start_failures
+            .get(&record.name)
+            .is_some_and(|b| b.until() > now)
+        {
+            // Still backing off from a failed create or start; the waiting reason stays.
+            return;
+        }
         if let Some(backoff) = self.pulls.get(&record.name)
             && backoff.until() > now
         {
@@ -413,7 +429,10 @@ impl PodWorker {
             self.record(init, index).waiting = Some(("ImagePullBackOff".into(), message));
             return;
         }
-        let image_ref = match runtime.pull_image(&record.image).await {
+        let image_ref = match runtime
+            .pull_image(&record.image, &self.sandbox_config)
+            .await
+        {
             Ok(image_ref) => {
                 self.pulls.remove(&record.name);
                 image_ref
@@ -451,10 +470,11 @@ impl PodWorker {
                 .create_container(&sandbox, &config)
                 .await
                 .map_err(|e| ("CreateContainerError", e))?;
-            runtime
-                .start_container(&id)
-                .await
-                .map_err(|e| ("RunContainerError", e))?;
+            if let Err(error) = runtime.start_container(&id).await {
+                // Leave nothing behind: the next attempt creates a fresh container.
+                let _ = runtime.remove_container(&id).await;
+                return Err(("RunContainerError", error));
+            }
             let status = runtime
                 .container_status(&id)
                 .await
@@ -469,10 +489,15 @@ impl PodWorker {
                 record.id = Some(id);
                 record.state = Some(state);
                 record.waiting = None;
+                let name = record.name.clone();
+                self.start_failures.remove(&name);
             }
             Err((reason, error)) => {
                 record.waiting = Some((reason.into(), error.to_string()));
-                self.retry_at = Some(now + RETRY_DELAY);
+                let name = record.name.clone();
+                let previous = self.start_failures.get(&name).copied();
+                self.start_failures
+                    .insert(name, Backoff::next(previous, now));
             }
         }
     }

@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
-use super::RuntimeService;
 use super::types::{
     ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus,
     PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
 };
+use super::{RuntimeService, annotations};
 use crate::error::{Error, Result};
 
 /// How many calls a fake remembers (the oldest are dropped first).
@@ -64,8 +64,9 @@ type BehaviorFn = Arc<dyn Fn(&ContainerConfig) -> Behavior + Send + Sync>;
 /// An in-memory [`RuntimeService`]: `Default` works with no setup, and a clone is a
 /// handle on the same state, so a test keeps one after handing the other to a node.
 ///
-/// - Containers follow a [`Behavior`] (by default init containers exit 0, others run);
-///   [`FakeRuntime::set_behavior`] scripts them per container.
+/// - Containers follow a [`Behavior`]: scripted per container with
+///   [`FakeRuntime::set_behavior`], else set by the pod's [`annotations`], else init
+///   containers exit 0 at once and all others run.
 /// - [`FakeRuntime::fail_pulls_of`] makes pulls of an image fail.
 /// - [`FakeRuntime::inject_fault`] makes the next calls of a method fail.
 /// - [`FakeRuntime::calls`] records every call.
@@ -457,9 +458,13 @@ impl RuntimeService for FakeRuntime {
         Ok(())
     }
 
-    async fn pull_image(&self, image: &str) -> Result<String> {
+    async fn pull_image(&self, image: &str, pod: &PodSandboxConfig) -> Result<String> {
         let state = self.enter("pull_image", image)?;
-        if let Some(message) = state.failing_pulls.get(image) {
+        let failure = state
+            .failing_pulls
+            .get(image)
+            .or_else(|| pod.annotations.get(annotations::PULL_ERROR));
+        if let Some(message) = failure {
             return Err(Error::InvalidInput(message.clone()));
         }
         Ok(image_ref(image))
@@ -507,12 +512,13 @@ impl RuntimeService for FakeRuntime {
                     "container {container_id} was started before"
                 )));
             }
-            container.state = ContainerState::Running {
-                started_at: SystemTime::now(),
-            };
             let behavior = match behavior {
                 Some(script) => script(&container.config),
-                None => Behavior::default_for(&container.config),
+                None => annotations::behavior(&container.config)?
+                    .unwrap_or_else(|| Behavior::default_for(&container.config)),
+            };
+            container.state = ContainerState::Running {
+                started_at: SystemTime::now(),
             };
             let event = ContainerEvent {
                 container_id: container_id.to_string(),
@@ -681,9 +687,17 @@ mod tests {
         assert!(fake.version().await.is_ok());
         assert_eq!(fake.calls_to("version"), 2);
         fake.fail_pulls_of("bad:1", "manifest unknown");
-        assert!(fake.pull_image("bad:1").await.is_err());
+        assert!(
+            fake.pull_image("bad:1", &PodSandboxConfig::default())
+                .await
+                .is_err()
+        );
         fake.allow_pulls_of("bad:1");
-        assert!(fake.pull_image("bad:1").await.is_ok());
+        assert!(
+            fake.pull_image("bad:1", &PodSandboxConfig::default())
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]

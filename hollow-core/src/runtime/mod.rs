@@ -16,6 +16,7 @@
 //! # drop(runtime);
 //! ```
 
+pub mod annotations;
 mod fake;
 mod types;
 
@@ -58,8 +59,9 @@ pub trait RuntimeService: Send + Sync + 'static {
     /// Removes the sandbox and its containers. Removing a missing sandbox is fine.
     async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<()>;
 
-    /// Pulls an image; returns its reference by digest (the pod status's `imageID`).
-    async fn pull_image(&self, image: &str) -> Result<String>;
+    /// Pulls an image for a pod; returns its reference by digest (the pod status's
+    /// `imageID`). Any error shows as ErrImagePull, then ImagePullBackOff.
+    async fn pull_image(&self, image: &str, pod: &PodSandboxConfig) -> Result<String>;
 
     /// Creates a container in a sandbox; returns its id.
     async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String>;
@@ -113,11 +115,11 @@ mod mock_tests {
             })
         });
         mock.expect_pull_image()
-            .returning(|image| Err(Error::InvalidInput(format!("{image} is not allowed"))));
+            .returning(|image, _| Err(Error::InvalidInput(format!("{image} is not allowed"))));
         let runtime: Arc<dyn RuntimeService> = Arc::new(mock);
         assert_eq!(runtime.version().await.unwrap().name, "mocked");
         assert!(matches!(
-            runtime.pull_image("x").await,
+            runtime.pull_image("x", &PodSandboxConfig::default()).await,
             Err(Error::InvalidInput(_))
         ));
         // Every trait has its mock.

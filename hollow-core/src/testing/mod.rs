@@ -109,7 +109,7 @@ pub async fn check_runtime(runtime: &dyn RuntimeService) -> Result<(), Conforman
     )?;
 
     let image_ref = runtime
-        .pull_image("busybox:1.36")
+        .pull_image("busybox:1.36", &pod)
         .await
         .map_err(|e| fail("pull_image", e))?;
     ensure("image reference", !image_ref.is_empty(), || {

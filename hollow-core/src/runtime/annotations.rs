@@ -1,0 +1,144 @@
+//! Per-pod behaviour of [`FakeRuntime`](super::FakeRuntime) containers, set by pod
+//! annotations, so plain manifests can script what hollow pods do:
+//!
+//! | annotation | value | effect |
+//! |---|---|---|
+//! | `hollow.dev/exit-after` | a duration: `500ms`, `5s`, `2m`, `1h` | regular containers exit that long after they start |
+//! | `hollow.dev/exit-code` | an integer (default 0) | the exit code they exit with |
+//! | `hollow.dev/pull-error` | a message | every image pull of the pod fails with it (ErrImagePull, then ImagePullBackOff) |
+//!
+//! Init containers exit 0 at once either way; sidecars run. A script given to
+//! [`FakeRuntime::set_behavior`](super::FakeRuntime::set_behavior) takes precedence.
+//!
+//! ```
+//! use std::time::Duration;
+//! use hollow_core::runtime::{Behavior, ContainerConfig, annotations};
+//!
+//! let mut config = ContainerConfig::default();
+//! config.annotations.insert(annotations::EXIT_AFTER.into(), "5s".into());
+//! config.annotations.insert(annotations::EXIT_CODE.into(), "1".into());
+//! assert_eq!(
+//!     annotations::behavior(&config)?,
+//!     Some(Behavior::Exit { after: Duration::from_secs(5), code: 1 })
+//! );
+//! # Ok::<(), hollow_core::Error>(())
+//! ```
+
+use std::time::Duration;
+
+use super::fake::Behavior;
+use super::types::{ContainerConfig, ContainerKind};
+use crate::error::{Error, Result};
+
+/// Regular containers exit this long after they start.
+pub const EXIT_AFTER: &str = "hollow.dev/exit-after";
+/// The code they exit with (default 0).
+pub const EXIT_CODE: &str = "hollow.dev/exit-code";
+/// Every image pull of the pod fails with this message.
+pub const PULL_ERROR: &str = "hollow.dev/pull-error";
+
+/// The behaviour the pod's annotations ask of this container, if any; a malformed
+/// annotation is [`Error::InvalidInput`] naming it.
+pub fn behavior(config: &ContainerConfig) -> Result<Option<Behavior>> {
+    if config.kind != ContainerKind::Regular {
+        return Ok(None);
+    }
+    let annotation = |key: &str| config.annotations.get(key).map(String::as_str);
+    let code = match annotation(EXIT_CODE) {
+        None => 0,
+        Some(raw) => raw.trim().parse::<i32>().map_err(|_| {
+            Error::InvalidInput(format!(
+                "annotation {EXIT_CODE}={raw:?}: expected an integer exit code"
+            ))
+        })?,
+    };
+    match annotation(EXIT_AFTER) {
+        None if annotation(EXIT_CODE).is_some() => Ok(Some(Behavior::Exit {
+            after: Duration::ZERO,
+            code,
+        })),
+        None => Ok(None),
+        Some(raw) => {
+            let after = parse_duration(raw).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "annotation {EXIT_AFTER}={raw:?}: expected a duration such as 500ms, 5s, 2m or 1h"
+                ))
+            })?;
+            Ok(Some(Behavior::Exit { after, code }))
+        }
+    }
+}
+
+/// `500ms`, `5s`, `2m`, `1h` (a whole number and a unit).
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(number)),
+        "s" => Some(Duration::from_secs(number)),
+        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(number.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(annotations: &[(&str, &str)], kind: ContainerKind) -> ContainerConfig {
+        ContainerConfig {
+            kind,
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration(" 2m "), Some(Duration::from_secs(120)));
+        for bad in ["", "5", "s", "1.5s", "5 s", "-1s", "3d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn annotations_script_regular_containers_only() {
+        let regular = with(
+            &[(EXIT_AFTER, "1s"), (EXIT_CODE, "3")],
+            ContainerKind::Regular,
+        );
+        assert_eq!(
+            behavior(&regular).unwrap(),
+            Some(Behavior::Exit {
+                after: Duration::from_secs(1),
+                code: 3
+            })
+        );
+        let init = with(&[(EXIT_AFTER, "1s")], ContainerKind::Init);
+        assert_eq!(behavior(&init).unwrap(), None);
+        let code_only = with(&[(EXIT_CODE, "1")], ContainerKind::Regular);
+        assert_eq!(
+            behavior(&code_only).unwrap(),
+            Some(Behavior::Exit {
+                after: Duration::ZERO,
+                code: 1
+            })
+        );
+        assert_eq!(behavior(&with(&[], ContainerKind::Regular)).unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_annotations_name_themselves() {
+        let error = behavior(&with(&[(EXIT_AFTER, "soon")], ContainerKind::Regular)).unwrap_err();
+        assert!(error.to_string().contains(EXIT_AFTER), "{error}");
+        let error = behavior(&with(&[(EXIT_CODE, "one")], ContainerKind::Regular)).unwrap_err();
+        assert!(error.to_string().contains(EXIT_CODE), "{error}");
+    }
+}
