@@ -735,3 +735,115 @@ async fn exits_crash_loops_pull_failures_and_init_containers_follow_the_kubelet(
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn sick_and_pressured_nodes_are_seen_by_the_scheduler_and_controllers() -> anyhow::Result<()>
+{
+    use hollow_core::node_status::{FakeNodeStatus, Pressure};
+    use std::sync::Arc;
+
+    init_tracing();
+    let env = TestEnv::builder()
+        .node_monitor_grace_period(Duration::from_secs(16))
+        .start()
+        .await?;
+    let status = FakeNodeStatus::default();
+    let node = HollowNode::builder("sick")
+        .node_status(Arc::new(status.clone()))
+        .build()?
+        .start(env.client())
+        .await?;
+    node.wait_ready(WAIT).await?;
+    wait_schedulable(&env, "sick").await;
+    let nodes: Api<Node> = Api::all(env.client());
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    let has_taint = |n: &Node, key: &str| {
+        n.spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == key))
+    };
+    let busybox = json!({ "containers": [{ "name": "c", "image": "busybox" }] });
+
+    // Memory pressure: the kubelet's condition, then the controller's taint; BestEffort
+    // pods stay Pending.
+    status.set_pressure(Pressure {
+        memory: true,
+        ..Default::default()
+    });
+    eventually("MemoryPressure and its taint", WAIT, || async {
+        let n = nodes.get("sick").await.map_err(|e| e.to_string())?;
+        let pressure = n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.type_ == "MemoryPressure")
+                    .map(|c| (c.status.clone(), c.reason.clone()))
+            });
+        (pressure == Some(("True".into(), Some("KubeletHasInsufficientMemory".into())))
+            && has_taint(&n, "node.kubernetes.io/memory-pressure"))
+        .then_some(())
+        .ok_or(format!("{pressure:?}"))
+    })
+    .await;
+    pods.create(&PostParams::default(), &pod("squeezed", busybox.clone()))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pods.get("squeezed")
+            .await?
+            .spec
+            .unwrap()
+            .node_name
+            .is_none()
+    );
+    status.set_pressure(Pressure::default());
+    wait_pod(
+        &pods,
+        "squeezed",
+        "squeezed Running once the pressure is gone",
+        |p| phase(p) == "Running",
+    )
+    .await;
+
+    // A failing health check: Ready False (not Unknown: the Lease is still renewed),
+    // tainted not-ready, past the grace period.
+    status.set_healthy(false);
+    let sick = eventually("Ready False and the not-ready taint", WAIT, || async {
+        let n = nodes.get("sick").await.map_err(|e| e.to_string())?;
+        (node_ready(&n).as_deref() == Some("False")
+            && has_taint(&n, "node.kubernetes.io/not-ready"))
+        .then_some(n.clone())
+        .ok_or(format!("{:?}", node_ready(&n)))
+    })
+    .await;
+    let ready = sick
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("KubeletNotReady"));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        node_ready(&nodes.get("sick").await?).as_deref(),
+        Some("False"),
+        "still False, not Unknown"
+    );
+    pods.create(&PostParams::default(), &pod("refused", busybox))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(pods.get("refused").await?.spec.unwrap().node_name.is_none());
+
+    status.set_healthy(true);
+    wait_pod(&pods, "refused", "refused Running once healthy", |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    node.shutdown().await;
+    Ok(())
+}

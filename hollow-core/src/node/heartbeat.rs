@@ -68,13 +68,14 @@ pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String) {
             next_lease = now + timing.lease_renew;
             continue;
         }
-        let mut healthy = true;
         if now >= next_status {
-            healthy = heartbeat.update_status().await;
+            heartbeat.update_status().await;
             next_status = now + timing.status_update;
         }
+        // The Lease says the kubelet is alive, not that the node is healthy: a kubelet
+        // whose runtime is down keeps renewing it and reports Ready=False instead.
         if now >= next_lease {
-            next_lease = if healthy && heartbeat.renew_lease().await {
+            next_lease = if heartbeat.renew_lease().await {
                 let jitter = rand::rng().random_range(0.0..RENEW_JITTER);
                 now + timing.lease_renew.mul_f64(1.0 + jitter)
             } else {
@@ -86,8 +87,8 @@ pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String) {
 }
 
 impl Heartbeat {
-    /// Computes the status and writes it if needed; returns whether the node is healthy.
-    async fn update_status(&mut self) -> bool {
+    /// Computes the status and writes it if needed.
+    async fn update_status(&mut self) {
         let shared = &self.shared;
         let config = &shared.config;
         let health = config
@@ -95,12 +96,11 @@ impl Heartbeat {
             .ping()
             .await
             .map_err(|error| error.to_string());
-        let healthy = health.is_ok();
         let report = match config.node_status.status().await {
             Ok(report) => report,
             Err(error) => {
                 tracing::warn!(node = %config.name, %error, "node status provider failed");
-                return healthy;
+                return;
             }
         };
         let addresses: Vec<NodeAddress> = config
@@ -134,7 +134,7 @@ impl Heartbeat {
             .as_ref()
             .is_none_or(|old| differs(old, &status));
         if !(changed || due || self.force_write) {
-            return healthy;
+            return;
         }
         let previous = self.written.as_ref().and_then(|s| s.conditions.as_deref());
         stamp(&mut status, previous, Timestamp::now());
@@ -167,7 +167,6 @@ impl Heartbeat {
                 self.force_write = true;
             }
         }
-        healthy
     }
 
     /// Creates or renews the Lease; returns whether it worked. The Lease held from the

@@ -65,8 +65,10 @@ pub trait NodeStatusProvider: Send + Sync + 'static {
     /// The current report; called every node-status update period (10 s).
     async fn status(&self) -> Result<NodeStatusReport>;
 
-    /// A health check: an error turns the node's Ready condition False (with the
-    /// error as message) and pauses its lease, as a sick kubelet would.
+    /// A health check: an error turns the node's Ready condition False (reason
+    /// KubeletNotReady, the error as message), as a kubelet whose runtime is down
+    /// reports. The Lease keeps being renewed: the kubelet itself is alive. (To make a
+    /// node vanish instead, pause its heartbeats.)
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
