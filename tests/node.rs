@@ -627,6 +627,40 @@ async fn exits_crash_loops_pull_failures_and_init_containers_follow_the_kubelet(
     );
     assert_eq!(host_status.pod_ip.as_deref(), Some("127.0.0.1"));
 
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "slow-ready",
+            json!({ "containers": [{ "name": "c", "image": "busybox",
+                "readinessProbe": { "initialDelaySeconds": 5, "exec": { "command": ["true"] } } }] }),
+        ),
+    )
+    .await?;
+    // Ready only once the readiness probe's initial delay has passed.
+    let slow = wait_pod(&pods, "slow-ready", "slow-ready Ready", |p| {
+        condition(p, "Ready") == Some("True")
+    })
+    .await;
+    let status = slow.status.unwrap();
+    let started = status.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .running
+        .unwrap()
+        .started_at
+        .unwrap();
+    let ready_at = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .last_transition_time
+        .unwrap();
+    let waited = ready_at.0.duration_since(started.0);
+    assert!(waited.as_secs() >= 5, "ready {waited:?} after start");
+
     let done = wait_pod(&pods, "done", "done Succeeded", |p| phase(p) == "Succeeded").await;
     let terminated = done.status.unwrap().container_statuses.unwrap()[0]
         .state

@@ -2,7 +2,7 @@
 //! each container (pkg/kubelet/kubelet_pods.go, pkg/kubelet/status/generate.go).
 
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{
     ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
@@ -38,6 +38,11 @@ pub(crate) struct ContainerRecord {
     pub last_exit: Option<ContainerState>,
     /// Why the container waits (`CrashLoopBackOff`, `ErrImagePull`, ...), with a message.
     pub waiting: Option<(String, String)>,
+    /// The startup probe's initial delay: the container counts as started that long
+    /// after it runs (its first probe succeeds). Zero without a probe.
+    pub startup_delay: Duration,
+    /// The readiness probe's initial delay, after startup.
+    pub readiness_delay: Duration,
 }
 
 impl ContainerRecord {
@@ -66,10 +71,29 @@ impl ContainerRecord {
         }
     }
 
-    fn ready(&self) -> bool {
+    /// When a running container's startup probe first succeeds (at once without one).
+    pub fn started_by(&self) -> Option<SystemTime> {
+        match self.state {
+            Some(ContainerState::Running { started_at }) => Some(started_at + self.startup_delay),
+            _ => None,
+        }
+    }
+
+    /// When a running container's readiness probe first succeeds (at start without one).
+    pub fn ready_by(&self) -> Option<SystemTime> {
+        self.started_by().map(|at| at + self.readiness_delay)
+    }
+
+    fn started(&self, now: SystemTime) -> bool {
+        self.started_by().is_some_and(|at| at <= now)
+    }
+
+    fn ready(&self, now: SystemTime) -> bool {
         match self.kind {
             ContainerKind::Init => self.exit_code() == Some(0),
-            ContainerKind::Sidecar | ContainerKind::Regular => self.is_running(),
+            ContainerKind::Sidecar | ContainerKind::Regular => {
+                self.ready_by().is_some_and(|at| at <= now)
+            }
         }
     }
 }
@@ -220,7 +244,12 @@ fn api_state(state: &ContainerState, container_id: Option<String>) -> ApiState {
     }
 }
 
-fn container_status(record: &ContainerRecord, runtime: &str, initialized: bool) -> ApiStatus {
+fn container_status(
+    record: &ContainerRecord,
+    runtime: &str,
+    initialized: bool,
+    now: SystemTime,
+) -> ApiStatus {
     let container_id = record.id.as_ref().map(|id| format!("{runtime}://{id}"));
     let waiting = |reason: &str, message: Option<String>| ApiState {
         waiting: Some(ContainerStateWaiting {
@@ -248,8 +277,8 @@ fn container_status(record: &ContainerRecord, runtime: &str, initialized: bool) 
         image_id: record.image_ref.clone().unwrap_or_default(),
         container_id: shown_id,
         restart_count: i32::try_from(record.restart_count).unwrap_or(i32::MAX),
-        ready: record.ready() && record.waiting.is_none(),
-        started: Some(record.is_running() && record.waiting.is_none()),
+        ready: record.ready(now) && record.waiting.is_none(),
+        started: Some(record.started(now) && record.waiting.is_none()),
         state: Some(state),
         last_state: Some(
             record
@@ -282,7 +311,7 @@ fn names_message(what: &str, names: &[&str]) -> String {
 }
 
 /// The conditions the kubelet owns, in its order.
-fn owned_conditions(facts: &PodFacts<'_>, phase: &str) -> Vec<PodCondition> {
+fn owned_conditions(facts: &PodFacts<'_>, phase: &str, now: SystemTime) -> Vec<PodCondition> {
     let pending = pending_init(facts.init);
     let completed = phase == "Succeeded";
     let initialized = if !pending.is_empty() {
@@ -305,7 +334,7 @@ fn owned_conditions(facts: &PodFacts<'_>, phase: &str) -> Vec<PodCondition> {
         .iter()
         .filter(|c| c.kind == ContainerKind::Sidecar)
         .chain(facts.regular)
-        .filter(|c| !(c.ready() && c.waiting.is_none()))
+        .filter(|c| !(c.ready(now) && c.waiting.is_none()))
         .map(|c| c.name.as_str())
         .collect();
     let containers_ready = if completed {
@@ -394,7 +423,8 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
     let previous_conditions = previous.conditions.clone().unwrap_or_default();
     let generation = pod.metadata.generation;
 
-    let mut conditions = owned_conditions(facts, phase);
+    let now_system = SystemTime::from(now);
+    let mut conditions = owned_conditions(facts, phase, now_system);
     carry_transition_times(&mut conditions, &previous_conditions, now);
     for condition in &mut conditions {
         condition.observed_generation = generation;
@@ -413,7 +443,7 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
     let statuses = |records: &[ContainerRecord]| {
         let list: Vec<ApiStatus> = records
             .iter()
-            .map(|r| container_status(r, facts.runtime_name, initialized))
+            .map(|r| container_status(r, facts.runtime_name, initialized, now_system))
             .collect();
         (!list.is_empty()).then_some(list)
     };

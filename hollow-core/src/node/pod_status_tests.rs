@@ -288,3 +288,37 @@ fn readiness_gates_hold_ready_back() {
         "kept after PodScheduled"
     );
 }
+
+#[test]
+fn probes_delay_started_and_ready() {
+    let pod = pod(json!({ "containers": [{ "name": "c", "image": "x" }] }));
+    // Started at 00:00:03, now 00:00:05.
+    let slow_ready = ContainerRecord {
+        readiness_delay: Duration::from_secs(10),
+        ..running("c", 3)
+    };
+    let got = status(&pod, &[], &[slow_ready]);
+    let container = &got["containerStatuses"][0];
+    assert_eq!(
+        (container["started"].clone(), container["ready"].clone()),
+        (json!(true), json!(false))
+    );
+    assert_eq!(got["conditions"][3]["status"], "False");
+
+    let slow_start = ContainerRecord {
+        startup_delay: Duration::from_secs(10),
+        ..running("c", 3)
+    };
+    let got = status(&pod, &[], &[slow_start]);
+    assert_eq!(got["containerStatuses"][0]["started"], false);
+    assert_eq!(got["phase"], "Running");
+
+    let quick = ContainerRecord {
+        readiness_delay: Duration::from_secs(1),
+        ..running("c", 3)
+    };
+    assert_eq!(
+        status(&pod, &[], &[quick])["containerStatuses"][0]["ready"],
+        true
+    );
+}

@@ -83,11 +83,21 @@ fn records(
 ) -> Vec<ContainerRecord> {
     containers
         .iter()
-        .map(|c| ContainerRecord {
-            kind: kind_of(c),
-            name: c.name.clone(),
-            image: c.image.clone().unwrap_or_default(),
-            ..Default::default()
+        .map(|c| {
+            let delay = |probe: Option<&k8s_openapi::api::core::v1::Probe>| {
+                probe
+                    .and_then(|p| p.initial_delay_seconds)
+                    .and_then(|s| u64::try_from(s).ok())
+                    .map_or(Duration::ZERO, Duration::from_secs)
+            };
+            ContainerRecord {
+                kind: kind_of(c),
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                startup_delay: delay(c.startup_probe.as_ref()),
+                readiness_delay: delay(c.readiness_probe.as_ref()),
+                ..Default::default()
+            }
         })
         .collect()
 }
@@ -232,6 +242,17 @@ impl PodWorker {
         if self.terminal {
             return retry;
         }
+        // Probes' first successes change `started` and `ready` without a runtime event.
+        let wall = std::time::SystemTime::now();
+        let probes = self
+            .init
+            .iter()
+            .chain(&self.regular)
+            .flat_map(|r| [r.started_by(), r.ready_by()])
+            .flatten()
+            .filter_map(|at| at.duration_since(wall).ok())
+            .filter(|wait| !wait.is_zero())
+            .map(|wait| now + wait);
         // Half-way through a pull back-off the waiting reason turns from ErrImagePull
         // to ImagePullBackOff, as the kubelet's next sync shows it.
         let pull_midpoints = self.pulls.values().map(|b| b.since + b.delay / 2);
@@ -241,7 +262,8 @@ impl PodWorker {
             .chain(self.pulls.values())
             .chain(self.start_failures.values())
             .map(Backoff::until)
-            .chain(pull_midpoints);
+            .chain(pull_midpoints)
+            .chain(probes);
         let relist = (!self.shared.runtime_pushes_events).then(|| now + RELIST_PERIOD);
         backoffs
             .filter(|at| *at > now)
