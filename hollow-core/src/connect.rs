@@ -1,5 +1,6 @@
 //! Reaching a cluster the way a kubelet does: from kubeconfig files, or from the
-//! in-cluster service account, and waiting for the API server with backoff.
+//! in-cluster service account, and waiting for the API server with backoff; and
+//! stopping on SIGTERM or SIGINT, as the hollow binaries do.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -125,4 +126,27 @@ pub async fn wait_for_api(client: &kube::Client, patience: Duration) -> Result<(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(8));
     }
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, so a
+/// signal that arrives before the future is awaited is not lost (and does not kill the
+/// process).
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let stop = hollow_core::connect::shutdown_signal()?;
+/// // ... start things ...
+/// stop.await;
+/// # Ok(()) }
+/// ```
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use hollow_core::connect::{cluster_config, wait_for_api};
+use hollow_core::connect::{cluster_config, shutdown_signal, wait_for_api};
 use hollow_core::node::{
     HollowCluster, HollowNode, HollowNodeBuilder, LEASE_NAMESPACE, RunningNode,
 };
@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     // Signals are handled from the start, so one during start-up also shuts down cleanly.
-    let shutdown = shutdown_signal()?;
+    let shutdown = shutdown_signal().context("cannot handle SIGTERM and SIGINT")?;
     tokio::pin!(shutdown);
     let metrics = Metrics::new();
     let (config, local) = tokio::select! {
@@ -289,19 +289,6 @@ fn progress_reporter(total: usize) -> impl Fn(usize, usize) + Send + Sync + 'sta
         None if ready % step == 0 || ready == total => eprintln!("{ready}/{total} nodes Ready"),
         None => {}
     }
-}
-
-/// Resolves on SIGTERM or SIGINT; the handlers are installed when this is called.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    })
 }
 
 /// Deletes the Nodes and Leases of this process.

@@ -17,7 +17,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Parser;
-use hollow_core::connect::{cluster_config, wait_for_api};
+use hollow_core::connect::{cluster_config, shutdown_signal, wait_for_api};
 use hollow_core::proxier::FakeProxier;
 use hollow_core::proxy::{HollowProxy, ProxyHealth, RunningProxy};
 use k8s_openapi::jiff::Timestamp;
@@ -125,7 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     // Signals are handled from the start, so one during start-up also shuts down cleanly.
-    let shutdown = shutdown_signal()?;
+    let shutdown = shutdown_signal().context("cannot handle SIGTERM and SIGINT")?;
     let config = cluster_config(cli.kubeconfig.as_deref()).await?.context(
         "hollow-proxy needs a cluster: pass --kubeconfig (or set KUBECONFIG, or run it in a pod)",
     )?;
@@ -283,17 +283,4 @@ async fn metrics(State(proxy): State<Arc<RunningProxy>>) -> impl IntoResponse {
         )],
         text,
     )
-}
-
-/// Resolves on SIGTERM or SIGINT; the handlers are installed when this is called.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    })
 }
