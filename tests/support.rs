@@ -50,3 +50,40 @@ pub fn init_tracing() {
             .try_init();
     });
 }
+
+/// The address a process printed on a line `serving <what> on <url>` in its log at
+/// `log`, once it has (bounded by `timeout`).
+pub async fn served_address(log: &std::path::Path, what: &str, timeout: Duration) -> String {
+    let prefix = format!("serving {what} on ");
+    eventually(&format!("the address of {what}"), timeout, || async {
+        let text = std::fs::read_to_string(log).map_err(|e| e.to_string())?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix).map(String::from))
+            .ok_or(text)
+    })
+    .await
+}
+
+/// GETs `path` from one of our plain HTTP endpoints at `base` (e.g. a health port) and
+/// returns the status code and body. kube's client retries 503 answers by default;
+/// here they are turned off, so a health check sees them.
+pub async fn get(base: &str, path: &str) -> Result<(u16, String), String> {
+    let mut config = kube::Config::new(base.parse().map_err(|e| format!("{base}: {e}"))?);
+    config.read_timeout = Some(Duration::from_secs(10));
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .send(request.map(kube::client::Body::from))
+        .await
+        .map_err(|e| e.to_string())?;
+    let code = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect_bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((code, String::from_utf8_lossy(&body).to_string()))
+}

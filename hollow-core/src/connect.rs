@@ -1,6 +1,7 @@
 //! Reaching a cluster the way a kubelet does: from kubeconfig files, or from the
 //! in-cluster service account, and waiting for the API server with backoff; and
-//! stopping on SIGTERM or SIGINT, as the hollow binaries do.
+//! stopping on SIGTERM or SIGINT and choosing a log level from klog's `-v`, as the
+//! hollow binaries do.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -149,4 +150,21 @@ pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()
             _ = interrupt.recv() => {}
         }
     })
+}
+
+/// The log level for klog's `-v=N`, which Kubemark's manifests pass: 0-1 info, 2-4
+/// debug, 5 and above trace.
+///
+/// ```
+/// use hollow_core::connect::log_level;
+///
+/// assert_eq!(log_level(Some(2)), "debug");
+/// assert_eq!(log_level(None), "info");
+/// ```
+pub fn log_level(verbosity: Option<u8>) -> &'static str {
+    match verbosity.unwrap_or(1) {
+        0 | 1 => "info",
+        2..=4 => "debug",
+        _ => "trace",
+    }
 }

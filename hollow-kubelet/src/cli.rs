@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use hollow_core::node::is_quantity;
 
 /// Runs hollow Kubernetes nodes: a drop-in for `kubemark --morph=kubelet`.
 ///
@@ -200,14 +201,6 @@ pub fn parse_resources(input: &str) -> Result<Pairs, String> {
         })
         .collect::<Result<_, _>>()
         .map(Pairs)
-}
-
-fn is_quantity(quantity: &str) -> bool {
-    // The same rule the node builder applies, checked here for an early, named error.
-    hollow_core::node::HollowNode::builder("probe")
-        .capacity("probe", quantity)
-        .build()
-        .is_ok()
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use hollow_core::connect::{cluster_config, shutdown_signal, wait_for_api};
+use hollow_core::connect::{cluster_config, log_level, shutdown_signal, wait_for_api};
 use hollow_core::node::{
-    HollowCluster, HollowNode, HollowNodeBuilder, LEASE_NAMESPACE, RunningNode,
+    HollowCluster, HollowNode, HollowNodeBuilder, LEASE_NAMESPACE, RunningNode, process_node_names,
 };
 use hollow_core::testenv::TestEnv;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -44,11 +44,7 @@ async fn main() -> ExitCode {
 }
 
 fn init_logging(verbosity: Option<u8>) {
-    let level = match verbosity.unwrap_or(1) {
-        0 | 1 => "info",
-        2..=4 => "debug",
-        _ => "trace",
-    };
+    let level = log_level(verbosity);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         format!("warn,kube_client=off,hollow_core={level},hollow_kubelet={level}").into()
     });
@@ -139,23 +135,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         nodes.shutdown().await;
     }
     if cli.cleanup_on_exit {
-        cleanup(&client, &node_names(&cli)).await;
+        cleanup(&client, &process_node_names(&cli.name, cli.nodes as usize)).await;
     }
     if let Some(env) = local {
         env.stop();
     }
     Ok(())
-}
-
-/// The names of this process's nodes.
-fn node_names(cli: &Cli) -> Vec<String> {
-    if cli.nodes == 1 {
-        vec![cli.name.clone()]
-    } else {
-        (0..cli.nodes)
-            .map(|i| format!("{}-{i}", cli.name))
-            .collect()
-    }
 }
 
 /// Registers the nodes and waits until they are Ready.

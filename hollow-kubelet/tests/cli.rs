@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, init_tracing};
+use hollow_tests::{eventually, get, init_tracing, served_address};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -145,26 +145,24 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
     );
 
     // The process's own /healthz and /metrics.
-    let log = std::fs::read_to_string(dir.path().join("kubelet.log"))?;
-    let url = log
-        .lines()
-        .find_map(|line| line.strip_prefix("serving /healthz and /metrics on "))
-        .expect("the metrics address is printed")
-        .to_string();
-    let mut config = kube::Config::new(url.parse()?);
-    config.read_timeout = Some(Duration::from_secs(10));
-    config.default_retry = false;
-    let http = kube::Client::try_from(config)?;
+    let url = served_address(
+        &dir.path().join("kubelet.log"),
+        "/healthz and /metrics",
+        WAIT,
+    )
+    .await;
     let get = |path: &'static str| {
-        let http = http.clone();
+        let url = url.clone();
         async move {
-            http.request_text(http::Request::get(path).body(Vec::new()).unwrap())
-                .await
+            let (code, body) = get(&url, path).await?;
+            (code == 200)
+                .then_some(body)
+                .ok_or(format!("{code} for {path}"))
         }
     };
-    assert_eq!(get("/healthz").await?, "ok");
+    assert_eq!(get("/healthz").await.map_err(anyhow::Error::msg)?, "ok");
     let metrics = eventually("metrics counting 50 Ready nodes", WAIT, || async {
-        let text = get("/metrics").await.map_err(|e| e.to_string())?;
+        let text = get("/metrics").await?;
         text.contains("hollow_nodes{ready=\"true\"} 50")
             .then_some(text.clone())
             .ok_or(text)

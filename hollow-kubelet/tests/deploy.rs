@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, init_tracing};
+use hollow_tests::{eventually, get, init_tracing, served_address};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
@@ -166,26 +166,13 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
         .stderr(proxy_log)
         .kill_on_drop(true)
         .spawn()?;
-    let health = eventually("the proxy's health address", WAIT, || async {
-        let log = std::fs::read_to_string(&proxy_log_path).map_err(|e| e.to_string())?;
-        log.lines()
-            .find_map(|l| l.strip_prefix("serving /healthz on ").map(String::from))
-            .ok_or(log)
-    })
-    .await;
-    let mut config = kube::Config::new(health.parse()?);
-    config.default_retry = false;
-    let http = kube::Client::try_from(config)?;
+    let health = served_address(&proxy_log_path, "/healthz", WAIT).await;
     eventually("the proxy healthy for all 50 nodes", WAIT, || async {
-        let request = http::Request::get("/healthz").body(Vec::new()).unwrap();
-        let response = http
-            .send(request.map(kube::client::Body::from))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (code, body) = get(&health, "/healthz").await?;
         let log = std::fs::read_to_string(&proxy_log_path).unwrap_or_default();
-        (response.status() == 200)
+        (code == 200)
             .then_some(())
-            .ok_or(format!("{}: {log}", response.status()))
+            .ok_or(format!("{code} {body}: {log}"))
     })
     .await;
     let proxy_log = std::fs::read_to_string(&proxy_log_path)?;

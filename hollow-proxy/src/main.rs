@@ -17,7 +17,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Parser;
-use hollow_core::connect::{cluster_config, shutdown_signal, wait_for_api};
+use hollow_core::connect::{cluster_config, log_level, shutdown_signal, wait_for_api};
+use hollow_core::node::process_node_names;
 use hollow_core::proxier::FakeProxier;
 use hollow_core::proxy::{HollowProxy, ProxyHealth, RunningProxy};
 use k8s_openapi::jiff::Timestamp;
@@ -74,11 +75,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.verbosity.unwrap_or(1) {
-        0 | 1 => "info",
-        2..=4 => "debug",
-        _ => "trace",
-    };
+    let level = log_level(cli.verbosity);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         format!("warn,kube_client=off,hollow_core={level},hollow_proxy={level}").into()
     });
@@ -92,16 +89,6 @@ async fn main() -> ExitCode {
             eprintln!("hollow-proxy: error: {error:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn node_names(cli: &Cli) -> Vec<String> {
-    if cli.nodes == 1 {
-        vec![cli.name.clone()]
-    } else {
-        (0..cli.nodes)
-            .map(|i| format!("{}-{i}", cli.name))
-            .collect()
     }
 }
 
@@ -135,7 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut builder = HollowProxy::builder()
         .min_sync_period(Duration::from_millis(cli.min_sync_period_ms))
         .sync_period(Duration::from_secs(cli.sync_period));
-    for name in node_names(&cli) {
+    for name in process_node_names(&cli.name, cli.nodes as usize) {
         builder = builder.node(name, Arc::new(FakeProxier::default()));
     }
     let proxy = Arc::new(builder.build().start(client));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hollow_core::node::HollowNode;
 use hollow_core::proxy::TO_BE_DELETED_TAINT;
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, init_tracing};
+use hollow_tests::{eventually, get, init_tracing, served_address};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -16,27 +16,6 @@ use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(120);
 const BINARY: &str = env!("CARGO_BIN_EXE_hollow-proxy");
-
-/// GETs `path` and returns the status code and body.
-async fn get(base: &str, path: &str) -> Result<(u16, String), String> {
-    let mut config = kube::Config::new(base.parse().map_err(|e| format!("{e}"))?);
-    config.read_timeout = Some(Duration::from_secs(10));
-    // kube retries 503 answers by default; a health check wants to see them.
-    config.default_retry = false;
-    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
-    let request = http::Request::get(path).body(Vec::new()).unwrap();
-    let response = client
-        .send(request.map(kube::client::Body::from))
-        .await
-        .map_err(|e| e.to_string())?;
-    let code = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect_bytes()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((code, String::from_utf8_lossy(&body).to_string()))
-}
 
 #[tokio::test]
 async fn the_seeds_proxy_command_line_serves_kube_proxy_health() -> anyhow::Result<()> {
@@ -71,23 +50,8 @@ async fn the_seeds_proxy_command_line_serves_kube_proxy_health() -> anyhow::Resu
         .kill_on_drop(true)
         .spawn()?;
 
-    let address = |what: &'static str| {
-        let log_path = log_path.clone();
-        async move {
-            eventually("the served address", WAIT, || async {
-                let log = std::fs::read_to_string(&log_path).map_err(|e| e.to_string())?;
-                log.lines()
-                    .find_map(|l| {
-                        l.strip_prefix(&format!("serving {what} on "))
-                            .map(String::from)
-                    })
-                    .ok_or(log)
-            })
-            .await
-        }
-    };
-    let health = address("/healthz").await;
-    let metrics = address("/metrics").await;
+    let health = served_address(&log_path, "/healthz", WAIT).await;
+    let metrics = served_address(&log_path, "/metrics", WAIT).await;
     let body = eventually("/healthz 200 with an eligible node", WAIT, || async {
         let (code, body) = get(&health, "/healthz").await?;
         (code == 200)

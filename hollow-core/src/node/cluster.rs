@@ -10,6 +10,30 @@ use tokio_util::sync::CancellationToken;
 use super::pods::PodRouter;
 use super::{Error, HollowNode, HollowNodeBuilder, RunningNode};
 
+/// The name of node `index` of a cluster: `<prefix>-<index>`.
+fn node_name(prefix: &str, index: usize) -> String {
+    format!("{prefix}-{index}")
+}
+
+/// The names of the nodes of a process serving `count` nodes under `name`: `name` itself
+/// for one node, `<name>-0` .. `<name>-(count-1)` (as [`HollowCluster`] names them) for
+/// more. `hollow-kubelet` and `hollow-proxy` both name their nodes so, which is what
+/// pairs a proxy with its kubelet.
+///
+/// ```
+/// use hollow_core::node::process_node_names;
+///
+/// assert_eq!(process_node_names("solo", 1), ["solo"]);
+/// assert_eq!(process_node_names("hollow", 2), ["hollow-0", "hollow-1"]);
+/// ```
+pub fn process_node_names(name: &str, count: usize) -> Vec<String> {
+    if count == 1 {
+        vec![name.to_string()]
+    } else {
+        (0..count).map(|index| node_name(name, index)).collect()
+    }
+}
+
 type Configure = Box<dyn Fn(usize, HollowNodeBuilder) -> HollowNodeBuilder + Send + Sync>;
 type Progress = Box<dyn Fn(usize, usize) + Send + Sync>;
 
@@ -80,9 +104,7 @@ impl HollowClusterBuilder {
         ready_timeout: Duration,
     ) -> Result<HollowCluster, Error> {
         let nodes: Vec<HollowNode> = (0..self.count)
-            .map(|i| {
-                (self.configure)(i, HollowNode::builder(format!("{}-{i}", self.prefix))).build()
-            })
+            .map(|i| (self.configure)(i, HollowNode::builder(node_name(&self.prefix, i))).build())
             .collect::<Result<_, _>>()?;
         let router = Arc::new(PodRouter::default());
         let cancel = CancellationToken::new();

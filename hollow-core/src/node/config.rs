@@ -371,8 +371,16 @@ fn quantities(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, Quantity
 }
 
 /// Whether `s` is a non-negative Kubernetes quantity: a decimal number with an optional
-/// suffix (`m`, `k`, `M`, `G`, `T`, `P`, `E`, `Ki` .. `Ei`) or exponent.
-pub(crate) fn is_quantity(s: &str) -> bool {
+/// suffix (`m`, `k`, `M`, `G`, `T`, `P`, `E`, `Ki` .. `Ei`) or exponent. The builder
+/// refuses capacities that are not.
+///
+/// ```
+/// use hollow_core::node::is_quantity;
+///
+/// assert!(is_quantity("16Gi") && is_quantity("500m"));
+/// assert!(!is_quantity("-1") && !is_quantity("lots"));
+/// ```
+pub fn is_quantity(s: &str) -> bool {
     let digits_end = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());

@@ -41,9 +41,10 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use cluster::{HollowCluster, HollowClusterBuilder};
+pub use cluster::{HollowCluster, HollowClusterBuilder, process_node_names};
 pub use config::{
     ConfigError, DEFAULT_KUBELET_VERSION, HollowNodeBuilder, MANAGED_ANNOTATION, NodeTiming,
+    is_quantity,
 };
 pub use heartbeat::LEASE_NAMESPACE;
 
