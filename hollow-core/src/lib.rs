@@ -35,6 +35,7 @@
 pub mod cadvisor;
 pub mod connect;
 pub mod error;
+pub mod lifecycle;
 pub mod node;
 pub mod node_status;
 pub mod proxier;

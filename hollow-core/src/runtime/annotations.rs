@@ -69,20 +69,7 @@ pub fn behavior(config: &ContainerConfig) -> Result<Option<Behavior>> {
     }
 }
 
-/// `500ms`, `5s`, `2m`, `1h` (a whole number and a unit).
-pub fn parse_duration(raw: &str) -> Option<Duration> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = raw.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(number)),
-        "s" => Some(Duration::from_secs(number)),
-        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(number.checked_mul(3600)?)),
-        _ => None,
-    }
-}
+pub use crate::lifecycle::parse_duration;
 
 #[cfg(test)]
 mod tests {
@@ -96,15 +83,6 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             ..Default::default()
-        }
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration(" 2m "), Some(Duration::from_secs(120)));
-        for bad in ["", "5", "s", "1.5s", "5 s", "-1s", "3d"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
 

@@ -50,8 +50,9 @@ pub struct PodSandboxStatus {
     pub ips: Vec<IpAddr>,
 }
 
-/// Which part of a pod a container plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which part of a pod a container plays (`init`, `sidecar` or `regular` in files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum ContainerKind {
     /// An init container: runs to completion before the next one starts.
     Init,
