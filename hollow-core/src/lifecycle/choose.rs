@@ -174,12 +174,7 @@ impl Lifecycle {
     /// The plan for stopping a container of a pod being deleted.
     pub fn deletion_plan(&self, facts: &ContainerFacts<'_>) -> Option<Plan<'_, DeletionStep>> {
         let key = pod_key("deletion", facts, facts.container);
-        choose(
-            &self.deletions,
-            |m| m.matches(facts, true),
-            self.seed,
-            &key,
-        )
+        choose(&self.deletions, |m| m.matches(facts, true), self.seed, &key)
     }
 
     /// The plan for a node that starts now.
@@ -260,7 +255,10 @@ mod tests {
             (rare.len(), rare)
         };
         let (rare, delays) = tally(&rules(1));
-        assert!((50..=150).contains(&rare), "rare chosen {rare} times of 1000");
+        assert!(
+            (50..=150).contains(&rare),
+            "rare chosen {rare} times of 1000"
+        );
         assert!(
             delays
                 .iter()

@@ -171,21 +171,20 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_named_with_their_place() {
-        let (line, field, message) =
-            invalid("seed: 1\ncontainers:\n  - name: x\n    stepz: []\n");
+        let (line, field, message) = invalid("seed: 1\ncontainers:\n  - name: x\n    stepz: []\n");
         assert_eq!(line, 4);
         assert_eq!(field, "containers[0].stepz");
         assert!(message.contains("unknown field `stepz`"), "{message}");
 
-        let (line, field, _) = invalid("nodes:\n  - steps:\n      - condition: {type: Ready, status: Maybe}\n");
+        let (line, field, _) =
+            invalid("nodes:\n  - steps:\n      - condition: {type: Ready, status: Maybe}\n");
         assert_eq!(line, 3);
         assert_eq!(field, "nodes[0].steps[0].condition.status");
     }
 
     #[test]
     fn bad_values_name_their_field() {
-        let (line, field, message) =
-            invalid("containers:\n  - steps:\n      - wait: soon\n");
+        let (line, field, message) = invalid("containers:\n  - steps:\n      - wait: soon\n");
         assert_eq!((line, field.as_str()), (3, "containers[0].steps[0].wait"));
         assert!(message.contains("invalid duration \"soon\""), "{message}");
 
@@ -203,9 +202,8 @@ mod tests {
 
     #[test]
     fn step_lists_are_checked_where_they_break() {
-        let (line, field, message) = invalid(
-            "containers:\n  - steps:\n      - exit: {code: 1}\n      - ready: true\n",
-        );
+        let (line, field, message) =
+            invalid("containers:\n  - steps:\n      - exit: {code: 1}\n      - ready: true\n");
         assert_eq!(field, "containers[0].steps");
         assert!(line >= 3, "line {line}");
         assert!(message.contains("step 2 follows"), "{message}");
@@ -219,10 +217,7 @@ mod tests {
         let (line, _, _) = invalid("containers:\n  - name: [unclosed\n");
         assert!(line >= 2, "line {line}");
         let error = Lifecycle::from_yaml("  \n", "empty.yaml").unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "empty.yaml:1:1: the lifecycle is empty"
-        );
+        assert_eq!(error.to_string(), "empty.yaml:1:1: the lifecycle is empty");
         let error = Lifecycle::from_file("/no/such/lifecycle.yaml").unwrap_err();
         assert!(matches!(error, LoadError::Read { .. }));
     }

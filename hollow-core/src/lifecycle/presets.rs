@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::Lifecycle;
 use super::model::{
-    ConditionStatus, ConditionStep, ContainerRule, ContainerStep, DeletionRule, NodeRule,
-    NodeStep, PodMatch, PullRule, PullStep,
+    ConditionStatus, ConditionStep, ContainerRule, ContainerStep, DeletionRule, NodeRule, NodeStep,
+    PodMatch, PullRule, PullStep,
 };
 use crate::runtime::ContainerKind;
 
@@ -49,10 +49,13 @@ impl Lifecycle {
     /// 1 to 3 s, containers of deleted pods take 0.5 to 2 s to stop.
     pub fn realistic() -> Lifecycle {
         Lifecycle::fast()
-            .pull_rule(PullRule::new(
-                "pull-takes-time",
-                [PullStep::Wait(Duration::from_millis(500))],
-            ).with_delay(Duration::ZERO, secs(2)))
+            .pull_rule(
+                PullRule::new(
+                    "pull-takes-time",
+                    [PullStep::Wait(Duration::from_millis(500))],
+                )
+                .with_delay(Duration::ZERO, secs(2)),
+            )
             .container_rule(
                 ContainerRule::new("init-runs-a-while", [ContainerStep::Exit { code: 0 }])
                     .matching(PodMatch::default().kind(ContainerKind::Init))

@@ -108,11 +108,16 @@ impl HollowClusterBuilder {
             .collect::<Result<_, _>>()?;
         let router = Arc::new(PodRouter::default());
         let cancel = CancellationToken::new();
-        let watch = tokio::spawn(router.clone().run(
-            client.clone(),
-            "spec.nodeName!=".into(),
-            cancel.clone(),
-        ));
+        let pod_watch =
+            router
+                .clone()
+                .run(client.clone(), "spec.nodeName!=".into(), cancel.clone());
+        let node_watch = router
+            .clone()
+            .run_nodes(client.clone(), None, cancel.clone());
+        let watch = tokio::spawn(async move {
+            futures::join!(pod_watch, node_watch);
+        });
         let cluster = HollowCluster {
             nodes: Vec::with_capacity(nodes.len()),
             cancel,

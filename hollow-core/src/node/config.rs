@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::HollowNode;
 use crate::cadvisor::{Cadvisor, FakeCadvisor};
+use crate::lifecycle::{Lifecycle, NodeFacts};
 use crate::node_status::{FakeNodeStatus, NodeStatusProvider};
 use crate::runtime::{FakeRuntime, RuntimeService};
 
@@ -135,6 +136,7 @@ pub struct HollowNodeBuilder {
     runtime: Option<Arc<dyn RuntimeService>>,
     cadvisor: Option<Arc<dyn Cadvisor>>,
     node_status: Option<Arc<dyn NodeStatusProvider>>,
+    lifecycle: Option<Arc<Lifecycle>>,
 }
 
 impl std::fmt::Debug for HollowNodeBuilder {
@@ -167,6 +169,7 @@ impl HollowNodeBuilder {
             runtime: None,
             cadvisor: None,
             node_status: None,
+            lifecycle: None,
         }
     }
 
@@ -274,6 +277,23 @@ impl HollowNodeBuilder {
         self
     }
 
+    /// What the default fakes do: the fake runtime plays `lifecycle`'s container, pull
+    /// and deletion rules, the fake node status its node rules (a runtime or status
+    /// provider given explicitly is left as it is).
+    ///
+    /// ```
+    /// use hollow_core::lifecycle::Lifecycle;
+    /// use hollow_core::node::HollowNode;
+    ///
+    /// let node = HollowNode::builder("hollow-0").lifecycle(Lifecycle::realistic()).build()?;
+    /// # drop(node);
+    /// # Ok::<(), hollow_core::node::ConfigError>(())
+    /// ```
+    pub fn lifecycle(mut self, lifecycle: impl Into<Arc<Lifecycle>>) -> Self {
+        self.lifecycle = Some(lifecycle.into());
+        self
+    }
+
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -313,6 +333,25 @@ impl HollowNodeBuilder {
         } else {
             self.addresses
         };
+        let runtime = self.runtime.unwrap_or_else(|| {
+            let fake = FakeRuntime::default();
+            if let Some(lifecycle) = &self.lifecycle {
+                fake.set_lifecycle(lifecycle.clone());
+            }
+            Arc::new(fake)
+        });
+        let node_status = match (self.node_status, &self.lifecycle) {
+            (Some(provider), _) => provider,
+            (None, None) => Arc::new(FakeNodeStatus::default()),
+            (None, Some(lifecycle)) => Arc::new(FakeNodeStatus::default().with_lifecycle(
+                lifecycle,
+                &NodeFacts {
+                    name: &self.name,
+                    labels: &self.labels,
+                    annotations: &self.annotations,
+                },
+            )),
+        };
         let config = NodeConfig {
             provider_id: self
                 .provider_id
@@ -329,15 +368,11 @@ impl HollowNodeBuilder {
             kubelet_version: self.kubelet_version,
             timing,
             adopt: self.adopt,
-            runtime: self
-                .runtime
-                .unwrap_or_else(|| Arc::new(FakeRuntime::default())),
+            runtime,
             cadvisor: self
                 .cadvisor
                 .unwrap_or_else(|| Arc::new(FakeCadvisor::default())),
-            node_status: self
-                .node_status
-                .unwrap_or_else(|| Arc::new(FakeNodeStatus::default())),
+            node_status,
         };
         Ok(HollowNode { config })
     }

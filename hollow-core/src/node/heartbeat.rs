@@ -13,6 +13,7 @@ use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use rand::Rng;
 use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::node_status::{StatusInputs, compute, differs, stamp};
@@ -69,8 +70,20 @@ pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String) {
             continue;
         }
         if now >= next_status {
+            let was_stopped = heartbeat.shared.heartbeats_stopped.load(Ordering::Relaxed);
             heartbeat.update_status().await;
             next_status = now + timing.status_update;
+            let stopped = heartbeat.shared.heartbeats_stopped.load(Ordering::Relaxed);
+            if stopped {
+                // A vanished node renews nothing; the provider is asked again next period.
+                next_lease = next_status;
+                continue;
+            }
+            if was_stopped {
+                next_lease = now;
+                // Every pod worker rewrites what changed while the node was away.
+                heartbeat.shared.route_event(Err(RecvError::Lagged(0)));
+            }
         }
         // The Lease says the kubelet is alive, not that the node is healthy: a kubelet
         // whose runtime is down keeps renewing it and reports Ready=False instead.
@@ -96,13 +109,27 @@ impl Heartbeat {
             .ping()
             .await
             .map_err(|error| error.to_string());
-        let report = match config.node_status.status().await {
+        let mut report = match config.node_status.status().await {
             Ok(report) => report,
             Err(error) => {
                 tracing::warn!(node = %config.name, %error, "node status provider failed");
                 return;
             }
         };
+        let annotated = shared
+            .annotated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        report.conditions.extend(annotated.conditions);
+        let stopped = report.heartbeats_stopped || annotated.heartbeats_stopped;
+        if shared.heartbeats_stopped.swap(stopped, Ordering::Relaxed) != stopped {
+            tracing::info!(node = %config.name, stopped, "heartbeats switched by the node's faults");
+        }
+        if stopped {
+            self.force_write = true;
+            return;
+        }
         let addresses: Vec<NodeAddress> = config
             .addresses
             .iter()

@@ -18,8 +18,10 @@
 //! # Ok(()) }
 //! ```
 
+mod actions;
 mod cluster;
 mod config;
+mod faults;
 mod heartbeat;
 mod node_status;
 mod pod_status;
@@ -46,6 +48,7 @@ pub use config::{
     ConfigError, DEFAULT_KUBELET_VERSION, HollowNodeBuilder, MANAGED_ANNOTATION, NodeTiming,
     is_quantity,
 };
+pub use faults::{CONDITIONS_ANNOTATION, HEARTBEAT_ANNOTATION};
 pub use heartbeat::LEASE_NAMESPACE;
 
 use config::NodeConfig;
@@ -132,11 +135,12 @@ impl HollowNode {
         let router = Arc::new(PodRouter::default());
         let node = self.start_with(client.clone(), router.clone()).await?;
         let selector = format!("spec.nodeName={}", node.name());
+        let own_node = format!("metadata.name={}", node.name());
         let cancel = node.shared.cancel.clone();
-        node.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .spawn(router.run(client, selector, cancel));
+        let mut tasks = node.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.spawn(router.clone().run(client.clone(), selector, cancel.clone()));
+        tasks.spawn(router.run_nodes(client, Some(own_node), cancel));
+        drop(tasks);
         Ok(node)
     }
 
@@ -189,6 +193,9 @@ impl HollowNode {
                     }
                 }
             });
+        }
+        if let Some(actions) = shared.config.runtime.subscribe_actions() {
+            tasks.spawn(actions::run(shared.clone(), actions));
         }
         router.add(shared.clone());
         Ok(RunningNode {

@@ -9,7 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::cadvisor::MachineInfo;
-use crate::node_status::NodeStatusReport;
+use crate::lifecycle::ConditionStatus;
+use crate::node_status::{ConditionOverride, NodeStatusReport};
 
 /// The resources a kubelet must report before it calls itself Ready.
 const REQUIRED_RESOURCES: [&str; 4] = ["cpu", "memory", "pods", "ephemeral-storage"];
@@ -81,7 +82,7 @@ pub(crate) fn compute(inputs: &StatusInputs<'_>) -> NodeStatus {
             "kubelet is posting ready status",
         ),
     };
-    let conditions = vec![
+    let mut conditions = vec![
         if pressure.memory {
             condition(
                 "MemoryPressure",
@@ -129,6 +130,7 @@ pub(crate) fn compute(inputs: &StatusInputs<'_>) -> NodeStatus {
         },
         ready,
     ];
+    apply_overrides(&mut conditions, &inputs.report.conditions);
     let addresses = if inputs.report.addresses.is_empty() {
         inputs.configured_addresses.to_vec()
     } else {
@@ -158,6 +160,62 @@ pub(crate) fn compute(inputs: &StatusInputs<'_>) -> NodeStatus {
         }),
         images: (!inputs.report.images.is_empty()).then(|| inputs.report.images.clone()),
         ..Default::default()
+    }
+}
+
+/// The kubelet's wording for a condition it owns, else `Hollow` and an empty message.
+fn default_wording(type_: &str, status: ConditionStatus) -> (&'static str, &'static str) {
+    use ConditionStatus::{False, True};
+    match (type_, status) {
+        ("MemoryPressure", True) => (
+            "KubeletHasInsufficientMemory",
+            "kubelet has insufficient memory available",
+        ),
+        ("MemoryPressure", False) => (
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        ("DiskPressure", True) => ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+        ("DiskPressure", False) => ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("PIDPressure", True) => (
+            "KubeletHasInsufficientPID",
+            "kubelet has insufficient PID available",
+        ),
+        ("PIDPressure", False) => (
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+        ("Ready", True) => ("KubeletReady", "kubelet is posting ready status"),
+        ("Ready", _) => (
+            "KubeletNotReady",
+            "the hollow lifecycle set the node not ready",
+        ),
+        ("NetworkUnavailable", True) => ("NoRouteCreated", "Node created without a route"),
+        ("NetworkUnavailable", False) => ("RouteCreated", "RouteController created a route"),
+        _ => ("Hollow", ""),
+    }
+}
+
+/// Replaces conditions of the overrides' types, and adds the others before Ready.
+fn apply_overrides(conditions: &mut Vec<NodeCondition>, overrides: &[ConditionOverride]) {
+    for wanted in overrides {
+        let (reason, message) = default_wording(&wanted.type_, wanted.status);
+        let condition = NodeCondition {
+            type_: wanted.type_.clone(),
+            status: wanted.status.as_str().into(),
+            reason: Some(wanted.reason.clone().unwrap_or_else(|| reason.into())),
+            message: Some(wanted.message.clone().unwrap_or_else(|| message.into())),
+            ..Default::default()
+        };
+        if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == wanted.type_) {
+            *existing = condition;
+        } else {
+            let before_ready = conditions
+                .iter()
+                .position(|c| c.type_ == "Ready")
+                .unwrap_or(conditions.len());
+            conditions.insert(before_ready, condition);
+        }
     }
 }
 
@@ -231,6 +289,46 @@ mod tests {
             capacity: crate::node_status::default_capacity(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn overrides_replace_or_join_the_kubelet_conditions() {
+        let mut report = full_report();
+        report.conditions = vec![
+            ConditionOverride {
+                type_: "MemoryPressure".into(),
+                status: ConditionStatus::True,
+                reason: None,
+                message: None,
+            },
+            ConditionOverride {
+                type_: "NetworkUnavailable".into(),
+                status: ConditionStatus::True,
+                reason: Some("NoRoute".into()),
+                message: Some("cut".into()),
+            },
+        ];
+        let conditions = compute_with(&report, Ok(())).conditions.unwrap();
+        let summary: Vec<(&str, &str, &str)> = conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_deref().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("MemoryPressure", "True", "KubeletHasInsufficientMemory"),
+                ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+                ("PIDPressure", "False", "KubeletHasSufficientPID"),
+                ("NetworkUnavailable", "True", "NoRoute"),
+                ("Ready", "True", "KubeletReady"),
+            ]
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(crate) struct ContainerRecord {
     pub startup_delay: Duration,
     /// The readiness probe's initial delay, after startup.
     pub readiness_delay: Duration,
+    /// Readiness as the runtime scripts it; `None` leaves it to the probe's timing.
+    pub runtime_ready: Option<bool>,
 }
 
 impl ContainerRecord {
@@ -92,7 +94,8 @@ impl ContainerRecord {
         match self.kind {
             ContainerKind::Init => self.exit_code() == Some(0),
             ContainerKind::Sidecar | ContainerKind::Regular => {
-                self.ready_by().is_some_and(|at| at <= now)
+                self.ready_by().is_some_and(|at| at <= now) && self.runtime_ready != Some(false)
+                    || self.runtime_ready == Some(true) && self.started(now)
             }
         }
     }

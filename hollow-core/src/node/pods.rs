@@ -1,13 +1,15 @@
 //! The pod watch: one per node (a kubelet's `spec.nodeName=<node>` watch, which works
 //! with a node's own credentials) or one shared by every node of a process, routing
-//! each pod to its node's worker.
+//! each pod to its node's worker; and likewise the Node metadata watch that carries
+//! fault annotations to each node.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
@@ -103,6 +105,54 @@ impl PodRouter {
                 Some(Err(error)) => {
                     tracing::warn!(%error, selector = %field_selector, "pod watch failed; retrying")
                 }
+            }
+        }
+    }
+
+    /// Watches the metadata of Nodes matching `field_selector` (only metadata: the
+    /// fault annotations are all a node needs) until cancelled.
+    pub(crate) async fn run_nodes(
+        self: Arc<Self>,
+        client: kube::Client,
+        field_selector: Option<String>,
+        cancel: CancellationToken,
+    ) {
+        let api: Api<PartialObjectMeta<Node>> = Api::all(client);
+        let mut config = watcher::Config::default();
+        if let Some(selector) = &field_selector {
+            config = config.fields(selector);
+        }
+        let mut events = watcher::watcher(api, config)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                None => return,
+                Some(Ok(node)) => {
+                    let Some(name) = node.metadata.name.as_deref() else {
+                        continue;
+                    };
+                    let shared = self
+                        .nodes
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(name)
+                        .cloned();
+                    if let Some(shared) = shared {
+                        shared.observe_node_annotations(
+                            node.metadata
+                                .annotations
+                                .as_ref()
+                                .unwrap_or(&Default::default()),
+                        );
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(%error, "node watch failed; retrying"),
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The state one node's tasks share: its configuration, client, runtime, pod workers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::NodeConfig;
+use super::faults::AnnotatedFaults;
 use super::worker::PodWorker;
 use crate::cadvisor::MachineInfo;
 use crate::runtime::ContainerEvent;
@@ -47,8 +48,14 @@ pub(crate) struct NodeShared {
     pub machine: MachineInfo,
     pub registered_at: Instant,
     pub cancel: CancellationToken,
+    /// Set by [`RunningNode::pause_heartbeats`](super::RunningNode::pause_heartbeats).
     pub heartbeats_paused: AtomicBool,
+    /// Set while the status provider or the Node's annotations stop heartbeats.
+    pub heartbeats_stopped: AtomicBool,
+    /// Wakes the heartbeat to renew and write at once.
     pub resumed: Notify,
+    /// The faults the Node object's annotations ask for.
+    pub annotated: Mutex<AnnotatedFaults>,
     pub ready: watch::Sender<bool>,
     /// When the Lease was last created or renewed.
     pub lease_renewed: watch::Sender<Option<std::time::Instant>>,
@@ -76,11 +83,31 @@ impl NodeShared {
             registered_at: Instant::now(),
             cancel,
             heartbeats_paused: AtomicBool::new(false),
+            heartbeats_stopped: AtomicBool::new(false),
             resumed: Notify::new(),
+            annotated: Mutex::new(AnnotatedFaults::default()),
             ready: watch::channel(false).0,
             lease_renewed: watch::channel(None).0,
             pod_cidr: tokio::sync::Mutex::new(None),
             workers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the node is cut off from the API server: heartbeats paused or stopped,
+    /// so nothing is written.
+    pub(crate) fn cut_off(&self) -> bool {
+        self.heartbeats_paused.load(Ordering::Relaxed)
+            || self.heartbeats_stopped.load(Ordering::Relaxed)
+    }
+
+    /// Takes the fault annotations of the Node object; a change wakes the heartbeat.
+    pub(crate) fn observe_node_annotations(&self, annotations: &BTreeMap<String, String>) {
+        let faults = super::faults::from_annotations(&self.config.name, annotations);
+        let mut annotated = self.annotated.lock().unwrap_or_else(|p| p.into_inner());
+        if *annotated != faults {
+            *annotated = faults;
+            drop(annotated);
+            self.resumed.notify_one();
         }
     }
 

@@ -278,7 +278,10 @@ impl PodWorker {
         for record in self.init.iter_mut().chain(self.regular.iter_mut()) {
             if let Some(id) = &record.id {
                 match runtime.container_status(id).await {
-                    Ok(status) => record.state = Some(status.state),
+                    Ok(status) => {
+                        record.state = Some(status.state);
+                        record.runtime_ready = status.ready;
+                    }
                     Err(error) if error.is_not_found() => {
                         record.id = None;
                         record.state = None;
@@ -486,6 +489,7 @@ impl PodWorker {
                 })
                 .unwrap_or_default(),
             annotations: meta.annotations.clone().unwrap_or_default(),
+            pod_labels: meta.labels.clone().unwrap_or_default(),
         };
         let started = async {
             let id = runtime
@@ -501,15 +505,16 @@ impl PodWorker {
                 .container_status(&id)
                 .await
                 .map_err(|e| ("RunContainerError", e))?;
-            Ok::<_, (&str, crate::Error)>((id, status.state))
+            Ok::<_, (&str, crate::Error)>((id, status))
         }
         .await;
         let record = self.record(init, index);
         record.image_ref = Some(image_ref);
         match started {
-            Ok((id, state)) => {
+            Ok((id, status)) => {
                 record.id = Some(id);
-                record.state = Some(state);
+                record.state = Some(status.state);
+                record.runtime_ready = status.ready;
                 record.waiting = None;
                 let name = record.name.clone();
                 self.start_failures.remove(&name);
@@ -524,15 +529,19 @@ impl PodWorker {
         }
     }
 
-    /// Stops every container and the sandbox, giving containers `grace` to exit.
+    /// Stops every container (all at once, as the kubelet kills a pod) and the
+    /// sandbox, giving containers `grace` to exit.
     async fn stop_everything(&mut self, grace: Duration) {
         let runtime = self.shared.config.runtime.clone();
+        let mut running = Vec::new();
         for record in self.init.iter_mut().chain(self.regular.iter_mut()) {
             record.waiting = None;
             if let (Some(id), true) = (&record.id, record.is_running()) {
-                let _ = runtime.stop_container(id, grace).await;
+                running.push(id.clone());
             }
         }
+        let stops = running.iter().map(|id| runtime.stop_container(id, grace));
+        futures::future::join_all(stops).await;
         if let Some(sandbox) = &self.sandbox
             && !self.sandbox_stopped
         {
@@ -600,11 +609,7 @@ impl PodWorker {
     /// Writes the status if it differs from what the API holds; returns false when a
     /// write failed.
     async fn write_status(&mut self, phase_override: Option<&str>) -> bool {
-        if self
-            .shared
-            .heartbeats_paused
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.shared.cut_off() {
             // A node cut off from the API server writes nothing; it catches up on resume.
             return false;
         }

@@ -6,12 +6,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::{NodeStatusProvider, NodeStatusReport, Pressure};
+use super::{ConditionOverride, NodeStatusProvider, NodeStatusReport, Pressure};
 use crate::error::{Error, Result};
+use crate::lifecycle::{Lifecycle, NodeFacts, NodeFaults, NodeStep, Plan};
 
 /// A [`NodeStatusProvider`] with 4 CPUs, 16 GiB, 110 pods and 100 GiB of ephemeral
 /// storage by default, healthy, without pressure. Clones share state, so a test can
 /// flip a node's health or pressure while it runs.
+///
+/// Node faults come from code ([`FakeNodeStatus::set_condition`],
+/// [`FakeNodeStatus::set_heartbeats_stopped`]) or from a [`Lifecycle`]'s node rules
+/// ([`FakeNodeStatus::with_lifecycle`]); code wins.
 #[derive(Clone)]
 pub struct FakeNodeStatus {
     inner: Arc<Mutex<State>>,
@@ -20,6 +25,12 @@ pub struct FakeNodeStatus {
 struct State {
     report: NodeStatusReport,
     healthy: bool,
+    /// The chosen node rule: its name, when its steps begin, and the steps.
+    plan: Option<(String, std::time::Duration, Vec<NodeStep>)>,
+    /// When the plan's clock started (the first status call: the node's start).
+    started: Option<std::time::Instant>,
+    conditions: BTreeMap<String, ConditionOverride>,
+    heartbeats_stopped: Option<bool>,
     status_calls: usize,
     ping_calls: usize,
 }
@@ -46,6 +57,10 @@ impl Default for FakeNodeStatus {
                     ..Default::default()
                 },
                 healthy: true,
+                plan: None,
+                started: None,
+                conditions: BTreeMap::new(),
+                heartbeats_stopped: None,
                 status_calls: 0,
                 ping_calls: 0,
             })),
@@ -94,6 +109,51 @@ impl FakeNodeStatus {
         self.lock().healthy = healthy;
     }
 
+    /// Plays the node rule of `lifecycle` that `node` matches (if any), its clock
+    /// starting at the first status report.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use hollow_core::lifecycle::{Lifecycle, NodeFacts};
+    /// use hollow_core::node_status::FakeNodeStatus;
+    ///
+    /// let labels = BTreeMap::from([("pool".to_string(), "flaky".to_string())]);
+    /// let node = NodeFacts { name: "n-0", labels: &labels, annotations: &BTreeMap::new() };
+    /// let fake = FakeNodeStatus::default().with_lifecycle(&Lifecycle::chaos(1.0), &node);
+    /// # drop(fake);
+    /// ```
+    #[must_use]
+    pub fn with_lifecycle(self, lifecycle: &Lifecycle, node: &NodeFacts<'_>) -> Self {
+        let plan = lifecycle
+            .node_plan(node)
+            .map(|plan| (plan.rule.to_string(), plan.delay, plan.steps.to_vec()));
+        {
+            let mut state = self.lock();
+            state.plan = plan;
+            state.started = None;
+        }
+        self
+    }
+
+    /// Sets a node condition (replacing the kubelet's own of that type), e.g.
+    /// `NetworkUnavailable`, or `Ready` False with a reason of your own.
+    pub fn set_condition(&self, condition: ConditionOverride) {
+        self.lock()
+            .conditions
+            .insert(condition.type_.clone(), condition);
+    }
+
+    /// Withdraws a condition set with [`FakeNodeStatus::set_condition`].
+    pub fn clear_condition(&self, type_: &str) {
+        self.lock().conditions.remove(type_);
+    }
+
+    /// Stops (`true`) or resumes heartbeats: a stopped node renews no Lease and
+    /// writes no status, so the node lifecycle controller marks it Unknown.
+    pub fn set_heartbeats_stopped(&self, stopped: bool) {
+        self.lock().heartbeats_stopped = Some(stopped);
+    }
+
     /// How many times `status` and `ping` were called.
     pub fn calls(&self) -> (usize, usize) {
         let state = self.lock();
@@ -106,7 +166,26 @@ impl NodeStatusProvider for FakeNodeStatus {
     async fn status(&self) -> Result<NodeStatusReport> {
         let mut state = self.lock();
         state.status_calls += 1;
-        Ok(state.report.clone())
+        let started = *state.started.get_or_insert_with(std::time::Instant::now);
+        let faults = match &state.plan {
+            Some((rule, delay, steps)) => NodeFaults::at(
+                &Plan {
+                    rule,
+                    delay: *delay,
+                    steps,
+                },
+                started.elapsed(),
+            ),
+            None => NodeFaults::default(),
+        };
+        let mut conditions = faults.conditions;
+        conditions.extend(state.conditions.clone());
+        let mut report = state.report.clone();
+        report.conditions = conditions.into_values().collect();
+        report.heartbeats_stopped = state
+            .heartbeats_stopped
+            .unwrap_or(faults.heartbeats_stopped);
+        Ok(report)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -56,7 +56,16 @@ pub struct NodeStatusReport {
     pub addresses: Vec<NodeAddress>,
     /// Images present on the node.
     pub images: Vec<ContainerImage>,
+    /// Conditions to report besides (or instead of, for the same type) the kubelet's
+    /// own; a reason or message left out takes the kubelet's wording.
+    pub conditions: Vec<ConditionOverride>,
+    /// Whether the node has vanished: no Lease renewals, no status writes (the node
+    /// lifecycle controller then marks it Unknown), until a report says otherwise.
+    pub heartbeats_stopped: bool,
 }
+
+/// A node condition a provider sets.
+pub type ConditionOverride = crate::lifecycle::ConditionStep;
 
 /// The source of a node's status. Object safe: store it as `Arc<dyn NodeStatusProvider>`.
 #[cfg_attr(feature = "mock", mockall::automock)]

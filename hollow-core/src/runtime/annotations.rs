@@ -6,9 +6,16 @@
 //! | `hollow.dev/exit-after` | a duration: `500ms`, `5s`, `2m`, `1h` | regular containers exit that long after they start |
 //! | `hollow.dev/exit-code` | an integer (default 0) | the exit code they exit with |
 //! | `hollow.dev/pull-error` | a message | every image pull of the pod fails with it (ErrImagePull, then ImagePullBackOff) |
+//! | `hollow.dev/steps` | lifecycle [container steps](crate::lifecycle::ContainerStep) in YAML or JSON | regular containers play them from their start |
 //!
-//! Init containers exit 0 at once either way; sidecars run. A script given to
-//! [`FakeRuntime::set_behavior`](super::FakeRuntime::set_behavior) takes precedence.
+//! For example `hollow.dev/exit-after: 5s` with restartPolicy Never completes a pod;
+//! `hollow.dev/exit-code: "1"` with restartPolicy Always crash-loops it;
+//! `hollow.dev/steps: "[{wait: 10s}, {ready: false}, {wait: 10s}, {ready: true}, repeat]"`
+//! flaps its readiness.
+//!
+//! Init containers exit 0 at once either way; sidecars run. Annotations take precedence
+//! over the runtime's [`Lifecycle`](crate::lifecycle::Lifecycle); a script given to
+//! [`FakeRuntime::set_behavior`](super::FakeRuntime::set_behavior) over both.
 //!
 //! ```
 //! use std::time::Duration;
@@ -36,6 +43,8 @@ pub const EXIT_AFTER: &str = "hollow.dev/exit-after";
 pub const EXIT_CODE: &str = "hollow.dev/exit-code";
 /// Every image pull of the pod fails with this message.
 pub const PULL_ERROR: &str = "hollow.dev/pull-error";
+/// Container steps, as in a lifecycle file (`[{wait: 5s}, {exit: {code: 1}}]`).
+pub const STEPS: &str = "hollow.dev/steps";
 
 /// The behaviour the pod's annotations ask of this container, if any; a malformed
 /// annotation is [`Error::InvalidInput`] naming it.
@@ -44,6 +53,16 @@ pub fn behavior(config: &ContainerConfig) -> Result<Option<Behavior>> {
         return Ok(None);
     }
     let annotation = |key: &str| config.annotations.get(key).map(String::as_str);
+    if let Some(raw) = annotation(STEPS) {
+        let steps: crate::lifecycle::Steps<crate::lifecycle::ContainerStep> =
+            serde_saphyr::from_str(raw).map_err(|error| {
+                Error::InvalidInput(format!("annotation {STEPS}: {}", error.without_snippet()))
+            })?;
+        return Ok(Some(Behavior::Steps {
+            delay: Duration::ZERO,
+            steps: steps.0,
+        }));
+    }
     let code = match annotation(EXIT_CODE) {
         None => 0,
         Some(raw) => raw.trim().parse::<i32>().map_err(|_| {
@@ -110,6 +129,29 @@ mod tests {
             })
         );
         assert_eq!(behavior(&with(&[], ContainerKind::Regular)).unwrap(), None);
+    }
+
+    #[test]
+    fn steps_annotations_play_lifecycle_steps() {
+        use crate::lifecycle::ContainerStep;
+        let flapping = with(
+            &[(
+                STEPS,
+                "[{wait: 1s}, {ready: false}, {wait: 1s}, {ready: true}, repeat]",
+            )],
+            ContainerKind::Regular,
+        );
+        let Some(Behavior::Steps { steps, .. }) = behavior(&flapping).unwrap() else {
+            panic!("expected steps");
+        };
+        assert_eq!(steps[1], ContainerStep::Ready(false));
+        assert_eq!(steps.last(), Some(&ContainerStep::Repeat));
+        let error = behavior(&with(
+            &[(STEPS, "[{exit: {code: 1}}, {ready: true}]")],
+            ContainerKind::Regular,
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains("step 2 follows"), "{error}");
     }
 
     #[test]

@@ -10,11 +10,14 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use super::types::{
-    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus,
-    PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
+    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus, PodAction,
+    PodActionKind, PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
 };
 use super::{RuntimeService, annotations};
 use crate::error::{Error, Result};
+use crate::lifecycle::{
+    ContainerFacts, ContainerStep, DeletionStep, EventStep, EventType, Lifecycle, MIN_REPEAT_PERIOD,
+};
 
 /// How many calls a fake remembers (the oldest are dropped first).
 const CALL_RECORD_LIMIT: usize = 10_000;
@@ -35,9 +38,25 @@ pub enum Behavior {
         /// Its exit code.
         code: i32,
     },
+    /// Plays lifecycle steps, beginning `delay` after its start.
+    Steps {
+        /// When the steps begin.
+        delay: Duration,
+        /// The steps.
+        steps: Vec<ContainerStep>,
+    },
 }
 
 impl Behavior {
+    /// The steps this behaviour plays, and when they begin.
+    fn into_script(self) -> (Duration, Vec<ContainerStep>) {
+        match self {
+            Behavior::Run => (Duration::ZERO, Vec::new()),
+            Behavior::Exit { after, code } => (after, vec![ContainerStep::Exit { code }]),
+            Behavior::Steps { delay, steps } => (delay, steps),
+        }
+    }
+
     /// The default: init containers exit 0 at once, all others run.
     pub fn default_for(config: &ContainerConfig) -> Behavior {
         match config.kind {
@@ -65,9 +84,12 @@ type BehaviorFn = Arc<dyn Fn(&ContainerConfig) -> Behavior + Send + Sync>;
 /// handle on the same state, so a test keeps one after handing the other to a node.
 ///
 /// - Containers follow a [`Behavior`]: scripted per container with
-///   [`FakeRuntime::set_behavior`], else set by the pod's [`annotations`], else init
-///   containers exit 0 at once and all others run.
-/// - [`FakeRuntime::fail_pulls_of`] makes pulls of an image fail.
+///   [`FakeRuntime::set_behavior`], else set by the pod's [`annotations`], else by the
+///   [`Lifecycle`] given to [`FakeRuntime::with_lifecycle`], else init containers exit 0
+///   at once and all others run.
+/// - Pulls fail for images given to [`FakeRuntime::fail_pulls_of`], for pods annotated
+///   so, or as the lifecycle's pull rules say; containers of deleted pods stop as its
+///   deletion rules say.
 /// - [`FakeRuntime::inject_fault`] makes the next calls of a method fail.
 /// - [`FakeRuntime::calls`] records every call.
 /// - Pod IPs come from the pod CIDR given to [`RuntimeService::update_pod_cidr`].
@@ -99,6 +121,7 @@ pub struct FakeRuntime {
 struct Inner {
     state: Mutex<State>,
     events: broadcast::Sender<ContainerEvent>,
+    actions: broadcast::Sender<PodAction>,
 }
 
 #[derive(Default)]
@@ -112,6 +135,7 @@ struct State {
     faults: HashMap<&'static str, usize>,
     failing_pulls: HashMap<String, String>,
     behavior: Option<BehaviorFn>,
+    lifecycle: Option<Arc<Lifecycle>>,
 }
 
 struct Sandbox {
@@ -124,6 +148,7 @@ struct Container {
     sandbox_id: String,
     image_ref: String,
     state: ContainerState,
+    ready: Option<bool>,
 }
 
 impl Default for FakeRuntime {
@@ -132,6 +157,7 @@ impl Default for FakeRuntime {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 events: broadcast::channel(EVENT_CAPACITY).0,
+                actions: broadcast::channel(EVENT_CAPACITY).0,
             }),
         }
     }
@@ -150,6 +176,26 @@ impl std::fmt::Debug for FakeRuntime {
 impl FakeRuntime {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Plays `lifecycle`'s container, pull and deletion rules (see [`crate::lifecycle`]).
+    ///
+    /// ```
+    /// use hollow_core::lifecycle::Lifecycle;
+    /// use hollow_core::runtime::FakeRuntime;
+    ///
+    /// let fake = FakeRuntime::default().with_lifecycle(Lifecycle::realistic());
+    /// # drop(fake);
+    /// ```
+    #[must_use]
+    pub fn with_lifecycle(self, lifecycle: impl Into<Arc<Lifecycle>>) -> Self {
+        self.set_lifecycle(lifecycle);
+        self
+    }
+
+    /// Replaces the lifecycle; containers started from now on follow it.
+    pub fn set_lifecycle(&self, lifecycle: impl Into<Arc<Lifecycle>>) {
+        self.lock().lifecycle = Some(lifecycle.into());
     }
 
     /// Scripts what containers do once started.
@@ -244,28 +290,174 @@ impl FakeRuntime {
         Ok(state)
     }
 
-    fn schedule_exit(&self, container_id: String, after: Duration, code: i32) {
+    /// Plays a container's steps in the background, until they end or the container
+    /// stops running. A repeating list waits at least [`MIN_REPEAT_PERIOD`] a pass.
+    fn play(&self, container_id: String, delay: Duration, steps: Vec<ContainerStep>) {
+        if steps.is_empty() {
+            return;
+        }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let exit_now = move || {
-            let Some(inner) = weak.upgrade() else { return };
-            let event = {
-                let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
-                let reason = if code == 0 { "Completed" } else { "Error" };
-                state
-                    .containers
-                    .get_mut(&container_id)
-                    .and_then(|container| exit(container, &container_id, code, reason))
-            };
-            if let Some(event) = event {
-                let _ = inner.events.send(event);
-            }
-        };
         tokio::spawn(async move {
-            if !after.is_zero() {
-                tokio::time::sleep(after).await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
-            exit_now();
+            let mut index = 0;
+            let mut pass_started = tokio::time::Instant::now();
+            while let Some(step) = steps.get(index) {
+                index += 1;
+                match step {
+                    ContainerStep::Wait(wait) => {
+                        tokio::time::sleep(*wait).await;
+                        continue;
+                    }
+                    ContainerStep::Repeat => {
+                        let pass = pass_started.elapsed();
+                        if pass < MIN_REPEAT_PERIOD {
+                            tokio::time::sleep(MIN_REPEAT_PERIOD - pass).await;
+                        }
+                        pass_started = tokio::time::Instant::now();
+                        index = 0;
+                        continue;
+                    }
+                    _ => {}
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                if !apply_step(&inner, &container_id, step) {
+                    return;
+                }
+            }
         });
+    }
+}
+
+/// Plays one step on a running container; false when the container is gone, stopped
+/// or the step ended it.
+fn apply_step(inner: &Inner, container_id: &str, step: &ContainerStep) -> bool {
+    let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(container) = state.containers.get_mut(container_id) else {
+        return false;
+    };
+    if !matches!(container.state, ContainerState::Running { .. }) {
+        return false;
+    }
+    let action = |kind| {
+        let c = &container.config;
+        PodAction {
+            pod_uid: c.pod_uid.clone(),
+            namespace: c.pod_namespace.clone(),
+            name: c.pod_name.clone(),
+            kind,
+        }
+    };
+    let (event, action, goes_on) = match step {
+        ContainerStep::Ready(ready) => {
+            container.ready = Some(*ready);
+            let event = ContainerEvent {
+                container_id: container_id.to_string(),
+                pod_uid: container.config.pod_uid.clone(),
+                state: container.state.clone(),
+            };
+            (Some(event), None, true)
+        }
+        ContainerStep::Exit { code } => {
+            let reason = if *code == 0 { "Completed" } else { "Error" };
+            (exit(container, container_id, *code, reason), None, false)
+        }
+        ContainerStep::OomKill => (exit(container, container_id, 137, "OOMKilled"), None, false),
+        ContainerStep::Restart => {
+            let unhealthy = action(PodActionKind::Event(EventStep {
+                type_: EventType::Warning,
+                reason: "Unhealthy".into(),
+                message: "Liveness probe failed: the hollow lifecycle says so".into(),
+            }));
+            let event = exit(container, container_id, 137, "Error");
+            (event, Some(unhealthy), false)
+        }
+        ContainerStep::Event(step) => {
+            (None, Some(action(PodActionKind::Event(step.clone()))), true)
+        }
+        ContainerStep::RemoveFinalizers => {
+            (None, Some(action(PodActionKind::RemoveFinalizers)), true)
+        }
+        ContainerStep::Delete => (None, Some(action(PodActionKind::Delete)), false),
+        ContainerStep::Wait(_) | ContainerStep::Repeat => (None, None, true),
+    };
+    drop(state);
+    if let Some(action) = action {
+        let _ = inner.actions.send(action);
+    }
+    if let Some(event) = event {
+        let _ = inner.events.send(event);
+    }
+    goes_on
+}
+
+impl FakeRuntime {
+    /// The pod facts lifecycle rules match a container against.
+    fn facts<'a>(config: &'a ContainerConfig) -> ContainerFacts<'a> {
+        ContainerFacts {
+            namespace: &config.pod_namespace,
+            pod: &config.pod_name,
+            labels: &config.pod_labels,
+            annotations: &config.annotations,
+            container: &config.name,
+            image: &config.image,
+            kind: config.kind,
+            attempt: config.attempt,
+        }
+    }
+
+    /// Stops a container of a pod being deleted as the lifecycle's deletion rules say,
+    /// within `grace`; returns the exit code (137 when the grace period ran out).
+    async fn stop_gracefully(&self, container_id: &str, grace: Duration) -> i32 {
+        let plan = {
+            let state = self.lock();
+            let (Some(container), Some(lifecycle)) =
+                (state.containers.get(container_id), state.lifecycle.clone())
+            else {
+                return 0;
+            };
+            if !matches!(container.state, ContainerState::Running { .. }) {
+                return 0;
+            }
+            let config = container.config.clone();
+            lifecycle
+                .deletion_plan(&Self::facts(&config))
+                .map(|plan| (plan.delay, plan.steps.to_vec(), config))
+        };
+        let Some((delay, steps, config)) = plan else {
+            return 0;
+        };
+        let deadline = tokio::time::Instant::now() + grace;
+        let wait =
+            |d: Duration| tokio::time::sleep_until((tokio::time::Instant::now() + d).min(deadline));
+        wait(delay).await;
+        let mut code = 0;
+        for step in steps {
+            let kind = match step {
+                DeletionStep::Wait(d) => {
+                    wait(d).await;
+                    continue;
+                }
+                DeletionStep::Exit { code: c } => {
+                    code = c;
+                    continue;
+                }
+                DeletionStep::Event(event) => PodActionKind::Event(event),
+                DeletionStep::RemoveFinalizers => PodActionKind::RemoveFinalizers,
+            };
+            let _ = self.inner.actions.send(PodAction {
+                pod_uid: config.pod_uid.clone(),
+                namespace: config.pod_namespace.clone(),
+                name: config.pod_name.clone(),
+                kind,
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            137
+        } else {
+            code
+        }
     }
 }
 
@@ -363,6 +555,7 @@ fn status_of(id: &str, container: &Container) -> ContainerStatus {
         image: container.config.image.clone(),
         image_ref: container.image_ref.clone(),
         state: container.state.clone(),
+        ready: container.ready,
     }
 }
 
@@ -459,15 +652,43 @@ impl RuntimeService for FakeRuntime {
     }
 
     async fn pull_image(&self, image: &str, pod: &PodSandboxConfig) -> Result<String> {
-        let state = self.enter("pull_image", image)?;
-        let failure = state
-            .failing_pulls
-            .get(image)
-            .or_else(|| pod.annotations.get(annotations::PULL_ERROR));
-        if let Some(message) = failure {
-            return Err(Error::InvalidInput(message.clone()));
+        let (wait, failure) = {
+            let state = self.enter("pull_image", image)?;
+            let failure = state
+                .failing_pulls
+                .get(image)
+                .or_else(|| pod.annotations.get(annotations::PULL_ERROR));
+            if let Some(message) = failure {
+                return Err(Error::InvalidInput(message.clone()));
+            }
+            let facts = ContainerFacts {
+                namespace: &pod.namespace,
+                pod: &pod.name,
+                labels: &pod.labels,
+                annotations: &pod.annotations,
+                container: "",
+                image,
+                kind: ContainerKind::Regular,
+                attempt: 0,
+            };
+            match state.lifecycle.as_ref().and_then(|l| l.pull_plan(&facts)) {
+                None => (Duration::ZERO, None),
+                Some(plan) => plan
+                    .steps
+                    .iter()
+                    .fold((plan.delay, None), |(wait, error), step| match step {
+                        crate::lifecycle::PullStep::Wait(d) => (wait + *d, error),
+                        crate::lifecycle::PullStep::PullError(m) => (wait, Some(m.clone())),
+                    }),
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
-        Ok(image_ref(image))
+        match failure {
+            Some(message) => Err(Error::InvalidInput(message)),
+            None => Ok(image_ref(image)),
+        }
     }
 
     async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String> {
@@ -494,6 +715,7 @@ impl RuntimeService for FakeRuntime {
                 state: ContainerState::Created {
                     created_at: SystemTime::now(),
                 },
+                ready: None,
             },
         );
         Ok(id)
@@ -503,6 +725,7 @@ impl RuntimeService for FakeRuntime {
         let (behavior, event) = {
             let mut state = self.enter("start_container", container_id)?;
             let behavior = state.behavior.clone();
+            let lifecycle = state.lifecycle.clone();
             let container = state
                 .containers
                 .get_mut(container_id)
@@ -514,8 +737,17 @@ impl RuntimeService for FakeRuntime {
             }
             let behavior = match behavior {
                 Some(script) => script(&container.config),
-                None => annotations::behavior(&container.config)?
-                    .unwrap_or_else(|| Behavior::default_for(&container.config)),
+                None => match annotations::behavior(&container.config)? {
+                    Some(behavior) => behavior,
+                    None => lifecycle
+                        .as_ref()
+                        .and_then(|l| l.container_plan(&Self::facts(&container.config)))
+                        .map(|plan| Behavior::Steps {
+                            delay: plan.delay,
+                            steps: plan.steps.to_vec(),
+                        })
+                        .unwrap_or_else(|| Behavior::default_for(&container.config)),
+                },
             };
             container.state = ContainerState::Running {
                 started_at: SystemTime::now(),
@@ -528,20 +760,26 @@ impl RuntimeService for FakeRuntime {
             (behavior, event)
         };
         let _ = self.inner.events.send(event);
-        if let Behavior::Exit { after, code } = behavior {
-            self.schedule_exit(container_id.to_string(), after, code);
-        }
+        let (delay, steps) = behavior.into_script();
+        self.play(container_id.to_string(), delay, steps);
         Ok(())
     }
 
-    async fn stop_container(&self, container_id: &str, _timeout: Duration) -> Result<()> {
+    async fn stop_container(&self, container_id: &str, timeout: Duration) -> Result<()> {
+        drop(self.enter("stop_container", container_id)?);
+        let code = if timeout.is_zero() {
+            0
+        } else {
+            self.stop_gracefully(container_id, timeout).await
+        };
         let event = {
-            let mut state = self.enter("stop_container", container_id)?;
+            let mut state = self.lock();
             let container = state
                 .containers
                 .get_mut(container_id)
                 .ok_or_else(|| Error::not_found("container", container_id))?;
-            exit(container, container_id, 0, "Completed")
+            let reason = if code == 0 { "Completed" } else { "Error" };
+            exit(container, container_id, code, reason)
         };
         if let Some(event) = event {
             let _ = self.inner.events.send(event);
@@ -594,6 +832,10 @@ impl RuntimeService for FakeRuntime {
 
     fn subscribe(&self) -> Option<broadcast::Receiver<ContainerEvent>> {
         Some(self.inner.events.subscribe())
+    }
+
+    fn subscribe_actions(&self) -> Option<broadcast::Receiver<PodAction>> {
+        Some(self.inner.actions.subscribe())
     }
 }
 
@@ -677,6 +919,134 @@ mod tests {
             }
             other => panic!("expected an exit, got {other:?}"),
         }
+    }
+
+    async fn started(fake: &FakeRuntime, config: ContainerConfig) -> String {
+        fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
+        let sandbox = fake
+            .run_pod_sandbox(&PodSandboxConfig::default())
+            .await
+            .unwrap();
+        let id = fake.create_container(&sandbox, &config).await.unwrap();
+        fake.start_container(&id).await.unwrap();
+        id
+    }
+
+    fn regular(pod: &str) -> ContainerConfig {
+        ContainerConfig {
+            name: "app".into(),
+            image: "nginx".into(),
+            pod_name: pod.into(),
+            pod_namespace: "default".into(),
+            pod_uid: format!("uid-{pod}"),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lifecycle_steps_flap_readiness_and_ask_for_actions() {
+        let lifecycle = Lifecycle::from_yaml(
+            "containers:\n  - delay: 1s\n    steps: [ {ready: false}, {event: {type: Warning, reason: Flap}}, {wait: 2s}, {ready: true}, {wait: 2s}, repeat ]\n",
+            "t",
+        )
+        .unwrap();
+        let fake = FakeRuntime::default().with_lifecycle(lifecycle);
+        let mut actions = fake.subscribe_actions().unwrap();
+        let id = started(&fake, regular("p")).await;
+        assert_eq!(fake.container_status(&id).await.unwrap().ready, None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(fake.container_status(&id).await.unwrap().ready, Some(false));
+        let action = actions.recv().await.unwrap();
+        assert_eq!(
+            (action.name.as_str(), action.pod_uid.as_str()),
+            ("p", "uid-p")
+        );
+        assert!(matches!(action.kind, PodActionKind::Event(ref e) if e.reason == "Flap"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(fake.container_status(&id).await.unwrap().ready, Some(true));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(fake.container_status(&id).await.unwrap().ready, Some(false));
+        // Stopping the container ends the play.
+        fake.stop_container(&id, Duration::ZERO).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(matches!(
+            fake.container_status(&id).await.unwrap().state,
+            ContainerState::Exited { exit_code: 0, .. }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lifecycle_oom_kills_and_pull_errors() {
+        let lifecycle = Lifecycle::from_yaml(
+            "containers:\n  - steps: [ {wait: 3s}, oomKill ]\npulls:\n  - match: {images: [broken]}\n    steps: [ {wait: 1s}, {pullError: manifest unknown} ]\n",
+            "t",
+        )
+        .unwrap();
+        let fake = FakeRuntime::default().with_lifecycle(lifecycle);
+        let id = started(&fake, regular("p")).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        match fake.container_status(&id).await.unwrap().state {
+            ContainerState::Exited {
+                exit_code, reason, ..
+            } => assert_eq!((exit_code, reason.as_str()), (137, "OOMKilled")),
+            other => panic!("expected an OOM kill, got {other:?}"),
+        }
+        let pod = PodSandboxConfig::default();
+        let before = tokio::time::Instant::now();
+        let error = fake.pull_image("broken", &pod).await.unwrap_err();
+        assert!(error.to_string().contains("manifest unknown"), "{error}");
+        assert!(before.elapsed() >= Duration::from_secs(1));
+        assert!(fake.pull_image("nginx", &pod).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deletion_rules_stop_within_the_grace_period() {
+        let lifecycle = Lifecycle::from_yaml(
+            "deletions:\n  - match: {containers: [slow]}\n    steps: [ {wait: 1m}, {exit: {code: 0}} ]\n  - match: {containers: [app]}\n    steps: [ {wait: 2s}, removeFinalizers, {exit: {code: 143}} ]\n",
+            "t",
+        )
+        .unwrap();
+        let fake = FakeRuntime::default().with_lifecycle(lifecycle);
+        let mut actions = fake.subscribe_actions().unwrap();
+        let app = started(&fake, regular("p")).await;
+        let before = tokio::time::Instant::now();
+        fake.stop_container(&app, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(before.elapsed().as_secs(), 2);
+        assert_eq!(
+            actions.recv().await.unwrap().kind,
+            PodActionKind::RemoveFinalizers
+        );
+        let exit_code = |state| match state {
+            ContainerState::Exited { exit_code, .. } => exit_code,
+            other => panic!("expected an exit, got {other:?}"),
+        };
+        assert_eq!(
+            exit_code(fake.container_status(&app).await.unwrap().state),
+            143
+        );
+        let slow = started(
+            &fake,
+            ContainerConfig {
+                name: "slow".into(),
+                ..regular("q")
+            },
+        )
+        .await;
+        let before = tokio::time::Instant::now();
+        fake.stop_container(&slow, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            before.elapsed().as_secs(),
+            5,
+            "killed at the end of the grace period"
+        );
+        assert_eq!(
+            exit_code(fake.container_status(&slow).await.unwrap().state),
+            137
+        );
     }
 
     #[tokio::test]

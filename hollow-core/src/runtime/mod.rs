@@ -29,8 +29,8 @@ use crate::error::{Error, Result};
 
 pub use fake::{Behavior, FakeRuntime, RuntimeCall};
 pub use types::{
-    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus,
-    PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
+    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus, PodAction,
+    PodActionKind, PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
 };
 
 /// Pod sandboxes and containers, as the CRI's `RuntimeService` and `ImageService`
@@ -96,6 +96,12 @@ pub trait RuntimeService: Send + Sync + 'static {
     /// A stream of container events (started, exited), so the engine need not poll.
     /// Runtimes without one return `None` and are relisted periodically instead.
     fn subscribe(&self) -> Option<broadcast::Receiver<ContainerEvent>> {
+        None
+    }
+
+    /// A stream of [`PodAction`]s (record an Event, remove finalizers, delete) the
+    /// runtime asks of the engine; `None` (the default) when it asks none.
+    fn subscribe_actions(&self) -> Option<broadcast::Receiver<PodAction>> {
         None
     }
 }

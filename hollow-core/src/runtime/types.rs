@@ -84,6 +84,8 @@ pub struct ContainerConfig {
     pub command: Vec<String>,
     /// The pod's annotations.
     pub annotations: BTreeMap<String, String>,
+    /// The pod's labels.
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// Where a container is in its life.
@@ -131,6 +133,9 @@ pub struct ContainerStatus {
     pub image_ref: String,
     /// Its state.
     pub state: ContainerState,
+    /// Its readiness as the runtime scripts it (`None`: the engine decides from the
+    /// readiness probe's timing, as for a probe that succeeds).
+    pub ready: Option<bool>,
 }
 
 /// A change the runtime pushes to the engine.
@@ -142,4 +147,29 @@ pub struct ContainerEvent {
     pub pod_uid: String,
     /// Its new state.
     pub state: ContainerState,
+}
+
+/// Something a runtime asks the engine to do to a pod's API object, as a test script
+/// or an operator would: fakes use it to play lifecycle steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodAction {
+    /// The pod's UID (the engine acts only on its own pods, and only on this UID).
+    pub pod_uid: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+    /// What to do.
+    pub kind: PodActionKind,
+}
+
+/// What a [`PodAction`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodActionKind {
+    /// Record an Event about the pod, from the kubelet of its node.
+    Event(crate::lifecycle::EventStep),
+    /// Remove the pod's finalizers.
+    RemoveFinalizers,
+    /// Delete the pod gracefully.
+    Delete,
 }
