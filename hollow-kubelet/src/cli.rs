@@ -1,8 +1,10 @@
 //! The command line: Kubemark's hollow-kubelet flags, plus hollow's own.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
+use hollow_core::lifecycle::Lifecycle;
 use hollow_core::node::is_quantity;
 
 /// Runs hollow Kubernetes nodes: a drop-in for `kubemark --morph=kubelet`.
@@ -86,6 +88,15 @@ pub struct Cli {
     #[arg(long, default_value_t = 64)]
     pub parallelism: usize,
 
+    /// What hollow pods and nodes do: a preset (fast, realistic, chaos) or the path of a
+    /// lifecycle file (YAML or JSON; see docs/lifecycle.md).
+    #[arg(long, env = "HOLLOW_LIFECYCLE", default_value = "fast", value_parser = parse_lifecycle)]
+    pub lifecycle: Arc<Lifecycle>,
+
+    /// Replaces the lifecycle's seed (choices and jitter are drawn from it).
+    #[arg(long, env = "HOLLOW_LIFECYCLE_SEED")]
+    pub lifecycle_seed: Option<u64>,
+
     /// Kubemark flags that mean nothing here: accepted with a notice.
     #[command(flatten)]
     pub ignored: IgnoredFlags,
@@ -155,6 +166,14 @@ fn pairs(input: &str) -> impl Iterator<Item = &str> {
 }
 
 /// `k=v,k2=v2`; keys must be non-empty.
+/// A preset name or a lifecycle file, read and checked now, so a bad file stops the
+/// process before anything starts.
+pub fn parse_lifecycle(input: &str) -> Result<Arc<Lifecycle>, String> {
+    Lifecycle::resolve(input)
+        .map(Arc::new)
+        .map_err(|error| error.to_string())
+}
+
 pub fn parse_labels(input: &str) -> Result<Pairs, String> {
     pairs(input)
         .map(|item| match item.split_once('=') {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use hollow_core::connect::{cluster_config, log_level, shutdown_signal, wait_for_api};
+use hollow_core::lifecycle::Lifecycle;
 use hollow_core::node::{
     HollowCluster, HollowNode, HollowNodeBuilder, LEASE_NAMESPACE, RunningNode, process_node_names,
 };
@@ -173,6 +174,7 @@ struct NodeSettings {
     max_pods: u32,
     kubelet_port: u16,
     adopt: bool,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl From<&Cli> for NodeSettings {
@@ -190,6 +192,10 @@ impl From<&Cli> for NodeSettings {
             max_pods: cli.max_pods,
             kubelet_port: cli.kubelet_port,
             adopt: cli.adopt,
+            lifecycle: match cli.lifecycle_seed {
+                Some(seed) => Arc::new((*cli.lifecycle).clone().seed(seed)),
+                None => cli.lifecycle.clone(),
+            },
         }
     }
 }
@@ -208,6 +214,7 @@ impl NodeSettings {
         }
         node.kubelet_port(self.kubelet_port)
             .adopt(self.adopt)
+            .lifecycle(self.lifecycle.clone())
             .address(loopback_address(index))
     }
 }

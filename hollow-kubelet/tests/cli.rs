@@ -300,8 +300,35 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
         assert!(!ok && out.contains(expected), "{flag}: {out}");
     }
 
-    // A Node hollow did not register is not taken over unless --adopt says so.
+    // A lifecycle file with a mistake stops the process before anything registers.
+    let bad_lifecycle = dir.path().join("bad-lifecycle.yaml");
+    std::fs::write(
+        &bad_lifecycle,
+        "containers:\n  - name: finish\n    steps:\n      - exit: {code: 0, after: 5s}\n",
+    )?;
+    let (ok, out) = run(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "--name=never-registered",
+        "--lifecycle",
+        bad_lifecycle.to_str().unwrap(),
+    ])
+    .await;
+    let place = format!("{}:4:", bad_lifecycle.display());
+    assert!(!ok && out.contains(&place), "{out}");
+    assert!(
+        out.contains("containers[0].steps[0].exit.after") && out.contains("unknown field `after`"),
+        "{out}"
+    );
+    let (ok, out) = run(&["--kubeconfig", &kubeconfig, "--lifecycle=slow"]).await;
+    assert!(
+        !ok && out.contains("expected a preset (fast, realistic, chaos)"),
+        "{out}"
+    );
     let nodes: Api<Node> = Api::all(env.client());
+    assert!(nodes.get_opt("never-registered").await?.is_none());
+
+    // A Node hollow did not register is not taken over unless --adopt says so.
     let foreign: Node =
         serde_json::from_value(serde_json::json!({ "metadata": { "name": "taken" } }))?;
     nodes.create(&PostParams::default(), &foreign).await?;
@@ -310,17 +337,42 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
         !ok && out.contains("already exists and was not registered by hollow"),
         "{out}"
     );
+    // The adopted node also plays a lifecycle file's node rule.
+    let lifecycle = dir.path().join("lifecycle.json");
+    std::fs::write(
+        &lifecycle,
+        r#"{"nodes": [{"steps": [{"condition": {"type": "HollowChecked", "status": "True"}}]}]}"#,
+    )?;
     let mut adopted = spawn(
-        &["--kubeconfig", &kubeconfig, "--name=taken", "--adopt"],
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "--name=taken",
+            "--adopt",
+            "--lifecycle",
+            lifecycle.to_str().unwrap(),
+        ],
         None,
         &dir.path().join("adopt.log"),
     );
-    eventually("the adopted node Ready", WAIT, || async {
-        let node = nodes.get("taken").await.map_err(|e| e.to_string())?;
-        (ready(&node) == Some("True"))
-            .then_some(())
-            .ok_or("not Ready".to_string())
-    })
+    eventually(
+        "the adopted node Ready, with its lifecycle's condition",
+        WAIT,
+        || async {
+            let node = nodes.get("taken").await.map_err(|e| e.to_string())?;
+            let checked = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "HollowChecked" && c.status == "True")
+                });
+            (ready(&node) == Some("True") && checked)
+                .then_some(())
+                .ok_or("not Ready with HollowChecked".to_string())
+        },
+    )
     .await;
     terminate(&adopted);
     assert!(wait_exit(&mut adopted).await);
