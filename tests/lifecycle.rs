@@ -114,6 +114,22 @@ fn waiting_reason(status: &k8s_openapi::api::core::v1::ContainerStatus) -> Optio
     status.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
 }
 
+#[test]
+fn the_example_lifecycles_and_presets_load() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lifecycles");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(examples).unwrap() {
+        let path = entry.unwrap().path();
+        let lifecycle = Lifecycle::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!lifecycle.is_empty(), "{}", path.display());
+        loaded += 1;
+    }
+    assert!(loaded >= 2, "only {loaded} example files");
+    for preset in hollow_core::lifecycle::PRESETS {
+        Lifecycle::resolve(preset).unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifecycle_file_drives_jobs_crash_loops_pulls_readiness_and_deletion()
 -> anyhow::Result<()> {

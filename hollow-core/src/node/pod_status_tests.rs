@@ -322,3 +322,69 @@ fn probes_delay_started_and_ready() {
         true
     );
 }
+
+#[test]
+fn an_oom_kill_fails_a_never_pod_with_the_reason() {
+    let pod = pod(json!({ "restartPolicy": "Never", "containers": [{ "name": "c", "image": "x" }] }));
+    let mut killed = running("c", 1);
+    killed.state = Some(ContainerState::Exited {
+        started_at: at(1),
+        finished_at: at(3),
+        exit_code: 137,
+        reason: "OOMKilled".into(),
+        message: None,
+    });
+    let got = status(&pod, &[], &[killed]);
+    assert_eq!(got["phase"], "Failed");
+    let terminated = &got["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 137);
+    assert_eq!(terminated["reason"], "OOMKilled");
+    assert_eq!(got["containerStatuses"][0]["restartCount"], 0);
+}
+
+#[test]
+fn a_failing_pull_waits_with_the_kubelet_reasons() {
+    let pod = pod(json!({ "containers": [{ "name": "c", "image": "x" }] }));
+    for (reason, message) in [
+        ("ErrImagePull", "Failed to pull image \"x\": not found"),
+        ("ImagePullBackOff", "Back-off pulling image \"x\""),
+    ] {
+        let record = ContainerRecord {
+            kind: ContainerKind::Regular,
+            name: "c".into(),
+            image: "x".into(),
+            waiting: Some((reason.into(), message.into())),
+            ..Default::default()
+        };
+        let got = status(&pod, &[], &[record]);
+        assert_eq!(got["phase"], "Pending");
+        let container = &got["containerStatuses"][0];
+        assert_eq!(container["state"]["waiting"]["reason"], reason);
+        assert_eq!(container["state"]["waiting"]["message"], message);
+        assert_eq!(container["image"], "x");
+        assert_eq!(container["started"], false);
+    }
+}
+
+#[test]
+fn runtime_readiness_overrides_the_probe_timing() {
+    let pod = pod(json!({ "containers": [{ "name": "c", "image": "x" }] }));
+    let unready = ContainerRecord {
+        runtime_ready: Some(false),
+        ..running("c", 1)
+    };
+    let got = status(&pod, &[], &[unready]);
+    assert_eq!(got["phase"], "Running");
+    assert_eq!(got["containerStatuses"][0]["ready"], false);
+    assert_eq!(got["conditions"][2]["type"], "Ready");
+    assert_eq!(got["conditions"][2]["status"], "False");
+    assert_eq!(got["conditions"][2]["reason"], "ContainersNotReady");
+    // Ready by script before the readiness probe's initial delay has passed.
+    let early = ContainerRecord {
+        runtime_ready: Some(true),
+        readiness_delay: Duration::from_secs(60),
+        ..running("c", 1)
+    };
+    let got = status(&pod, &[], &[early]);
+    assert_eq!(got["containerStatuses"][0]["ready"], true);
+}
