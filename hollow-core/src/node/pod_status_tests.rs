@@ -325,7 +325,8 @@ fn probes_delay_started_and_ready() {
 
 #[test]
 fn an_oom_kill_fails_a_never_pod_with_the_reason() {
-    let pod = pod(json!({ "restartPolicy": "Never", "containers": [{ "name": "c", "image": "x" }] }));
+    let pod =
+        pod(json!({ "restartPolicy": "Never", "containers": [{ "name": "c", "image": "x" }] }));
     let mut killed = running("c", 1);
     killed.state = Some(ContainerState::Exited {
         started_at: at(1),
