@@ -35,11 +35,15 @@
 pub mod cadvisor;
 pub mod connect;
 pub mod error;
+#[cfg(feature = "kubelet-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kubelet-api")))]
+pub mod kubelet_api;
 pub mod lifecycle;
 pub mod node;
 pub mod node_status;
 pub mod proxier;
 pub mod proxy;
+pub mod quantity;
 pub mod runtime;
 #[cfg(feature = "testenv")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testenv")))]

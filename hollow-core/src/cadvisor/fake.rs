@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{Cadvisor, ContainerUsage, FsInfo, MachineInfo};
+use super::usage::{Utilisation, modelled};
+use super::{Cadvisor, ContainerRef, ContainerUsage, FsInfo, MachineInfo};
 use crate::error::{Error, Result};
 
 /// A [`Cadvisor`] for a machine of 4 cores, 16 GiB and 100 GiB of disk by default, with
@@ -18,9 +20,17 @@ pub struct FakeCadvisor {
 struct State {
     machine: MachineInfo,
     root_fs: FsInfo,
-    usage: HashMap<(String, String, String), ContainerUsage>,
+    utilisation: Utilisation,
+    /// Fixed usage by (namespace, pod, container), from the time it was set.
+    fixed: HashMap<(String, String, String), (SystemTime, ContainerUsage)>,
     fail: bool,
 }
+
+/// A pod annotation giving its containers' CPU usage (`250m`, `1.5`), whatever their
+/// requests.
+pub const CPU_USAGE_ANNOTATION: &str = "hollow.dev/cpu-usage";
+/// A pod annotation giving its containers' working-set memory (`100Mi`).
+pub const MEMORY_USAGE_ANNOTATION: &str = "hollow.dev/memory-usage";
 
 impl Default for FakeCadvisor {
     fn default() -> Self {
@@ -39,7 +49,8 @@ impl Default for FakeCadvisor {
                     capacity: 100 * GIB,
                     available: 90 * GIB,
                 },
-                usage: HashMap::new(),
+                utilisation: Utilisation::default(),
+                fixed: HashMap::new(),
                 fail: false,
             })),
         }
@@ -66,17 +77,32 @@ impl FakeCadvisor {
         state.machine.memory_capacity = memory_capacity;
     }
 
-    /// Sets the usage reported for one container.
+    /// From now on, containers use `share` of their CPU and memory requests (0.5 at
+    /// first): raise it past an HPA's target and the HPA scales out. Cumulative CPU
+    /// stays monotonic across changes.
+    pub fn set_cpu_utilisation(&self, share: f64) {
+        self.lock().utilisation.set(SystemTime::now(), share);
+    }
+
+    /// From now on, this container uses `cpu_nano_cores` and `memory_bytes`, whatever
+    /// its requests or annotations.
     pub fn set_container_usage(
         &self,
         namespace: &str,
         pod: &str,
         container: &str,
-        usage: ContainerUsage,
+        cpu_nano_cores: u64,
+        memory_bytes: u64,
     ) {
-        self.lock()
-            .usage
-            .insert((namespace.into(), pod.into(), container.into()), usage);
+        let usage = ContainerUsage {
+            cpu_nano_cores,
+            cpu_usage_core_nano_seconds: 0,
+            memory_working_set_bytes: memory_bytes,
+        };
+        self.lock().fixed.insert(
+            (namespace.into(), pod.into(), container.into()),
+            (SystemTime::now(), usage),
+        );
     }
 
     /// Makes every call fail with [`Error::Injected`] until called with `false`.
@@ -103,20 +129,36 @@ impl Cadvisor for FakeCadvisor {
         Ok(self.check()?.root_fs)
     }
 
-    async fn container_usage(
-        &self,
-        namespace: &str,
-        pod: &str,
-        container: &str,
-    ) -> Result<ContainerUsage> {
+    async fn container_usage(&self, container: &ContainerRef) -> Result<ContainerUsage> {
         let state = self.check()?;
+        let now = SystemTime::now();
+        let model = |at| {
+            modelled(
+                container,
+                &state.utilisation,
+                at,
+                CPU_USAGE_ANNOTATION,
+                MEMORY_USAGE_ANNOTATION,
+            )
+        };
         let key = (
-            namespace.to_string(),
-            pod.to_string(),
-            container.to_string(),
+            container.namespace.clone(),
+            container.pod.clone(),
+            container.container.clone(),
         );
-        state.usage.get(&key).copied().ok_or_else(|| {
-            Error::not_found("container usage", format!("{namespace}/{pod}/{container}"))
+        Ok(match state.fixed.get(&key) {
+            None => model(now),
+            Some((since, fixed)) => {
+                // The model's total until the usage was fixed, then the fixed rate.
+                let since = (*since).max(container.started_at.unwrap_or(*since));
+                let before = model(since.min(now)).cpu_usage_core_nano_seconds;
+                let after = now.duration_since(since).unwrap_or_default().as_secs_f64()
+                    * fixed.cpu_nano_cores as f64;
+                ContainerUsage {
+                    cpu_usage_core_nano_seconds: before + after as u64,
+                    ..*fixed
+                }
+            }
         })
     }
 }

@@ -13,12 +13,16 @@
 //! ```
 
 mod fake;
+mod usage;
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 
-pub use fake::FakeCadvisor;
+pub use fake::{CPU_USAGE_ANNOTATION, FakeCadvisor, MEMORY_USAGE_ANNOTATION};
 
 /// The machine a node claims to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +49,35 @@ pub struct FsInfo {
 }
 
 /// Resource usage of one container at one time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ContainerUsage {
-    /// CPU in nanocores.
+    /// CPU in nanocores, now.
     pub cpu_nano_cores: u64,
+    /// CPU time used since the container started, in nanoseconds (never decreases).
+    pub cpu_usage_core_nano_seconds: u64,
     /// Working-set memory in bytes.
     pub memory_working_set_bytes: u64,
+}
+
+/// The container whose usage the stats endpoints ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerRef {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's UID.
+    pub pod_uid: String,
+    /// The container's name.
+    pub container: String,
+    /// When the current instance of the container started.
+    pub started_at: Option<SystemTime>,
+    /// Its CPU request in millicores (0 without one).
+    pub cpu_request_millis: u64,
+    /// Its memory request in bytes (0 without one).
+    pub memory_request_bytes: u64,
+    /// The pod's annotations.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Machine info and usage samples. Object safe: store it as `Arc<dyn Cadvisor>`.
@@ -63,13 +90,8 @@ pub trait Cadvisor: Send + Sync + 'static {
     /// The root filesystem (the node's ephemeral storage).
     async fn root_fs_info(&self) -> Result<FsInfo>;
 
-    /// The usage of a container of a pod, for the stats endpoints.
-    async fn container_usage(
-        &self,
-        _pod_namespace: &str,
-        _pod_name: &str,
-        _container: &str,
-    ) -> Result<ContainerUsage> {
+    /// The usage of a running container, for the stats endpoints.
+    async fn container_usage(&self, _container: &ContainerRef) -> Result<ContainerUsage> {
         Err(Error::Unsupported("container usage"))
     }
 }

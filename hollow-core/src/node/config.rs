@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use super::HollowNode;
 use crate::cadvisor::{Cadvisor, FakeCadvisor};
 use crate::lifecycle::{Lifecycle, NodeFacts};
+use crate::quantity::is_quantity;
 use crate::node_status::{FakeNodeStatus, NodeStatusProvider};
 use crate::runtime::{FakeRuntime, RuntimeService};
 
@@ -97,6 +98,8 @@ pub(crate) struct NodeConfig {
     pub runtime: Arc<dyn RuntimeService>,
     pub cadvisor: Arc<dyn Cadvisor>,
     pub node_status: Arc<dyn NodeStatusProvider>,
+    #[cfg(feature = "kubelet-api")]
+    pub kubelet_api: Option<crate::kubelet_api::KubeletServer>,
 }
 
 /// Configures a [`HollowNode`]; nothing touches the network until
@@ -137,6 +140,8 @@ pub struct HollowNodeBuilder {
     cadvisor: Option<Arc<dyn Cadvisor>>,
     node_status: Option<Arc<dyn NodeStatusProvider>>,
     lifecycle: Option<Arc<Lifecycle>>,
+    #[cfg(feature = "kubelet-api")]
+    kubelet_api: Option<crate::kubelet_api::KubeletServer>,
 }
 
 impl std::fmt::Debug for HollowNodeBuilder {
@@ -170,6 +175,8 @@ impl HollowNodeBuilder {
             cadvisor: None,
             node_status: None,
             lifecycle: None,
+            #[cfg(feature = "kubelet-api")]
+            kubelet_api: None,
         }
     }
 
@@ -294,6 +301,15 @@ impl HollowNodeBuilder {
         self
     }
 
+    /// Serves the node's kubelet API from `server`, at the node's first address and its
+    /// kubelet port.
+    #[cfg(feature = "kubelet-api")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubelet-api")))]
+    pub fn kubelet_api(mut self, server: crate::kubelet_api::KubeletServer) -> Self {
+        self.kubelet_api = Some(server);
+        self
+    }
+
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -373,6 +389,8 @@ impl HollowNodeBuilder {
                 .cadvisor
                 .unwrap_or_else(|| Arc::new(FakeCadvisor::default())),
             node_status,
+            #[cfg(feature = "kubelet-api")]
+            kubelet_api: self.kubelet_api,
         };
         Ok(HollowNode { config })
     }
@@ -405,35 +423,6 @@ fn quantities(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, Quantity
         .collect()
 }
 
-/// Whether `s` is a non-negative Kubernetes quantity: a decimal number with an optional
-/// suffix (`m`, `k`, `M`, `G`, `T`, `P`, `E`, `Ki` .. `Ei`) or exponent. The builder
-/// refuses capacities that are not.
-///
-/// ```
-/// use hollow_core::node::is_quantity;
-///
-/// assert!(is_quantity("16Gi") && is_quantity("500m"));
-/// assert!(!is_quantity("-1") && !is_quantity("lots"));
-/// ```
-pub fn is_quantity(s: &str) -> bool {
-    let digits_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(digits_end);
-    let number_ok = !number.is_empty()
-        && number != "."
-        && number.matches('.').count() <= 1
-        && number.chars().any(|c| c.is_ascii_digit());
-    let suffix_ok = matches!(
-        suffix,
-        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-    ) || (suffix.starts_with(['e', 'E'])
-        && suffix[1..]
-            .trim_start_matches(['+', '-'])
-            .parse::<u32>()
-            .is_ok());
-    number_ok && suffix_ok
-}
 
 #[cfg(test)]
 mod tests {

@@ -46,14 +46,14 @@ use tokio_util::sync::CancellationToken;
 pub use cluster::{HollowCluster, HollowClusterBuilder, process_node_names};
 pub use config::{
     ConfigError, DEFAULT_KUBELET_VERSION, HollowNodeBuilder, MANAGED_ANNOTATION, NodeTiming,
-    is_quantity,
 };
+pub use crate::quantity::is_quantity;
 pub use faults::{CONDITIONS_ANNOTATION, HEARTBEAT_ANNOTATION};
 pub use heartbeat::LEASE_NAMESPACE;
 
 use config::NodeConfig;
 use pods::PodRouter;
-use shared::NodeShared;
+pub(crate) use shared::NodeShared;
 
 /// How long registration retries transient errors before it gives up.
 const REGISTRATION_PATIENCE: Duration = Duration::from_secs(120);
@@ -88,6 +88,16 @@ pub enum Error {
         /// The provider's error.
         #[source]
         source: crate::Error,
+    },
+    /// The node's kubelet API could not be served.
+    #[cfg(feature = "kubelet-api")]
+    #[error("cannot serve the kubelet API of node {node}")]
+    KubeletApi {
+        /// The node.
+        node: String,
+        /// Why.
+        #[source]
+        source: crate::kubelet_api::Error,
     },
     /// The node did not become Ready in time.
     #[error("node {node} was not Ready within {timeout:?}")]
@@ -192,6 +202,16 @@ impl HollowNode {
                         },
                     }
                 }
+            });
+        }
+        #[cfg(feature = "kubelet-api")]
+        if let Some(api) = &shared.config.kubelet_api
+            && let Err(source) = api.register(shared.clone()).await
+        {
+            shared.cancel.cancel();
+            return Err(Error::KubeletApi {
+                node: shared.config.name.clone(),
+                source,
             });
         }
         if let Some(actions) = shared.config.runtime.subscribe_actions() {
@@ -300,6 +320,10 @@ impl RunningNode {
 
     fn stop(&self) {
         self.router.remove(self.name());
+        #[cfg(feature = "kubelet-api")]
+        if let Some(api) = &self.shared.config.kubelet_api {
+            api.unregister(self.name());
+        }
         self.shared.cancel.cancel();
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct ContainerRecord {
     pub image: String,
     /// The current container's runtime id.
     pub id: Option<String>,
+    /// The previous container's id, kept for its logs until the next restart.
+    pub previous_id: Option<String>,
     pub image_ref: Option<String>,
     /// The current container's state, once created.
     pub state: Option<ContainerState>,

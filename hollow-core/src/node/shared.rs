@@ -150,6 +150,17 @@ impl NodeShared {
         });
     }
 
+    /// The latest object of every pod the node runs.
+    #[cfg_attr(not(feature = "kubelet-api"), allow(dead_code))]
+    pub(crate) fn pods(&self) -> Vec<Arc<Pod>> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|handle| handle.pod.borrow().clone())
+            .collect()
+    }
+
     /// Tells a pod's worker the pod is gone from the API: it cleans up and ends.
     pub(crate) fn remove_pod(&self, uid: &str) {
         // Dropping the senders ends the worker's input.

@@ -414,9 +414,11 @@ impl PodWorker {
         self.restarts.insert(name, Backoff::next(previous, now));
         let runtime = self.shared.config.runtime.clone();
         let record = self.record(init, index);
-        if let Some(old) = record.id.take() {
-            let _ = runtime.remove_container(&old).await;
+        // The exited container stays for `logs --previous`; the one before it goes.
+        if let Some(older) = record.previous_id.take() {
+            let _ = runtime.remove_container(&older).await;
         }
+        record.previous_id = record.id.take();
         record.last_exit = record.state.take();
         record.restart_count += 1;
         self.start(init, index).await;

@@ -6,6 +6,7 @@
 //! | `hollow.dev/exit-after` | a duration: `500ms`, `5s`, `2m`, `1h` | regular containers exit that long after they start |
 //! | `hollow.dev/exit-code` | an integer (default 0) | the exit code they exit with |
 //! | `hollow.dev/pull-error` | a message | every image pull of the pod fails with it (ErrImagePull, then ImagePullBackOff) |
+//! | `hollow.dev/logs` | lines separated by newlines | every container logs them when it starts (after a start line; then a line every 10 s, and one at exit) |
 //! | `hollow.dev/steps` | lifecycle [container steps](crate::lifecycle::ContainerStep) in YAML or JSON | regular containers play them from their start |
 //!
 //! For example `hollow.dev/exit-after: 5s` with restartPolicy Never completes a pod;
@@ -43,6 +44,8 @@ pub const EXIT_AFTER: &str = "hollow.dev/exit-after";
 pub const EXIT_CODE: &str = "hollow.dev/exit-code";
 /// Every image pull of the pod fails with this message.
 pub const PULL_ERROR: &str = "hollow.dev/pull-error";
+/// Lines every container of the pod logs when it starts (separated by newlines).
+pub const LOGS: &str = "hollow.dev/logs";
 /// Container steps, as in a lifecycle file (`[{wait: 5s}, {exit: {code: 1}}]`).
 pub const STEPS: &str = "hollow.dev/steps";
 

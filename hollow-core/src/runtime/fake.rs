@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use super::types::{
-    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus, PodAction,
-    PodActionKind, PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
+    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus, LogLine,
+    PodAction, PodActionKind, PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
 };
 use super::{RuntimeService, annotations};
 use crate::error::{Error, Result};
@@ -546,10 +546,60 @@ fn release_ip(state: &mut State, ip: Ipv4Addr) {
     }
 }
 
+/// How often a running fake container writes a log line.
+const LOG_TICK: Duration = Duration::from_secs(10);
+/// How many of those lines are kept (older ones are rotated away).
+const LOG_TICKS_KEPT: u32 = 1000;
+
+/// A fake container's log: a start line, the pod's `hollow.dev/logs` lines, a line
+/// every 10 s while it runs, and an exit line. Computed from its times, never stored.
+fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
+    let c = &container.config;
+    let (started_at, end, exit) = match &container.state {
+        ContainerState::Created { .. } => return Vec::new(),
+        ContainerState::Running { started_at } => (*started_at, now, None),
+        ContainerState::Exited {
+            started_at,
+            finished_at,
+            exit_code,
+            reason,
+            ..
+        } => (*started_at, *finished_at, Some((*exit_code, reason.as_str()))),
+    };
+    let line = |time, text: String| LogLine { time, text };
+    let mut lines = vec![line(
+        started_at,
+        format!(
+            "hollow: container {} of pod {}/{} started (attempt {})",
+            c.name, c.pod_namespace, c.pod_name, c.attempt
+        ),
+    )];
+    if let Some(configured) = c.annotations.get(annotations::LOGS) {
+        lines.extend(configured.lines().map(|text| line(started_at, text.to_string())));
+    }
+    let ran = end.duration_since(started_at).unwrap_or_default();
+    let ticks = u32::try_from(ran.as_secs() / LOG_TICK.as_secs()).unwrap_or(u32::MAX);
+    for tick in ticks.saturating_sub(LOG_TICKS_KEPT) + 1..=ticks {
+        let after = LOG_TICK * tick;
+        lines.push(line(
+            started_at + after,
+            format!("hollow: {} running for {}s", c.name, after.as_secs()),
+        ));
+    }
+    if let Some((code, reason)) = exit {
+        lines.push(line(
+            end,
+            format!("hollow: {} exited with code {code} ({reason})", c.name),
+        ));
+    }
+    lines
+}
+
 fn status_of(id: &str, container: &Container) -> ContainerStatus {
     ContainerStatus {
         id: id.to_string(),
         sandbox_id: container.sandbox_id.clone(),
+        pod_uid: container.config.pod_uid.clone(),
         name: container.config.name.clone(),
         attempt: container.config.attempt,
         image: container.config.image.clone(),
@@ -815,17 +865,13 @@ impl RuntimeService for FakeRuntime {
             .collect())
     }
 
-    async fn container_logs(&self, container_id: &str, tail: Option<usize>) -> Result<Vec<String>> {
+    async fn container_logs(&self, container_id: &str, tail: Option<usize>) -> Result<Vec<LogLine>> {
         let state = self.enter("container_logs", container_id)?;
         let container = state
             .containers
             .get(container_id)
             .ok_or_else(|| Error::not_found("container", container_id))?;
-        let c = &container.config;
-        let lines = vec![format!(
-            "hollow container {} of pod {}/{} started (attempt {})",
-            c.name, c.pod_namespace, c.pod_name, c.attempt
-        )];
+        let lines = generated_logs(container, SystemTime::now());
         let skip = tail.map_or(0, |tail| lines.len().saturating_sub(tail));
         Ok(lines.into_iter().skip(skip).collect())
     }

@@ -29,8 +29,8 @@ use crate::error::{Error, Result};
 
 pub use fake::{Behavior, FakeRuntime, RuntimeCall};
 pub use types::{
-    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus, PodAction,
-    PodActionKind, PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
+    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus, LogLine,
+    PodAction, PodActionKind, PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
 };
 
 /// Pod sandboxes and containers, as the CRI's `RuntimeService` and `ImageService`
@@ -84,12 +84,13 @@ pub trait RuntimeService: Send + Sync + 'static {
         sandbox_id: Option<&'a str>,
     ) -> Result<Vec<ContainerStatus>>;
 
-    /// The log lines of a container (`tail` lines from the end when given).
+    /// The log lines of a container, oldest first (`tail` lines from the end when
+    /// given). A stopped container's log stays readable until it is removed.
     async fn container_logs(
         &self,
         _container_id: &str,
         _tail: Option<usize>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<LogLine>> {
         Err(Error::Unsupported("container logs"))
     }
 

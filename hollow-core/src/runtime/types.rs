@@ -123,6 +123,8 @@ pub struct ContainerStatus {
     pub id: String,
     /// The sandbox it belongs to.
     pub sandbox_id: String,
+    /// The UID of the pod it belongs to.
+    pub pod_uid: String,
     /// Its name in the pod.
     pub name: String,
     /// The attempt it was created for.
@@ -172,4 +174,13 @@ pub enum PodActionKind {
     RemoveFinalizers,
     /// Delete the pod gracefully.
     Delete,
+}
+
+/// One line of a container's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When it was written.
+    pub time: SystemTime,
+    /// The text, without a trailing newline.
+    pub text: String,
 }

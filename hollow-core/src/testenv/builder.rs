@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::component::{
-    Component, apiserver_args, controller_manager_args, etcd_args, scheduler_args,
+    Component, apiserver_args, controller_manager_args, etcd_args, metrics_server_args,
+    scheduler_args,
 };
 use super::layout::{Layout, Ports};
 use super::pki::Pki;
@@ -55,6 +56,7 @@ pub struct TestEnvBuilder {
     dir: Option<PathBuf>,
     scheduler: bool,
     controller_manager: bool,
+    metrics_server: bool,
     node_monitor_grace_period: Duration,
     start_timeout: Duration,
     extra_args: BTreeMap<Component, Vec<String>>,
@@ -67,6 +69,7 @@ impl Default for TestEnvBuilder {
             dir: None,
             scheduler: true,
             controller_manager: true,
+            metrics_server: false,
             node_monitor_grace_period: Duration::from_secs(20),
             start_timeout: Duration::from_secs(180),
             extra_args: BTreeMap::new(),
@@ -86,6 +89,15 @@ impl TestEnvBuilder {
     /// is used and removed.
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
+        self
+    }
+
+    /// Whether to run metrics-server, registered as the `metrics.k8s.io` API so
+    /// `kubectl top` and HorizontalPodAutoscalers work (default: no; built by
+    /// `control-plane/install`). It scrapes kubelet APIs, such as hollow nodes serve
+    /// with the `kubelet-api` feature.
+    pub fn metrics_server(mut self, enabled: bool) -> Self {
+        self.metrics_server = enabled;
         self
     }
 
@@ -131,9 +143,11 @@ impl TestEnvBuilder {
         let bin_dir = self.bin_dir.clone().unwrap_or_else(default_bin_dir);
         let enabled: Vec<Component> = Component::ALL
             .into_iter()
+            .chain([Component::MetricsServer])
             .filter(|component| match component {
                 Component::Scheduler => self.scheduler,
                 Component::ControllerManager => self.controller_manager,
+                Component::MetricsServer => self.metrics_server,
                 _ => true,
             })
             .collect();
@@ -196,6 +210,9 @@ impl TestEnvBuilder {
         if self.controller_manager {
             env.wait_for_default_service_account().await?;
         }
+        if self.metrics_server {
+            env.register_metrics_api().await?;
+        }
         tracing::info!(server = %env.server_url, dir = %env.dir.display(), "test environment ready");
         Ok(env)
     }
@@ -208,6 +225,7 @@ impl TestEnvBuilder {
                 controller_manager_args(layout, ports, self.node_monitor_grace_period)
             }
             Component::Scheduler => scheduler_args(layout, ports),
+            Component::MetricsServer => metrics_server_args(layout, ports),
         };
         if let Some(extra) = self.extra_args.get(&component) {
             args.extend(extra.iter().cloned());

@@ -16,10 +16,13 @@ pub enum Component {
     ControllerManager,
     /// kube-scheduler.
     Scheduler,
+    /// metrics-server, registered as the `metrics.k8s.io` API (off by default; see
+    /// [`TestEnvBuilder::metrics_server`](super::TestEnvBuilder::metrics_server)).
+    MetricsServer,
 }
 
 impl Component {
-    /// Every component, in start order.
+    /// The core components, in start order (metrics-server, optional, comes last).
     pub const ALL: [Component; 4] = [
         Component::Etcd,
         Component::ApiServer,
@@ -34,6 +37,7 @@ impl Component {
             Component::ApiServer => "kube-apiserver",
             Component::ControllerManager => "kube-controller-manager",
             Component::Scheduler => "kube-scheduler",
+            Component::MetricsServer => "metrics-server",
         }
     }
 }
@@ -91,7 +95,6 @@ pub(crate) fn apiserver_args(layout: &Layout, ports: &Ports) -> Vec<String> {
         "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
         format!("--proxy-client-cert-file={}", f("front-proxy-client.crt")),
         format!("--proxy-client-key-file={}", f("front-proxy-client.key")),
-        "--enable-aggregator-routing=true".into(),
         "--profiling=false".into(),
         "--v=1".into(),
     ]
@@ -121,6 +124,26 @@ pub(crate) fn controller_manager_args(
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--cluster-name=hollow".into(),
         format!("--node-monitor-grace-period={}s", grace.as_secs().max(1)),
+        "--profiling=false".into(),
+        "--v=1".into(),
+    ]
+}
+
+pub(crate) fn metrics_server_args(layout: &Layout, ports: &Ports) -> Vec<String> {
+    let kubeconfig = layout.pki_file("metrics-server.kubeconfig");
+    vec![
+        format!("--kubeconfig={kubeconfig}"),
+        format!("--authentication-kubeconfig={kubeconfig}"),
+        format!("--authorization-kubeconfig={kubeconfig}"),
+        format!("--secure-port={}", ports.metrics_server),
+        "--bind-address=127.0.0.1".into(),
+        format!("--cert-dir={}", layout.pki_file("metrics-server")),
+        // Kubelets serve self-signed certificates, as hollow's do by default.
+        "--kubelet-insecure-tls".into(),
+        "--kubelet-preferred-address-types=InternalIP".into(),
+        "--kubelet-use-node-status-port".into(),
+        "--metric-resolution=15s".into(),
+        "--kubelet-request-timeout=5s".into(),
         "--profiling=false".into(),
         "--v=1".into(),
     ]

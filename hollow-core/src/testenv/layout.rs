@@ -77,8 +77,16 @@ impl Layout {
                 "system:kube-controller-manager",
             ),
             ("scheduler.kubeconfig", "system:kube-scheduler"),
+            ("metrics-server.kubeconfig", "system:metrics-server"),
         ] {
-            let identity = pki.client_cert(user, &[])?;
+            // metrics-server reads kubelets and delegates authentication: simplest as an
+            // administrator in a throwaway cluster.
+            let groups: &[&str] = if user == "system:metrics-server" {
+                &["system:masters"]
+            } else {
+                &[]
+            };
+            let identity = pki.client_cert(user, groups)?;
             let document = kubeconfig::kubeconfig_json(server_url, &ca, user, &identity);
             kubeconfig::write(&self.pki.join(file), &document)?;
         }
@@ -94,6 +102,7 @@ pub(crate) struct Ports {
     pub(crate) apiserver: u16,
     pub(crate) controller_manager: u16,
     pub(crate) scheduler: u16,
+    pub(crate) metrics_server: u16,
 }
 
 impl Ports {
@@ -105,16 +114,18 @@ impl Ports {
             apiserver: next()?,
             controller_manager: next()?,
             scheduler: next()?,
+            metrics_server: next()?,
         })
     }
 
-    pub(crate) fn all(&self) -> [u16; 5] {
+    pub(crate) fn all(&self) -> [u16; 6] {
         [
             self.etcd_client,
             self.etcd_peer,
             self.apiserver,
             self.controller_manager,
             self.scheduler,
+            self.metrics_server,
         ]
     }
 }

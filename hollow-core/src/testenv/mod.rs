@@ -282,6 +282,12 @@ impl TestEnv {
                 "/healthz",
                 "ok",
             )?,
+            // Its readyz waits for a first scrape of nodes; being alive is enough here.
+            Component::MetricsServer => Probe::new(
+                &format!("https://127.0.0.1:{}", self.ports.metrics_server),
+                "/livez",
+                "ok",
+            )?,
         };
         let deadline = Instant::now() + self.start_timeout;
         loop {
@@ -305,6 +311,86 @@ impl TestEnv {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// Serves metrics-server as `v1beta1.metrics.k8s.io`: an ExternalName Service for
+    /// `localhost` (Endpoints may not point at loopback) and an APIService on it; waits
+    /// until the aggregator says it is available.
+    async fn register_metrics_api(&self) -> Result<()> {
+        use k8s_openapi::api::core::v1::Service;
+        use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+        use kube::api::{Patch, PatchParams};
+        let port = i32::from(self.ports.metrics_server);
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": "metrics-server", "namespace": "kube-system" },
+            "spec": {
+                "type": "ExternalName",
+                "externalName": "localhost",
+                "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
+            },
+        }))
+        .map_err(|e| Error::Io { context: "metrics-server Service".into(), source: std::io::Error::other(e) })?;
+        let api_service: APIService = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": { "name": "v1beta1.metrics.k8s.io" },
+            "spec": {
+                "group": "metrics.k8s.io",
+                "version": "v1beta1",
+                "service": { "name": "metrics-server", "namespace": "kube-system", "port": port },
+                "insecureSkipTLSVerify": true,
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        }))
+        .map_err(|e| Error::Io { context: "metrics-server APIService".into(), source: std::io::Error::other(e) })?;
+        let apply = PatchParams::apply("hollow-testenv").force();
+        let services: kube::Api<Service> = kube::Api::namespaced(self.client(), "kube-system");
+        let api_services: kube::Api<APIService> = kube::Api::all(self.client());
+        let deadline = Instant::now() + self.start_timeout;
+        let mut last = String::from("not registered yet");
+        while Instant::now() < deadline {
+            let registered = async {
+                services
+                    .patch("metrics-server", &apply, &Patch::Apply(&service))
+                    .await?;
+                api_services
+                    .patch("v1beta1.metrics.k8s.io", &apply, &Patch::Apply(&api_service))
+                    .await
+            }
+            .await;
+            match registered {
+                Ok(current) => {
+                    let available = current
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|c| c.type_ == "Available");
+                    match available {
+                        Some(c) if c.status == "True" => return Ok(()),
+                        Some(c) => last = c.message.unwrap_or(c.status),
+                        None => last = "no Available condition yet".into(),
+                    }
+                }
+                Err(error) => last = error.to_string(),
+            }
+            if let Some(error) =
+                self.with_process(Component::MetricsServer, ComponentProcess::exit_error)?
+            {
+                return Err(error);
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        Err(self.with_process(Component::MetricsServer, |process| Error::ComponentNotReady {
+            component: Component::MetricsServer,
+            timeout: self.start_timeout,
+            last_probe: format!("APIService v1beta1.metrics.k8s.io: {last}"),
+            log_path: process.log_path().clone(),
+            log_tail: process.log_tail(),
+        })?)
     }
 
     async fn wait_for_default_service_account(&self) -> Result<()> {

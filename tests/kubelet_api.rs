@@ -1,0 +1,283 @@
+//! The kubelet HTTP API of hollow nodes, reached the ordinary ways: `kubectl logs` and
+//! `kubectl exec` through the API server, `kubectl top` and a HorizontalPodAutoscaler
+//! through a real metrics-server, and direct requests with and without credentials.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hollow_core::cadvisor::FakeCadvisor;
+use hollow_core::kubelet_api::KubeletServer;
+use hollow_core::node::HollowCluster;
+use hollow_core::testenv::TestEnv;
+use hollow_tests::{eventually, init_tracing};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+use tokio::process::Command;
+
+const WAIT: Duration = Duration::from_secs(180);
+
+/// A port no one listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn node_ip(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 3, 0, u8::try_from(index + 1).unwrap()))
+}
+
+/// Runs kubectl against the environment (bounded), returning success and output.
+async fn kubectl(env: &TestEnv, args: &[&str]) -> (bool, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(env.binary("kubectl"))
+            .arg("--kubeconfig")
+            .arg(env.kubeconfig_path())
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("kubectl did not finish within 60s")
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// A client for one node's kubelet API, as `auth` (none, a token, or a certificate).
+fn kubelet_client(
+    ip: IpAddr,
+    port: u16,
+    auth: impl FnOnce(&mut kube::Config),
+) -> kube::Client {
+    let mut config = kube::Config::new(format!("https://{ip}:{port}").parse().unwrap());
+    config.accept_invalid_certs = true;
+    config.default_retry = false;
+    auth(&mut config);
+    kube::Client::try_from(config).unwrap()
+}
+
+async fn get_status(client: &kube::Client, path: &str) -> Result<String, u16> {
+    let request = http::Request::get(path).body(Vec::new()).unwrap();
+    client.request_text(request).await.map_err(|error| match error {
+        kube::Error::Api(status) => status.code,
+        other => panic!("unexpected error from {path}: {other}"),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane()
+-> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().metrics_server(true).start().await?;
+    let api = KubeletServer::builder().start(env.client()).await?;
+    let port = free_port();
+    let cadvisors: Vec<FakeCadvisor> = (0..2).map(|_| FakeCadvisor::default()).collect();
+    let for_nodes = cadvisors.clone();
+    let server = api.clone();
+    let cluster = HollowCluster::builder("api")
+        .nodes(2, move |i, node| {
+            node.address(node_ip(i))
+                .kubelet_port(port)
+                .cadvisor(Arc::new(for_nodes[i].clone()))
+                .kubelet_api(server.clone())
+        })
+        .start(env.client())
+        .await?;
+    let client = env.client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": {
+                    "labels": { "app": "web" },
+                    "annotations": { "hollow.dev/logs": "listening on :8080\nready to serve" },
+                },
+                "spec": { "containers": [{
+                    "name": "app",
+                    "image": "nginx:1.27",
+                    "resources": { "requests": { "cpu": "200m", "memory": "64Mi" } },
+                }] },
+            },
+        },
+    }))?;
+    deployments.create(&PostParams::default(), &deployment).await?;
+    let crasher: Pod = serde_json::from_value(json!({
+        "metadata": {
+            "name": "crasher",
+            "annotations": { "hollow.dev/exit-after": "2s", "hollow.dev/exit-code": "3" },
+        },
+        "spec": { "containers": [{ "name": "c", "image": "busybox" }] },
+    }))?;
+    pods.create(&PostParams::default(), &crasher).await?;
+
+    let running_web = eventually("two web pods Running", WAIT, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let running: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        (running.len() == 2).then_some(running.clone()).ok_or(format!("{running:?}"))
+    })
+    .await;
+    let web = running_web[0].as_str();
+
+    // kubectl logs, through the API server to the node's kubelet API.
+    let (ok, out) = kubectl(&env, &["logs", web]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("hollow: container app of pod default/"), "{out}");
+    assert!(out.contains("listening on :8080\nready to serve"), "{out}");
+    let (ok, out) = kubectl(&env, &["logs", web, "--tail=1"]).await;
+    assert!(ok && out.trim() == "ready to serve", "{out}");
+    let (ok, out) = kubectl(&env, &["logs", web, "--timestamps", "--tail=1"]).await;
+    assert!(ok && out.trim_end().ends_with("Z ready to serve"), "{out}");
+    let (ok, out) = kubectl(&env, &["logs", web, "-c", "nope"]).await;
+    assert!(!ok && out.contains("container nope is not valid"), "{out}");
+
+    // --previous shows the crashed instance; following shows lines as they come.
+    eventually("crasher restarted", WAIT, || async {
+        let pod = pods.get("crasher").await.map_err(|e| e.to_string())?;
+        let restarts = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .and_then(|c| c.first().map(|c| c.restart_count))
+            .unwrap_or(0);
+        (restarts >= 1).then_some(()).ok_or(format!("{restarts} restarts"))
+    })
+    .await;
+    let (ok, out) = kubectl(&env, &["logs", "crasher", "--previous"]).await;
+    assert!(ok && out.contains("hollow: c exited with code 3 (Error)"), "{out}");
+    let mut follow = Command::new(env.binary("kubectl"))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["logs", "-f", web])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    follow.start_kill()?;
+    let followed = follow.wait_with_output().await?;
+    let followed = String::from_utf8_lossy(&followed.stdout);
+    assert!(followed.contains("hollow: app running for 10s"), "{followed}");
+
+    // kubectl exec: a clear refusal from the runtime.
+    let (ok, out) = kubectl(&env, &["exec", web, "--", "ls"]).await;
+    assert!(!ok && out.contains("not supported by the hollow runtime"), "{out}");
+
+    // kubectl top: metrics-server scrapes the nodes' resource metrics.
+    eventually("kubectl top pods shows the web pods at half their request", WAIT, || async {
+        let (ok, out) = kubectl(&env, &["top", "pods", "-l", "app=web", "--no-headers"]).await;
+        if !ok {
+            return Err(out);
+        }
+        let cpus: Vec<u64> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter_map(|cpu| cpu.trim_end_matches('m').parse().ok())
+            .collect();
+        (cpus.len() == 2 && cpus.iter().all(|m| (80..=120).contains(m)))
+            .then_some(())
+            .ok_or(out)
+    })
+    .await;
+    eventually("kubectl top nodes shows both nodes", WAIT, || async {
+        let (ok, out) = kubectl(&env, &["top", "nodes", "--no-headers"]).await;
+        (ok && out.contains("api-0") && out.contains("api-1"))
+            .then_some(())
+            .ok_or(out)
+    })
+    .await;
+
+    // An HPA scales the Deployment once the fake usage crosses its target.
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" },
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "metrics": [{ "type": "Resource", "resource": {
+                "name": "cpu",
+                "target": { "type": "Utilization", "averageUtilization": 80 },
+            } }],
+        },
+    }))?;
+    Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &hpa)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        deployments.get("web").await?.spec.unwrap().replicas,
+        Some(2),
+        "no scaling at 50% of the request"
+    );
+    for cadvisor in &cadvisors {
+        cadvisor.set_cpu_utilisation(2.0);
+    }
+    eventually("the HPA scales web to 4", WAIT, || async {
+        let replicas = deployments
+            .get("web")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .and_then(|s| s.replicas);
+        (replicas == Some(4)).then_some(()).ok_or(format!("{replicas:?}"))
+    })
+    .await;
+
+    // Direct requests: anonymous refused, an unauthorised user forbidden, an
+    // administrator served.
+    let (ip, port) = (node_ip(0), port);
+    let anonymous = kubelet_client(ip, port, |_| {});
+    assert_eq!(get_status(&anonymous, "/pods").await, Err(401));
+    assert_eq!(get_status(&anonymous, "/healthz").await, Err(401));
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let nobody: ServiceAccount =
+        serde_json::from_value(json!({ "metadata": { "name": "nobody" } }))?;
+    accounts.create(&PostParams::default(), &nobody).await?;
+    let request = http::Request::post("/api/v1/namespaces/default/serviceaccounts/nobody/token")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {} }))?)?;
+    let token: TokenRequest = client.request(request).await?;
+    let token = token.status.unwrap().token.expect("a token");
+    let with_token = kubelet_client(ip, port, |config| {
+        config.auth_info.token = Some(token.clone().into());
+    });
+    assert_eq!(get_status(&with_token, "/pods").await, Err(403));
+    let admin = env.kubeconfig().auth_infos[0].auth_info.clone().unwrap();
+    let as_admin = kubelet_client(ip, port, |config| config.auth_info = admin);
+    let listed = get_status(&as_admin, "/pods").await.unwrap();
+    let list: serde_json::Value = serde_json::from_str(&listed)?;
+    assert_eq!(list["kind"], "PodList");
+    assert!(
+        list["items"].as_array().unwrap().iter().all(|p| p["spec"]["nodeName"] == "api-0"),
+        "only the node's own pods"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&get_status(&as_admin, "/stats/summary").await.unwrap())?;
+    assert_eq!(summary["node"]["nodeName"], "api-0");
+    assert!(summary["node"]["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() > 0);
+
+    cluster.shutdown().await;
+    drop(api);
+    Ok(())
+}
