@@ -55,11 +55,7 @@ async fn kubectl(env: &TestEnv, args: &[&str]) -> (bool, String) {
 }
 
 /// A client for one node's kubelet API, as `auth` (none, a token, or a certificate).
-fn kubelet_client(
-    ip: IpAddr,
-    port: u16,
-    auth: impl FnOnce(&mut kube::Config),
-) -> kube::Client {
+fn kubelet_client(ip: IpAddr, port: u16, auth: impl FnOnce(&mut kube::Config)) -> kube::Client {
     let mut config = kube::Config::new(format!("https://{ip}:{port}").parse().unwrap());
     config.accept_invalid_certs = true;
     config.default_retry = false;
@@ -69,15 +65,18 @@ fn kubelet_client(
 
 async fn get_status(client: &kube::Client, path: &str) -> Result<String, u16> {
     let request = http::Request::get(path).body(Vec::new()).unwrap();
-    client.request_text(request).await.map_err(|error| match error {
-        kube::Error::Api(status) => status.code,
-        other => panic!("unexpected error from {path}: {other}"),
-    })
+    client
+        .request_text(request)
+        .await
+        .map_err(|error| match error {
+            kube::Error::Api(status) => status.code,
+            other => panic!("unexpected error from {path}: {other}"),
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane()
--> anyhow::Result<()> {
+async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -> anyhow::Result<()>
+{
     init_tracing();
     let env = TestEnv::builder().metrics_server(true).start().await?;
     let api = KubeletServer::builder().start(env.client()).await?;
@@ -116,7 +115,9 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane()
             },
         },
     }))?;
-    deployments.create(&PostParams::default(), &deployment).await?;
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await?;
     let crasher: Pod = serde_json::from_value(json!({
         "metadata": {
             "name": "crasher",
@@ -137,7 +138,9 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
             .filter_map(|p| p.metadata.name.clone())
             .collect();
-        (running.len() == 2).then_some(running.clone()).ok_or(format!("{running:?}"))
+        (running.len() == 2)
+            .then_some(running.clone())
+            .ok_or(format!("{running:?}"))
     })
     .await;
     let web = running_web[0].as_str();
@@ -145,7 +148,10 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane()
     // kubectl logs, through the API server to the node's kubelet API.
     let (ok, out) = kubectl(&env, &["logs", web]).await;
     assert!(ok, "{out}");
-    assert!(out.contains("hollow: container app of pod default/"), "{out}");
+    assert!(
+        out.contains("hollow: container app of pod default/"),
+        "{out}"
+    );
     assert!(out.contains("listening on :8080\nready to serve"), "{out}");
     let (ok, out) = kubectl(&env, &["logs", web, "--tail=1"]).await;
     assert!(ok && out.trim() == "ready to serve", "{out}");
@@ -162,11 +168,16 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane()
             .and_then(|s| s.container_statuses)
             .and_then(|c| c.first().map(|c| c.restart_count))
             .unwrap_or(0);
-        (restarts >= 1).then_some(()).ok_or(format!("{restarts} restarts"))
+        (restarts >= 1)
+            .then_some(())
+            .ok_or(format!("{restarts} restarts"))
     })
     .await;
     let (ok, out) = kubectl(&env, &["logs", "crasher", "--previous"]).await;
-    assert!(ok && out.contains("hollow: c exited with code 3 (Error)"), "{out}");
+    assert!(
+        ok && out.contains("hollow: c exited with code 3 (Error)"),
+        "{out}"
+    );
     let mut follow = Command::new(env.binary("kubectl"))
         .arg("--kubeconfig")
         .arg(env.kubeconfig_path())
@@ -178,27 +189,37 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane()
     follow.start_kill()?;
     let followed = follow.wait_with_output().await?;
     let followed = String::from_utf8_lossy(&followed.stdout);
-    assert!(followed.contains("hollow: app running for 10s"), "{followed}");
+    assert!(
+        followed.contains("hollow: app running for 10s"),
+        "{followed}"
+    );
 
     // kubectl exec: a clear refusal from the runtime.
     let (ok, out) = kubectl(&env, &["exec", web, "--", "ls"]).await;
-    assert!(!ok && out.contains("not supported by the hollow runtime"), "{out}");
+    assert!(
+        !ok && out.contains("not supported by the hollow runtime"),
+        "{out}"
+    );
 
     // kubectl top: metrics-server scrapes the nodes' resource metrics.
-    eventually("kubectl top pods shows the web pods at half their request", WAIT, || async {
-        let (ok, out) = kubectl(&env, &["top", "pods", "-l", "app=web", "--no-headers"]).await;
-        if !ok {
-            return Err(out);
-        }
-        let cpus: Vec<u64> = out
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter_map(|cpu| cpu.trim_end_matches('m').parse().ok())
-            .collect();
-        (cpus.len() == 2 && cpus.iter().all(|m| (80..=120).contains(m)))
-            .then_some(())
-            .ok_or(out)
-    })
+    eventually(
+        "kubectl top pods shows the web pods at half their request",
+        WAIT,
+        || async {
+            let (ok, out) = kubectl(&env, &["top", "pods", "-l", "app=web", "--no-headers"]).await;
+            if !ok {
+                return Err(out);
+            }
+            let cpus: Vec<u64> = out
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter_map(|cpu| cpu.trim_end_matches('m').parse().ok())
+                .collect();
+            (cpus.len() == 2 && cpus.iter().all(|m| (80..=120).contains(m)))
+                .then_some(())
+                .ok_or(out)
+        },
+    )
     .await;
     eventually("kubectl top nodes shows both nodes", WAIT, || async {
         let (ok, out) = kubectl(&env, &["top", "nodes", "--no-headers"]).await;
@@ -240,7 +261,9 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane()
             .map_err(|e| e.to_string())?
             .spec
             .and_then(|s| s.replicas);
-        (replicas == Some(4)).then_some(()).ok_or(format!("{replicas:?}"))
+        (replicas == Some(4))
+            .then_some(())
+            .ok_or(format!("{replicas:?}"))
     })
     .await;
 
@@ -269,13 +292,22 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane()
     let list: serde_json::Value = serde_json::from_str(&listed)?;
     assert_eq!(list["kind"], "PodList");
     assert!(
-        list["items"].as_array().unwrap().iter().all(|p| p["spec"]["nodeName"] == "api-0"),
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["spec"]["nodeName"] == "api-0"),
         "only the node's own pods"
     );
     let summary: serde_json::Value =
         serde_json::from_str(&get_status(&as_admin, "/stats/summary").await.unwrap())?;
     assert_eq!(summary["node"]["nodeName"], "api-0");
-    assert!(summary["node"]["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() > 0);
+    assert!(
+        summary["node"]["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 
     cluster.shutdown().await;
     drop(api);

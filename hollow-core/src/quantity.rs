@@ -16,7 +16,10 @@ pub fn parse_quantity(s: &str) -> Option<f64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (number, suffix) = s.split_at(digits_end);
-    if number.is_empty() || number.matches('.').count() > 1 || !number.contains(|c: char| c.is_ascii_digit()) {
+    if number.is_empty()
+        || number.matches('.').count() > 1
+        || !number.contains(|c: char| c.is_ascii_digit())
+    {
         return None;
     }
     let value: f64 = number.parse().ok()?;

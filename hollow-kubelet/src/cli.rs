@@ -46,7 +46,8 @@ pub struct Cli {
     #[arg(long, value_parser = parse_resources, default_value = "")]
     pub capacity: Pairs,
 
-    /// The kubelet port published in the Node's daemonEndpoints.
+    /// The kubelet API's port, published in the Node's daemonEndpoints (0: any free
+    /// port; a port in use is replaced by a free one, with a warning).
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
 
@@ -83,6 +84,34 @@ pub struct Cli {
     /// port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:10248")]
     pub metrics_bind_address: String,
+
+    /// The CA bundle that client certificates to the kubelet API must chain to
+    /// (default: the API server's, from kube-system/extension-apiserver-authentication).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// The kubelet API's serving certificate (default: a self-signed one).
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The key of --tls-cert-file.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// Every node's InternalIP (e.g. the pod's IP when run as a pod); node i then serves
+    /// its kubelet API on --kubelet-port + i. Without it, node i takes 127.1.0.(i+1)
+    /// and all share --kubelet-port.
+    #[arg(long, env = "HOLLOW_NODE_IP")]
+    pub node_ip: Option<std::net::IpAddr>,
+
+    /// The address the kubelet API listens on; each node is reached at its own
+    /// InternalIP on --kubelet-port.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub address: std::net::IpAddr,
+
+    /// Serve the kubelet API (kubectl logs, kubectl top through metrics-server).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub serve_kubelet_api: bool,
 
     /// How many nodes register at once.
     #[arg(long, default_value_t = 64)]

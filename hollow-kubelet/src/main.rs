@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use hollow_core::connect::{cluster_config, log_level, shutdown_signal, wait_for_api};
+use hollow_core::kubelet_api::KubeletServer;
 use hollow_core::lifecycle::Lifecycle;
 use hollow_core::node::{
     HollowCluster, HollowNode, HollowNodeBuilder, LEASE_NAMESPACE, RunningNode, process_node_names,
@@ -108,9 +109,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let server = served.clone();
     tokio::spawn(async move { metrics::serve(&bind, server).await });
 
+    let api = if cli.serve_kubelet_api {
+        Some(start_kubelet_api(&cli, &client).await?)
+    } else {
+        None
+    };
     let started = Instant::now();
     let nodes = tokio::select! {
-        nodes = start_nodes(&cli, &client) => Some(nodes?),
+        nodes = start_nodes(&cli, &client, api) => Some(nodes?),
         () = &mut shutdown => None,
     };
     if let Some(nodes) = nodes {
@@ -144,18 +150,92 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the kubelet API server and opens the nodes' ports: one shared port, or with
+/// --node-ip one port per node. Returns the server and the ports by node index.
+async fn start_kubelet_api(
+    cli: &Cli,
+    client: &kube::Client,
+) -> anyhow::Result<(KubeletServer, Vec<u16>)> {
+    let mut builder = KubeletServer::builder().bind_address(cli.address);
+    if let Some(path) = &cli.client_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read --client-ca-file {}", path.display()))?;
+        builder = builder.client_ca_pem(pem);
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert_file, &cli.tls_private_key_file) {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        builder = builder.serving_cert_pem(read(cert)?, read(key)?);
+    }
+    let api = builder
+        .start(client.clone())
+        .await
+        .context("cannot start the kubelet API (--serve-kubelet-api=false runs without it)")?;
+    let wanted: Vec<u16> = match cli.node_ip {
+        None => vec![cli.kubelet_port],
+        Some(_) if cli.kubelet_port == 0 => vec![0; cli.nodes as usize],
+        Some(_) => (0..cli.nodes)
+            .map(|i| {
+                u16::try_from(u32::from(cli.kubelet_port) + i)
+                    .context("--kubelet-port + --nodes goes past port 65535")
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let mut ports = Vec::with_capacity(wanted.len());
+    let mut moved = 0;
+    for want in wanted {
+        let port = match api.listen(want).await {
+            Ok(port) => port,
+            Err(hollow_core::kubelet_api::Error::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                moved += 1;
+                api.listen(0).await?
+            }
+            Err(error) => return Err(error.into()),
+        };
+        ports.push(port);
+    }
+    if moved > 0 {
+        tracing::warn!(
+            "{moved} kubelet port(s) from {} were in use; those nodes serve on free ports instead (published in their daemonEndpoints)",
+            cli.kubelet_port
+        );
+    }
+    match ports.as_slice() {
+        [one] => eprintln!("kubelet API on {}:{one}", cli.address),
+        many => eprintln!(
+            "kubelet API on {} ports {}..{}",
+            cli.address,
+            many.iter().min().unwrap_or(&0),
+            many.iter().max().unwrap_or(&0)
+        ),
+    }
+    Ok((api, ports))
+}
+
 /// Registers the nodes and waits until they are Ready.
-async fn start_nodes(cli: &Cli, client: &kube::Client) -> anyhow::Result<Nodes> {
+async fn start_nodes(
+    cli: &Cli,
+    client: &kube::Client,
+    api: Option<(KubeletServer, Vec<u16>)>,
+) -> anyhow::Result<Nodes> {
     let count = cli.nodes as usize;
+    let mut settings = NodeSettings::from(cli);
+    if let Some((server, ports)) = api {
+        settings.kubelet_ports = Arc::new(ports);
+        settings.kubelet_api = Some(server);
+    }
     if count == 1 {
-        let node = configure(HollowNode::builder(&cli.name), cli, 0)
+        let node = settings
+            .apply(HollowNode::builder(&cli.name), 0)
             .build()?
             .start(client.clone())
             .await?;
         node.wait_ready(Duration::from_secs(120)).await?;
         return Ok(Nodes::One(node));
     }
-    let settings = NodeSettings::from(cli);
     let cluster = HollowCluster::builder(&cli.name)
         .nodes(count, move |i, node| settings.apply(node, i))
         .parallelism(cli.parallelism)
@@ -175,6 +255,10 @@ struct NodeSettings {
     kubelet_port: u16,
     adopt: bool,
     lifecycle: Arc<Lifecycle>,
+    kubelet_api: Option<KubeletServer>,
+    /// The kubelet port by node index (one entry: shared by all).
+    kubelet_ports: Arc<Vec<u16>>,
+    node_ip: Option<IpAddr>,
 }
 
 impl From<&Cli> for NodeSettings {
@@ -196,6 +280,9 @@ impl From<&Cli> for NodeSettings {
                 Some(seed) => Arc::new((*cli.lifecycle).clone().seed(seed)),
                 None => cli.lifecycle.clone(),
             },
+            kubelet_api: None,
+            kubelet_ports: Arc::new(vec![cli.kubelet_port]),
+            node_ip: cli.node_ip,
         }
     }
 }
@@ -212,15 +299,20 @@ impl NodeSettings {
         for (name, quantity) in &self.resources {
             node = node.capacity(name, quantity);
         }
-        node.kubelet_port(self.kubelet_port)
+        let port = match self.kubelet_ports.as_slice() {
+            [shared] => *shared,
+            ports => ports.get(index).copied().unwrap_or(self.kubelet_port),
+        };
+        let node = node
+            .kubelet_port(port)
             .adopt(self.adopt)
             .lifecycle(self.lifecycle.clone())
-            .address(loopback_address(index))
+            .address(self.node_ip.unwrap_or_else(|| loopback_address(index)));
+        match &self.kubelet_api {
+            Some(api) => node.kubelet_api(api.clone()),
+            None => node,
+        }
     }
-}
-
-fn configure(node: HollowNodeBuilder, cli: &Cli, index: usize) -> HollowNodeBuilder {
-    NodeSettings::from(cli).apply(node, index)
 }
 
 /// Node `index`'s own loopback address: 127.1.0.1, 127.1.0.2, ...
@@ -237,9 +329,10 @@ async fn connect(cli: &Cli) -> anyhow::Result<(kube::Config, Option<TestEnv>)> {
         return Ok((config, None));
     }
     eprintln!(
-        "no cluster given: starting a local control plane (etcd, kube-apiserver, kube-scheduler, kube-controller-manager)"
+        "no cluster given: starting a local control plane (etcd, kube-apiserver, kube-scheduler, kube-controller-manager, metrics-server)"
     );
-    let mut builder = TestEnv::builder();
+    // metrics-server too, so `kubectl top` works against the hollow nodes.
+    let mut builder = TestEnv::builder().metrics_server(cli.serve_kubelet_api);
     if let Some(dir) = &cli.local_dir {
         builder = builder.dir(dir);
     }

@@ -100,7 +100,8 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
                 let arg = arg
                     .as_str()
                     .unwrap()
-                    .replace("$(POD_NAME)", "hollow-node-0");
+                    .replace("$(POD_NAME)", "hollow-node-0")
+                    .replace("$(POD_IP)", "127.0.0.1");
                 match arg.split_once('=') {
                     Some((flag, _)) if flag.ends_with("-bind-address") => {
                         format!("{flag}=127.0.0.1:0")
@@ -145,6 +146,33 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
         (ready == 50).then_some(()).ok_or(format!("{ready} Ready"))
     })
     .await;
+
+    // The kubelet API of a node, at the pod IP and its own port, as the API server
+    // reaches it: the process checks the caller with the ServiceAccount's review rights.
+    let node = nodes.get("hollow-node-0-7").await?;
+    let status = node.status.unwrap_or_default();
+    let port = status
+        .daemon_endpoints
+        .and_then(|d| d.kubelet_endpoint)
+        .map(|e| e.port)
+        .unwrap();
+    let ip = status
+        .addresses
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.type_ == "InternalIP")
+        .unwrap()
+        .address;
+    assert_eq!(ip, "127.0.0.1");
+    let mut config = kube::Config::new(format!("https://{ip}:{port}").parse()?);
+    config.accept_invalid_certs = true;
+    config.default_retry = false;
+    config.auth_info = env.kubeconfig().auth_infos[0].auth_info.clone().unwrap();
+    let kubelet = kube::Client::try_from(config)?;
+    let healthz = kubelet
+        .request_text(http::Request::get("/healthz").body(Vec::new())?)
+        .await?;
+    assert_eq!(healthz, "ok");
 
     // The proxy container's command, with the same token: it watches what it needs and
     // reports the nodes eligible.

@@ -36,7 +36,11 @@ impl Default for Utilisation {
 impl Utilisation {
     /// From `since` on, containers use `share` of their request.
     pub fn set(&mut self, since: SystemTime, share: f64) {
-        let share = if share.is_finite() { share.max(0.0) } else { 0.0 };
+        let share = if share.is_finite() {
+            share.max(0.0)
+        } else {
+            0.0
+        };
         self.segments.retain(|(at, _)| *at < since);
         self.segments.push((since, share));
     }
@@ -156,7 +160,10 @@ mod tests {
         let usage = |u: &Utilisation, s| modelled(&c, u, at(s), "cpu", "mem");
         let now = usage(&utilisation, 30);
         // 0.5 of 200m, within the 10 % wave.
-        assert!((90_000_000..=110_000_000).contains(&now.cpu_nano_cores), "{now:?}");
+        assert!(
+            (90_000_000..=110_000_000).contains(&now.cpu_nano_cores),
+            "{now:?}"
+        );
         assert_eq!(now.memory_working_set_bytes, 32 << 20);
         let mut last = 0;
         for s in (0..600).step_by(7) {
@@ -174,7 +181,10 @@ mod tests {
         // 0.4, 200 s at 0.02 (from 400 s to 600 s).
         let expected = 0.1e9 * 300.0 + 0.4e9 * 100.0 + 0.02e9 * 200.0;
         let total = usage(&utilisation, 600).cpu_usage_core_nano_seconds as f64;
-        assert!((total - expected).abs() / expected < 0.02, "{total} vs {expected}");
+        assert!(
+            (total - expected).abs() / expected < 0.02,
+            "{total} vs {expected}"
+        );
     }
 
     #[test]
@@ -183,7 +193,13 @@ mod tests {
         let mut c = container(start);
         c.annotations.insert("cpu".into(), "750m".into());
         c.annotations.insert("mem".into(), "100Mi".into());
-        let usage = modelled(&c, &Utilisation::default(), start + Duration::from_secs(60), "cpu", "mem");
+        let usage = modelled(
+            &c,
+            &Utilisation::default(),
+            start + Duration::from_secs(60),
+            "cpu",
+            "mem",
+        );
         assert!((675_000_000..=825_000_000).contains(&usage.cpu_nano_cores));
         assert_eq!(usage.memory_working_set_bytes, 100 << 20);
         let total = usage.cpu_usage_core_nano_seconds as f64;

@@ -78,11 +78,16 @@ impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
     }
 }
 
+/// Who asks to do what to which node: `(caller, verb, subresource, node)`.
+type Question = (Identity, String, String, String);
+/// Allowed, or why not.
+type Decision = Result<(), String>;
+
 /// The authenticator and authoriser every node of a process shares.
 pub(crate) struct Auth {
     client: kube::Client,
     tokens: Mutex<Cache<[u8; 32], Option<Identity>>>,
-    decisions: Mutex<Cache<(Identity, String, String, String), Result<(), String>>>,
+    decisions: Mutex<Cache<Question, Decision>>,
 }
 
 impl Auth {
@@ -114,7 +119,12 @@ impl Auth {
             .filter(|t| !t.is_empty())
             .ok_or(Refusal::Unauthorized)?;
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(cached) = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(cached) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return cached.ok_or(Refusal::Unauthorized);
         }
         let review = TokenReview {
@@ -179,7 +189,11 @@ impl Auth {
                 Some(decision) => decision,
                 None => {
                     let decision = self.review(identity, verb, subresource, node).await?;
-                    let ttl = if decision.is_ok() { ALLOWED_TTL } else { DENIED_TTL };
+                    let ttl = if decision.is_ok() {
+                        ALLOWED_TTL
+                    } else {
+                        DENIED_TTL
+                    };
                     self.decisions
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

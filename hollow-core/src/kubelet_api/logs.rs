@@ -34,7 +34,9 @@ pub(crate) struct LogQuery {
 }
 
 fn flag(value: &Option<String>) -> bool {
-    value.as_deref().is_some_and(|v| v.is_empty() || v == "true" || v == "1")
+    value
+        .as_deref()
+        .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
 }
 
 fn text_error(status: StatusCode, message: String) -> Response {
@@ -107,7 +109,10 @@ pub(crate) async fn container_logs(
     let lines = match runtime.container_logs(&id, None).await {
         Ok(lines) => lines,
         Err(error) if error.is_not_found() => {
-            return text_error(StatusCode::NOT_FOUND, format!("container {container} is gone"));
+            return text_error(
+                StatusCode::NOT_FOUND,
+                format!("container {container} is gone"),
+            );
         }
         Err(error) => return text_error(StatusCode::NOT_IMPLEMENTED, error.to_string()),
     };
@@ -131,7 +136,10 @@ pub(crate) async fn container_logs(
         let skip = selected.len().saturating_sub(tail);
         selected.drain(..skip);
     }
-    let mut text: String = selected.iter().map(|l| format_line(l, timestamps)).collect();
+    let mut text: String = selected
+        .iter()
+        .map(|l| format_line(l, timestamps))
+        .collect();
     if let Some(limit) = query.limit_bytes.and_then(|l| usize::try_from(l).ok()) {
         let mut cut = limit.min(text.len());
         while !text.is_char_boundary(cut) {

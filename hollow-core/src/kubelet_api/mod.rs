@@ -231,6 +231,47 @@ impl KubeletServer {
         KubeletServerBuilder::default()
     }
 
+    /// Opens the listener for `port` now (0: any free port) and returns the port, so a
+    /// busy port shows before any node registers. Nodes registered on it later share it.
+    pub async fn listen(&self, port: u16) -> Result<u16, Error> {
+        let address = SocketAddr::new(self.inner.bind, port);
+        if port != 0 && self.listening(port) {
+            return Ok(port);
+        }
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| Error::Bind { address, source })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { address, source })?
+            .port();
+        self.adopt_listener(listener, port);
+        Ok(port)
+    }
+
+    fn listening(&self, port: u16) -> bool {
+        self.inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&port)
+    }
+
+    /// Starts accepting on `listener` unless `port` is served already (then it closes).
+    fn adopt_listener(&self, listener: TcpListener, port: u16) {
+        let mut listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if listeners.contains_key(&port) {
+            return;
+        }
+        let stop = self.guard.0.child_token();
+        listeners.insert(port, stop.clone());
+        tokio::spawn(accept(Arc::downgrade(&self.inner), listener, port, stop));
+    }
+
     /// Serves `shared` at its first address and its kubelet port.
     pub(crate) async fn register(&self, shared: Arc<NodeShared>) -> Result<(), Error> {
         let ip = shared
@@ -258,14 +299,7 @@ impl KubeletServer {
                 }),
             );
         }
-        let listening = |inner: &Inner| {
-            inner
-                .listeners
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&port)
-        };
-        if listening(&self.inner) {
+        if self.listening(port) {
             return Ok(());
         }
         let address = SocketAddr::new(self.inner.bind, port);
@@ -280,14 +314,7 @@ impl KubeletServer {
                 return Err(Error::Bind { address, source });
             }
         };
-        let mut listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        if listeners.contains_key(&port) {
-            // Another node of this port bound it meanwhile; this listener closes.
-            return Ok(());
-        }
-        let stop = self.guard.0.child_token();
-        listeners.insert(port, stop.clone());
-        tokio::spawn(accept(Arc::downgrade(&self.inner), listener, port, stop));
+        self.adopt_listener(listener, port);
         Ok(())
     }
 
@@ -298,7 +325,11 @@ impl KubeletServer {
             nodes.retain(|_, served| served.shared.config.name != name);
             nodes.keys().map(|(_, port)| *port).collect()
         };
-        let mut listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         listeners.retain(|port, stop| {
             let keep = ports.contains(port);
             if !keep {
@@ -358,7 +389,9 @@ struct Connection {
 }
 
 async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream) {
-    let Ok(local) = stream.local_addr() else { return };
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
     let Some(served) = inner.node_for(local) else {
         tracing::debug!(%local, "kubelet API connection for no node");
         return;
@@ -383,10 +416,11 @@ async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream) {
         certificate,
     };
     let router = router(inner.clone());
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(connection.clone());
-        router.clone().oneshot(request.map(axum::body::Body::new))
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(connection.clone());
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
     let served = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(tls), service)
         .await;
@@ -550,7 +584,9 @@ async fn unsupported(request: Request) -> Response {
         .to_string();
     (
         StatusCode::NOT_IMPLEMENTED,
-        format!("{what} is not supported by the hollow runtime: hollow containers run no processes"),
+        format!(
+            "{what} is not supported by the hollow runtime: hollow containers run no processes"
+        ),
     )
         .into_response()
 }

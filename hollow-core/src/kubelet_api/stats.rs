@@ -133,11 +133,11 @@ pub(crate) async fn sample(shared: &NodeShared, cpu: &NodeCpu) -> crate::Result<
     }
     let all = samples.iter().flat_map(|p| &p.containers);
     let cpu_rate = NODE_OVERHEAD_NANO_CORES
-        + all.clone().map(|c| c.usage.cpu_nano_cores as f64).sum::<f64>();
-    let memory = NODE_OVERHEAD_BYTES
         + all
-            .map(|c| c.usage.memory_working_set_bytes)
-            .sum::<u64>();
+            .clone()
+            .map(|c| c.usage.cpu_nano_cores as f64)
+            .sum::<f64>();
+    let memory = NODE_OVERHEAD_BYTES + all.map(|c| c.usage.memory_working_set_bytes).sum::<u64>();
     let uptime = shared.registered_at.elapsed().as_secs_f64();
     let fs = cadvisor.root_fs_info().await?;
     Ok(NodeSample {
@@ -277,7 +277,9 @@ pub(crate) fn summary(shared: &NodeShared, sample: &NodeSample) -> serde_json::V
                     memory: memory(at, c.usage.memory_working_set_bytes, None),
                 })
                 .collect();
-            let sum = |f: fn(&ContainerUsage) -> u64| p.containers.iter().map(|c| f(&c.usage)).sum::<u64>();
+            let sum = |f: fn(&ContainerUsage) -> u64| {
+                p.containers.iter().map(|c| f(&c.usage)).sum::<u64>()
+            };
             PodStats {
                 pod_ref: PodRef {
                     name: meta.name.clone().unwrap_or_default(),
@@ -403,16 +405,20 @@ pub(crate) fn resource_metrics(sample: &NodeSample) -> String {
         vec![(String::new(), sample.memory_working_set_bytes as f64)],
     );
     let pods = || {
-        sample.pods.iter().filter(|p| !p.containers.is_empty()).map(|p| {
-            (
-                format!(
-                    "{{namespace=\"{}\",pod=\"{}\"}}",
-                    escape(p.pod.metadata.namespace.as_deref().unwrap_or_default()),
-                    escape(p.pod.metadata.name.as_deref().unwrap_or_default())
-                ),
-                p,
-            )
-        })
+        sample
+            .pods
+            .iter()
+            .filter(|p| !p.containers.is_empty())
+            .map(|p| {
+                (
+                    format!(
+                        "{{namespace=\"{}\",pod=\"{}\"}}",
+                        escape(p.pod.metadata.namespace.as_deref().unwrap_or_default()),
+                        escape(p.pod.metadata.name.as_deref().unwrap_or_default())
+                    ),
+                    p,
+                )
+            })
     };
     family(
         "pod_cpu_usage_seconds_total",

@@ -14,8 +14,9 @@ use super::Error;
 /// A self-signed serving certificate and its key, PEM.
 pub(crate) fn self_signed() -> Result<(String, String), Error> {
     let key = rcgen::KeyPair::generate().map_err(|e| Error::Tls(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::new(vec!["hollow-kubelet".into(), "localhost".into()])
-        .map_err(|e| Error::Tls(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["hollow-kubelet".into(), "localhost".into()])
+            .map_err(|e| Error::Tls(e.to_string()))?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "hollow-kubelet");
@@ -41,12 +42,12 @@ pub(crate) fn server_config(
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(client_ca_pem) {
         let ca = ca.map_err(|e| Error::ClientCa(e.to_string()))?;
-        roots
-            .add(ca)
-            .map_err(|e| Error::ClientCa(e.to_string()))?;
+        roots.add(ca).map_err(|e| Error::ClientCa(e.to_string()))?;
     }
     if roots.is_empty() {
-        return Err(Error::ClientCa("no certificate in the client CA bundle".into()));
+        return Err(Error::ClientCa(
+            "no certificate in the client CA bundle".into(),
+        ));
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()

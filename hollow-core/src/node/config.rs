@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use super::HollowNode;
 use crate::cadvisor::{Cadvisor, FakeCadvisor};
 use crate::lifecycle::{Lifecycle, NodeFacts};
-use crate::quantity::is_quantity;
 use crate::node_status::{FakeNodeStatus, NodeStatusProvider};
+use crate::quantity::is_quantity;
 use crate::runtime::{FakeRuntime, RuntimeService};
 
 /// The kubelet version hollow nodes report by default (the control plane they are
@@ -422,7 +422,6 @@ fn quantities(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, Quantity
         })
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests {

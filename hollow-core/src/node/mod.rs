@@ -43,11 +43,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::quantity::is_quantity;
 pub use cluster::{HollowCluster, HollowClusterBuilder, process_node_names};
 pub use config::{
     ConfigError, DEFAULT_KUBELET_VERSION, HollowNodeBuilder, MANAGED_ANNOTATION, NodeTiming,
 };
-pub use crate::quantity::is_quantity;
 pub use faults::{CONDITIONS_ANNOTATION, HEARTBEAT_ANNOTATION};
 pub use heartbeat::LEASE_NAMESPACE;
 

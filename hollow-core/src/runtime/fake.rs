@@ -564,7 +564,11 @@ fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
             exit_code,
             reason,
             ..
-        } => (*started_at, *finished_at, Some((*exit_code, reason.as_str()))),
+        } => (
+            *started_at,
+            *finished_at,
+            Some((*exit_code, reason.as_str())),
+        ),
     };
     let line = |time, text: String| LogLine { time, text };
     let mut lines = vec![line(
@@ -575,7 +579,11 @@ fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
         ),
     )];
     if let Some(configured) = c.annotations.get(annotations::LOGS) {
-        lines.extend(configured.lines().map(|text| line(started_at, text.to_string())));
+        lines.extend(
+            configured
+                .lines()
+                .map(|text| line(started_at, text.to_string())),
+        );
     }
     let ran = end.duration_since(started_at).unwrap_or_default();
     let ticks = u32::try_from(ran.as_secs() / LOG_TICK.as_secs()).unwrap_or(u32::MAX);
@@ -865,7 +873,11 @@ impl RuntimeService for FakeRuntime {
             .collect())
     }
 
-    async fn container_logs(&self, container_id: &str, tail: Option<usize>) -> Result<Vec<LogLine>> {
+    async fn container_logs(
+        &self,
+        container_id: &str,
+        tail: Option<usize>,
+    ) -> Result<Vec<LogLine>> {
         let state = self.enter("container_logs", container_id)?;
         let container = state
             .containers

@@ -331,7 +331,10 @@ impl TestEnv {
                 "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
             },
         }))
-        .map_err(|e| Error::Io { context: "metrics-server Service".into(), source: std::io::Error::other(e) })?;
+        .map_err(|e| Error::Io {
+            context: "metrics-server Service".into(),
+            source: std::io::Error::other(e),
+        })?;
         let api_service: APIService = serde_json::from_value(serde_json::json!({
             "apiVersion": "apiregistration.k8s.io/v1",
             "kind": "APIService",
@@ -345,7 +348,10 @@ impl TestEnv {
                 "versionPriority": 100,
             },
         }))
-        .map_err(|e| Error::Io { context: "metrics-server APIService".into(), source: std::io::Error::other(e) })?;
+        .map_err(|e| Error::Io {
+            context: "metrics-server APIService".into(),
+            source: std::io::Error::other(e),
+        })?;
         let apply = PatchParams::apply("hollow-testenv").force();
         let services: kube::Api<Service> = kube::Api::namespaced(self.client(), "kube-system");
         let api_services: kube::Api<APIService> = kube::Api::all(self.client());
@@ -357,7 +363,11 @@ impl TestEnv {
                     .patch("metrics-server", &apply, &Patch::Apply(&service))
                     .await?;
                 api_services
-                    .patch("v1beta1.metrics.k8s.io", &apply, &Patch::Apply(&api_service))
+                    .patch(
+                        "v1beta1.metrics.k8s.io",
+                        &apply,
+                        &Patch::Apply(&api_service),
+                    )
                     .await
             }
             .await;
@@ -384,12 +394,14 @@ impl TestEnv {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
-        Err(self.with_process(Component::MetricsServer, |process| Error::ComponentNotReady {
-            component: Component::MetricsServer,
-            timeout: self.start_timeout,
-            last_probe: format!("APIService v1beta1.metrics.k8s.io: {last}"),
-            log_path: process.log_path().clone(),
-            log_tail: process.log_tail(),
+        Err(self.with_process(Component::MetricsServer, |process| {
+            Error::ComponentNotReady {
+                component: Component::MetricsServer,
+                timeout: self.start_timeout,
+                last_probe: format!("APIService v1beta1.metrics.k8s.io: {last}"),
+                log_path: process.log_path().clone(),
+                log_tail: process.log_tail(),
+            }
         })?)
     }
 
