@@ -12,6 +12,33 @@ use crate::error::{Error, Result};
 
 /// A [`Cadvisor`] for a machine of 4 cores, 16 GiB and 100 GiB of disk by default, with
 /// fresh random machine, system and boot ids. Clones share state.
+///
+/// Containers use half their CPU and memory requests (10m and 32 MiB without one), with
+/// a ±10 % wave of one minute; [`FakeCadvisor::set_cpu_utilisation`] changes the share,
+/// [`FakeCadvisor::set_container_usage`] fixes one container, and the pod annotations
+/// [`CPU_USAGE_ANNOTATION`] and [`MEMORY_USAGE_ANNOTATION`] give absolute usage.
+/// Cumulative CPU is the exact integral of the rate, so it never decreases.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use hollow_core::cadvisor::{Cadvisor, ContainerRef, FakeCadvisor};
+///
+/// # tokio_test::block_on(async {
+/// let fake = FakeCadvisor::default();
+/// let web = ContainerRef {
+///     started_at: Some(SystemTime::now() - Duration::from_secs(60)),
+///     cpu_request_millis: 200,
+///     ..Default::default()
+/// };
+/// let usage = fake.container_usage(&web).await?;
+/// assert!((90_000_000..=110_000_000).contains(&usage.cpu_nano_cores)); // ~100m
+/// fake.set_cpu_utilisation(2.0);
+/// let busier = fake.container_usage(&web).await?;
+/// assert!(busier.cpu_nano_cores > 350_000_000); // ~400m
+/// assert!(busier.cpu_usage_core_nano_seconds >= usage.cpu_usage_core_nano_seconds);
+/// # Ok::<(), hollow_core::Error>(())
+/// # }).unwrap();
+/// ```
 #[derive(Clone)]
 pub struct FakeCadvisor {
     inner: Arc<Mutex<State>>,
