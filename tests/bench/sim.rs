@@ -1,0 +1,259 @@
+//! The simulators under test, started as their users start them, and stopped.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use hollow_core::testenv::TestEnv;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+/// Which simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Hollow,
+    Kwok,
+    Kubemark,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Hollow => "hollow",
+            Kind::Kwok => "kwok",
+            Kind::Kubemark => "kubemark",
+        }
+    }
+}
+
+/// A running simulator.
+pub struct Simulator {
+    pub kind: Kind,
+    children: Vec<Child>,
+    client: kube::Client,
+}
+
+/// A port no one listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<(Stdio, Stdio)> {
+    let file = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
+}
+
+/// The hollow-kubelet binary: next to this one (cargo builds both), or as given.
+pub fn hollow_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("HOLLOW_KUBELET") {
+        return Ok(path.into());
+    }
+    let me = std::env::current_exe()?;
+    let beside = me
+        .parent()
+        .context("no directory for the current executable")?
+        .join("hollow-kubelet");
+    if beside.exists() {
+        Ok(beside)
+    } else {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p hollow-kubelet` (or set HOLLOW_KUBELET)",
+            beside.display()
+        )
+    }
+}
+
+impl Simulator {
+    /// Starts `count` nodes of `kind` labelled `bench=<kind>`.
+    pub async fn start(
+        kind: Kind,
+        env: &TestEnv,
+        count: usize,
+        dir: &Path,
+    ) -> anyhow::Result<Simulator> {
+        let kubeconfig = env.kubeconfig_path().display().to_string();
+        let label = format!("bench={}", kind.name());
+        let mut children = Vec::new();
+        match kind {
+            Kind::Hollow => {
+                let (out, err) = log_file(dir, "hollow")?;
+                children.push(
+                    Command::new(hollow_binary()?)
+                        .args([
+                            "--kubeconfig",
+                            &kubeconfig,
+                            "--name=bench-hollow",
+                            &format!("--nodes={count}"),
+                            &format!("--node-labels={label}"),
+                            "--metrics-bind-address=127.0.0.1:0",
+                            "--kubelet-port=0",
+                            "--cleanup-on-exit",
+                        ])
+                        .env_remove("KUBECONFIG")
+                        .stdin(Stdio::null())
+                        .stdout(out)
+                        .stderr(err)
+                        .kill_on_drop(true)
+                        .spawn()
+                        .context("cannot start hollow-kubelet")?,
+                );
+            }
+            Kind::Kwok => {
+                let (out, err) = log_file(dir, "kwok")?;
+                children.push(
+                    Command::new(env.binary("kwok"))
+                        .args([
+                            "--kubeconfig",
+                            &kubeconfig,
+                            &format!(
+                                "--config={}",
+                                env.bin_dir().join("kwok-stages-fast.yaml").display()
+                            ),
+                            "--manage-all-nodes=false",
+                            &format!("--manage-nodes-with-label-selector={label}"),
+                            "--node-lease-duration-seconds=40",
+                            "--server-address=127.0.0.1:0",
+                            "--cidr=10.192.0.0/10",
+                        ])
+                        .env_remove("KUBECONFIG")
+                        .stdin(Stdio::null())
+                        .stdout(out)
+                        .stderr(err)
+                        .kill_on_drop(true)
+                        .spawn()
+                        .context("cannot start kwok (control-plane/install builds it)")?,
+                );
+                create_kwok_nodes(&env.client(), count).await?;
+            }
+            Kind::Kubemark => {
+                for index in 0..count {
+                    let node_dir = dir.join(format!("kubemark-{index}"));
+                    std::fs::create_dir_all(&node_dir)?;
+                    let (out, err) = log_file(dir, &format!("kubemark-{index}"))?;
+                    children.push(
+                        Command::new(env.binary("kubemark"))
+                            .args([
+                                "--morph=kubelet",
+                                &format!("--name=bench-kubemark-{index}"),
+                                &format!("--kubeconfig={kubeconfig}"),
+                                &format!("--node-labels={label}"),
+                                &format!("--kubelet-port={}", free_port()),
+                                "--kubelet-read-only-port=0",
+                                // Kubemark's own fake image and runtime services, served
+                                // on this socket, as its hollow-node pods run them.
+                                "--use-host-image-service=false",
+                                &format!(
+                                    "--containerd=unix://{}",
+                                    node_dir.join("cri.sock").display()
+                                ),
+                                &format!("--cert-dir={}", node_dir.display()),
+                            ])
+                            .env_remove("KUBECONFIG")
+                            .current_dir(&node_dir)
+                            .stdin(Stdio::null())
+                            .stdout(out)
+                            .stderr(err)
+                            .kill_on_drop(true)
+                            .spawn()
+                            .context("cannot start kubemark (control-plane/install builds it)")?,
+                    );
+                }
+            }
+        }
+        Ok(Simulator {
+            kind,
+            children,
+            client: env.client(),
+        })
+    }
+
+    /// The simulator's process ids (those still running).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().filter_map(Child::id).collect()
+    }
+
+    /// Whether a process exited already, without collecting it.
+    pub fn crashed_now(&self) -> bool {
+        self.children.iter().any(|c| c.id().is_none())
+            || self.pids().iter().any(|pid| {
+                !std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                        s.rsplit_once(')')
+                            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                    })
+            })
+    }
+
+    /// Whether a process exited already (a crash), with its status.
+    pub fn crashed(&mut self) -> Option<String> {
+        self.children.iter_mut().find_map(|c| match c.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        })
+    }
+
+    /// Stops the processes (SIGTERM, then SIGKILL after 30 s) and deletes the nodes.
+    pub async fn stop(mut self) {
+        for child in &self.children {
+            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+        for child in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let label = format!("bench={}", self.kind.name());
+        let _ = nodes
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels(&label),
+            )
+            .await;
+    }
+}
+
+/// KWOK simulates Nodes it is given: the benchmark creates them, as KWOK's users do.
+async fn create_kwok_nodes(client: &kube::Client, count: usize) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..count)
+        .map(|index| {
+            let nodes = nodes.clone();
+            async move {
+                let node: Node = serde_json::from_value(json!({
+                    "metadata": {
+                        "name": format!("bench-kwok-{index}"),
+                        "labels": { "bench": "kwok", "type": "kwok" },
+                        "annotations": { "kwok.x-k8s.io/node": "fake" },
+                    },
+                    "status": {
+                        "allocatable": { "cpu": "4", "memory": "16Gi", "pods": "110" },
+                        "capacity": { "cpu": "4", "memory": "16Gi", "pods": "110" },
+                    },
+                }))?;
+                nodes.create(&PostParams::default(), &node).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
