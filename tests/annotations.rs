@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hollow_core::node::HollowCluster;
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, init_tracing};
+use hollow_tests::{eventually, init_tracing, job, wait_job_condition};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -13,39 +13,6 @@ use kube::api::PostParams;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(150);
-
-fn job(name: &str, completions: i32, parallelism: i32, annotations: serde_json::Value) -> Job {
-    serde_json::from_value(json!({
-        "metadata": { "name": name },
-        "spec": {
-            "completions": completions,
-            "parallelism": parallelism,
-            "backoffLimit": 2,
-            "template": {
-                "metadata": { "annotations": annotations },
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{ "name": "work", "image": "busybox" }],
-                },
-            },
-        },
-    }))
-    .unwrap()
-}
-
-async fn wait_job_condition(jobs: &Api<Job>, name: &str, condition: &str) -> Job {
-    eventually(&format!("job {name} {condition}"), WAIT, || async {
-        let job = jobs.get(name).await.map_err(|e| e.to_string())?;
-        let done = job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == condition && c.status == "True"));
-        done.then_some(job.clone())
-            .ok_or(format!("{:?}", job.status))
-    })
-    .await
-}
 
 #[tokio::test]
 async fn jobs_complete_and_fail_through_the_real_job_controller() -> anyhow::Result<()> {
@@ -59,7 +26,13 @@ async fn jobs_complete_and_fail_through_the_real_job_controller() -> anyhow::Res
 
     jobs.create(
         &PostParams::default(),
-        &job("five", 5, 2, json!({ "hollow.dev/exit-after": "1s" })),
+        &job(
+            "five",
+            5,
+            2,
+            2,
+            json!({ "annotations": { "hollow.dev/exit-after": "1s" } }),
+        ),
     )
     .await?;
     jobs.create(
@@ -68,14 +41,15 @@ async fn jobs_complete_and_fail_through_the_real_job_controller() -> anyhow::Res
             "failing",
             1,
             1,
-            json!({ "hollow.dev/exit-after": "500ms", "hollow.dev/exit-code": "1" }),
+            2,
+            json!({ "annotations": { "hollow.dev/exit-after": "500ms", "hollow.dev/exit-code": "1" } }),
         ),
     )
     .await?;
 
-    let five = wait_job_condition(&jobs, "five", "Complete").await;
+    let five = wait_job_condition(&jobs, "five", "Complete", WAIT).await;
     assert_eq!(five.status.unwrap().succeeded, Some(5));
-    let failing = wait_job_condition(&jobs, "failing", "Failed").await;
+    let failing = wait_job_condition(&jobs, "failing", "Failed", WAIT).await;
     let status = failing.status.unwrap();
     let failed = status
         .conditions

@@ -10,7 +10,7 @@ use hollow_core::cadvisor::FakeCadvisor;
 use hollow_core::kubelet_api::KubeletServer;
 use hollow_core::node::HollowCluster;
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, init_tracing};
+use hollow_tests::{eventually, free_port, init_tracing};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -21,15 +21,6 @@ use serde_json::json;
 use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(180);
-
-/// A port no one listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn node_ip(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 3, 0, u8::try_from(index + 1).unwrap()))

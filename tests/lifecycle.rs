@@ -6,7 +6,7 @@ use std::time::Duration;
 use hollow_core::lifecycle::Lifecycle;
 use hollow_core::node::{CONDITIONS_ANNOTATION, HEARTBEAT_ANNOTATION, HollowCluster};
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, init_tracing};
+use hollow_tests::{eventually, init_tracing, job, wait_job_condition};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -50,25 +50,6 @@ deletions:
     steps: [ { wait: 1s }, removeFinalizers ]
 "#;
 
-fn job(name: &str, workload: &str, completions: i32, parallelism: i32, backoff: i32) -> Job {
-    serde_json::from_value(json!({
-        "metadata": { "name": name },
-        "spec": {
-            "completions": completions,
-            "parallelism": parallelism,
-            "backoffLimit": backoff,
-            "template": {
-                "metadata": { "labels": { "workload": workload } },
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{ "name": "work", "image": "busybox" }],
-                },
-            },
-        },
-    }))
-    .unwrap()
-}
-
 fn pod(name: &str, workload: &str, extra_metadata: serde_json::Value) -> Pod {
     let mut metadata = json!({ "name": name, "labels": { "workload": workload } });
     if let (Some(m), Some(extra)) = (metadata.as_object_mut(), extra_metadata.as_object()) {
@@ -79,23 +60,6 @@ fn pod(name: &str, workload: &str, extra_metadata: serde_json::Value) -> Pod {
         "spec": { "containers": [{ "name": "c", "image": "registry.invalid/app:1" }] },
     }))
     .unwrap()
-}
-
-async fn job_condition(jobs: &Api<Job>, name: &str, condition: &str) -> Job {
-    eventually(&format!("job {name} {condition}"), WAIT, || async {
-        let job = jobs.get(name).await.map_err(|e| e.to_string())?;
-        let reached = job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == condition && c.status == "True"));
-        if reached {
-            Ok(job)
-        } else {
-            Err(format!("{:?}", job.status))
-        }
-    })
-    .await
 }
 
 /// The first container's status of a pod.
@@ -148,18 +112,36 @@ async fn a_lifecycle_file_drives_jobs_crash_loops_pulls_readiness_and_deletion()
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
     let completes = async {
-        jobs.create(&PostParams::default(), &job("batch", "batch", 5, 2, 2))
-            .await
-            .unwrap();
-        let done = job_condition(&jobs, "batch", "Complete").await;
+        jobs.create(
+            &PostParams::default(),
+            &job(
+                "batch",
+                5,
+                2,
+                2,
+                json!({ "labels": { "workload": "batch" } }),
+            ),
+        )
+        .await
+        .unwrap();
+        let done = wait_job_condition(&jobs, "batch", "Complete", WAIT).await;
         assert_eq!(done.status.unwrap().succeeded, Some(5));
     };
 
     let fails = async {
-        jobs.create(&PostParams::default(), &job("doomed", "doomed", 1, 1, 1))
-            .await
-            .unwrap();
-        let failed = job_condition(&jobs, "doomed", "Failed").await;
+        jobs.create(
+            &PostParams::default(),
+            &job(
+                "doomed",
+                1,
+                1,
+                1,
+                json!({ "labels": { "workload": "doomed" } }),
+            ),
+        )
+        .await
+        .unwrap();
+        let failed = wait_job_condition(&jobs, "doomed", "Failed", WAIT).await;
         let condition = failed
             .status
             .unwrap()
@@ -347,6 +329,17 @@ async fn wait_node(
     .await
 }
 
+async fn wait_scheduled(pods: &Api<Pod>, name: &str, when: &str) {
+    eventually(&format!("{name} scheduled {when}"), WAIT, || async {
+        let pod = pods.get(name).await.map_err(|e| e.to_string())?;
+        pod.spec
+            .and_then(|s| s.node_name)
+            .map(drop)
+            .ok_or_else(|| "unscheduled".to_string())
+    })
+    .await;
+}
+
 async fn annotate(nodes: &Api<Node>, name: &str, key: &str, value: Option<&str>) {
     let patch = json!({ "metadata": { "annotations": { key: value } } });
     nodes
@@ -422,18 +415,7 @@ nodes:
                 && !has_taint(n, "node.kubernetes.io/memory-pressure")
         })
         .await;
-        eventually(
-            "squeezed scheduled once the pressure is gone",
-            WAIT,
-            || async {
-                let pod = pods.get("squeezed").await.map_err(|e| e.to_string())?;
-                pod.spec
-                    .and_then(|s| s.node_name)
-                    .map(drop)
-                    .ok_or_else(|| "unscheduled".to_string())
-            },
-        )
-        .await;
+        wait_scheduled(&pods, "squeezed", "once the pressure is gone").await;
     };
 
     let annotated_faults = async {
@@ -474,14 +456,7 @@ nodes:
                 && !has_taint(n, "node.kubernetes.io/not-ready")
         })
         .await;
-        eventually("refused scheduled once Ready", WAIT, || async {
-            let pod = pods.get("refused").await.map_err(|e| e.to_string())?;
-            pod.spec
-                .and_then(|s| s.node_name)
-                .map(drop)
-                .ok_or_else(|| "unscheduled".to_string())
-        })
-        .await;
+        wait_scheduled(&pods, "refused", "once Ready").await;
 
         // Heartbeats stopped by annotation: the controller marks the node Unknown.
         annotate(&nodes, "fault-1", HEARTBEAT_ANNOTATION, Some("stopped")).await;

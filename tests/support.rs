@@ -36,6 +36,62 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// A Job of `completions` busybox pods, `parallelism` at a time, whose pod template
+/// carries `template_metadata` (labels or annotations that script the pods).
+pub fn job(
+    name: &str,
+    completions: i32,
+    parallelism: i32,
+    backoff_limit: i32,
+    template_metadata: serde_json::Value,
+) -> k8s_openapi::api::batch::v1::Job {
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "spec": {
+            "completions": completions,
+            "parallelism": parallelism,
+            "backoffLimit": backoff_limit,
+            "template": {
+                "metadata": template_metadata,
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{ "name": "work", "image": "busybox" }],
+                },
+            },
+        },
+    }))
+    .expect("a valid Job")
+}
+
+/// Waits until the Job has `condition` (`Complete`, `Failed`) True; returns it.
+pub async fn wait_job_condition(
+    jobs: &kube::Api<k8s_openapi::api::batch::v1::Job>,
+    name: &str,
+    condition: &str,
+    timeout: Duration,
+) -> k8s_openapi::api::batch::v1::Job {
+    eventually(&format!("job {name} {condition}"), timeout, || async {
+        let job = jobs.get(name).await.map_err(|e| e.to_string())?;
+        let reached = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == condition && c.status == "True"));
+        reached
+            .then_some(job.clone())
+            .ok_or(format!("{:?}", job.status))
+    })
+    .await
+}
+
+/// A loopback port no one listens on now (for servers a test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("no free loopback port")
+}
+
 /// Sets up `tracing` output for a test once (quiet unless RUST_LOG says otherwise).
 pub fn init_tracing() {
     use std::sync::Once;

@@ -408,7 +408,7 @@ async fn pod_run(
     client: &kube::Client,
     plan: &Plan,
     nodes: &[String],
-    running: &observe::RunningPods,
+    running: &observe::FirstSeen,
     scheduled: bool,
 ) -> anyhow::Result<PodRun> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

@@ -13,57 +13,18 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use tokio::task::JoinHandle;
 
-/// Nodes with a label, and when each was first seen Ready.
+/// Objects with a label, and when each was first seen in a state (nodes Ready, pods
+/// Running).
 #[derive(Clone, Default)]
-pub struct ReadyNodes(Arc<Mutex<HashMap<String, Instant>>>);
+pub struct FirstSeen(Arc<Mutex<HashMap<String, Instant>>>);
 
-impl ReadyNodes {
+impl FirstSeen {
     pub fn count(&self) -> usize {
         self.0.lock().unwrap().len()
     }
 
     pub fn names(&self) -> Vec<String> {
         self.0.lock().unwrap().keys().cloned().collect()
-    }
-}
-
-/// Watches Nodes matching `labels` until aborted.
-pub fn watch_nodes(client: kube::Client, labels: &str) -> (ReadyNodes, JoinHandle<()>) {
-    let ready = ReadyNodes::default();
-    let seen = ready.clone();
-    let api: Api<Node> = Api::all(client);
-    let config = watcher::Config::default().labels(labels);
-    let task = tokio::spawn(async move {
-        let mut events = watcher::watcher(api, config)
-            .default_backoff()
-            .applied_objects()
-            .boxed();
-        while let Some(event) = events.next().await {
-            let Ok(node) = event else { continue };
-            let is_ready = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if is_ready && let Some(name) = node.metadata.name {
-                seen.0
-                    .lock()
-                    .unwrap()
-                    .entry(name)
-                    .or_insert_with(Instant::now);
-            }
-        }
-    });
-    (ready, task)
-}
-
-/// Pods matching a label, and when each was first seen Running.
-#[derive(Clone, Default)]
-pub struct RunningPods(Arc<Mutex<HashMap<String, Instant>>>);
-
-impl RunningPods {
-    pub fn count(&self) -> usize {
-        self.0.lock().unwrap().len()
     }
 
     pub fn when(&self, name: &str) -> Option<Instant> {
@@ -75,10 +36,14 @@ impl RunningPods {
     }
 }
 
-pub fn watch_pods(client: kube::Client, labels: &str) -> (RunningPods, JoinHandle<()>) {
-    let running = RunningPods::default();
-    let seen = running.clone();
-    let api: Api<Pod> = Api::all(client);
+/// Watches `api`'s objects matching `labels` until aborted, noting when each first
+/// satisfies `reached`.
+fn first_seen<K>(api: Api<K>, labels: &str, reached: fn(&K) -> bool) -> (FirstSeen, JoinHandle<()>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let seen = FirstSeen::default();
+    let record = seen.clone();
     let config = watcher::Config::default().labels(labels);
     let task = tokio::spawn(async move {
         let mut events = watcher::watcher(api, config)
@@ -86,12 +51,12 @@ pub fn watch_pods(client: kube::Client, labels: &str) -> (RunningPods, JoinHandl
             .applied_objects()
             .boxed();
         while let Some(event) = events.next().await {
-            let Ok(pod) = event else { continue };
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            if phase == Some("Running")
-                && let Some(name) = pod.metadata.name
+            let Ok(object) = event else { continue };
+            if reached(&object)
+                && let Some(name) = object.meta().name.clone()
             {
-                seen.0
+                record
+                    .0
                     .lock()
                     .unwrap()
                     .entry(name)
@@ -99,7 +64,24 @@ pub fn watch_pods(client: kube::Client, labels: &str) -> (RunningPods, JoinHandl
             }
         }
     });
-    (running, task)
+    (seen, task)
+}
+
+/// Nodes matching `labels`, by when each was first Ready.
+pub fn watch_nodes(client: kube::Client, labels: &str) -> (FirstSeen, JoinHandle<()>) {
+    first_seen(Api::<Node>::all(client), labels, |node| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+}
+
+/// Pods matching `labels`, by when each was first Running.
+pub fn watch_pods(client: kube::Client, labels: &str) -> (FirstSeen, JoinHandle<()>) {
+    first_seen(Api::<Pod>::all(client), labels, |pod| {
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
 }
 
 /// One Lease's renewals: the last seen, the longest gap, how many.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use hollow_core::testenv::TestEnv;
+use hollow_tests::{free_port, process_alive};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -41,17 +42,24 @@ pub struct Simulator {
     client: kube::Client,
 }
 
-/// A port no one listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-fn log_file(dir: &Path, name: &str) -> anyhow::Result<(Stdio, Stdio)> {
-    let file = std::fs::File::create(dir.join(format!("{name}.log")))?;
-    Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
+/// Starts `program` with `args`, its output in `<dir>/<log>.log`.
+fn spawn(program: &Path, args: &[String], dir: &Path, log: &str) -> anyhow::Result<Child> {
+    let file = std::fs::File::create(dir.join(format!("{log}.log")))?;
+    Command::new(program)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (control-plane/install builds it)",
+                program.display()
+            )
+        })
 }
 
 /// The hollow-kubelet binary: next to this one (cargo builds both), or as given.
@@ -87,87 +95,61 @@ impl Simulator {
         let mut children = Vec::new();
         match kind {
             Kind::Hollow => {
-                let (out, err) = log_file(dir, "hollow")?;
-                children.push(
-                    Command::new(hollow_binary()?)
-                        .args([
-                            "--kubeconfig",
-                            &kubeconfig,
-                            "--name=bench-hollow",
-                            &format!("--nodes={count}"),
-                            &format!("--node-labels={label}"),
-                            "--metrics-bind-address=127.0.0.1:0",
-                            "--kubelet-port=0",
-                            "--cleanup-on-exit",
-                        ])
-                        .env_remove("KUBECONFIG")
-                        .stdin(Stdio::null())
-                        .stdout(out)
-                        .stderr(err)
-                        .kill_on_drop(true)
-                        .spawn()
-                        .context("cannot start hollow-kubelet")?,
-                );
+                let args = [
+                    "--kubeconfig".to_string(),
+                    kubeconfig.clone(),
+                    "--name=bench-hollow".into(),
+                    format!("--nodes={count}"),
+                    format!("--node-labels={label}"),
+                    "--metrics-bind-address=127.0.0.1:0".into(),
+                    "--kubelet-port=0".into(),
+                    "--cleanup-on-exit".into(),
+                ];
+                children.push(spawn(&hollow_binary()?, &args, dir, "hollow")?);
             }
             Kind::Kwok => {
-                let (out, err) = log_file(dir, "kwok")?;
-                children.push(
-                    Command::new(env.binary("kwok"))
-                        .args([
-                            "--kubeconfig",
-                            &kubeconfig,
-                            &format!(
-                                "--config={}",
-                                env.bin_dir().join("kwok-stages-fast.yaml").display()
-                            ),
-                            "--manage-all-nodes=false",
-                            &format!("--manage-nodes-with-label-selector={label}"),
-                            "--node-lease-duration-seconds=40",
-                            "--server-address=127.0.0.1:0",
-                            "--cidr=10.192.0.0/10",
-                        ])
-                        .env_remove("KUBECONFIG")
-                        .stdin(Stdio::null())
-                        .stdout(out)
-                        .stderr(err)
-                        .kill_on_drop(true)
-                        .spawn()
-                        .context("cannot start kwok (control-plane/install builds it)")?,
-                );
+                let args = [
+                    "--kubeconfig".to_string(),
+                    kubeconfig.clone(),
+                    format!(
+                        "--config={}",
+                        env.bin_dir().join("kwok-stages-fast.yaml").display()
+                    ),
+                    "--manage-all-nodes=false".into(),
+                    format!("--manage-nodes-with-label-selector={label}"),
+                    "--node-lease-duration-seconds=40".into(),
+                    "--server-address=127.0.0.1:0".into(),
+                    "--cidr=10.192.0.0/10".into(),
+                ];
+                children.push(spawn(&env.binary("kwok"), &args, dir, "kwok")?);
                 create_kwok_nodes(&env.client(), count).await?;
             }
             Kind::Kubemark => {
                 for index in 0..count {
                     let node_dir = dir.join(format!("kubemark-{index}"));
                     std::fs::create_dir_all(&node_dir)?;
-                    let (out, err) = log_file(dir, &format!("kubemark-{index}"))?;
-                    children.push(
-                        Command::new(env.binary("kubemark"))
-                            .args([
-                                "--morph=kubelet",
-                                &format!("--name=bench-kubemark-{index}"),
-                                &format!("--kubeconfig={kubeconfig}"),
-                                &format!("--node-labels={label}"),
-                                &format!("--kubelet-port={}", free_port()),
-                                "--kubelet-read-only-port=0",
-                                // Kubemark's own fake image and runtime services, served
-                                // on this socket, as its hollow-node pods run them.
-                                "--use-host-image-service=false",
-                                &format!(
-                                    "--containerd=unix://{}",
-                                    node_dir.join("cri.sock").display()
-                                ),
-                                &format!("--cert-dir={}", node_dir.display()),
-                            ])
-                            .env_remove("KUBECONFIG")
-                            .current_dir(&node_dir)
-                            .stdin(Stdio::null())
-                            .stdout(out)
-                            .stderr(err)
-                            .kill_on_drop(true)
-                            .spawn()
-                            .context("cannot start kubemark (control-plane/install builds it)")?,
-                    );
+                    let args = [
+                        "--morph=kubelet".to_string(),
+                        format!("--name=bench-kubemark-{index}"),
+                        format!("--kubeconfig={kubeconfig}"),
+                        format!("--node-labels={label}"),
+                        format!("--kubelet-port={}", free_port()),
+                        "--kubelet-read-only-port=0".into(),
+                        // Kubemark's own fake image and runtime services, served on this
+                        // socket, as its hollow-node pods run them.
+                        "--use-host-image-service=false".into(),
+                        format!(
+                            "--containerd=unix://{}",
+                            node_dir.join("cri.sock").display()
+                        ),
+                        format!("--cert-dir={}", node_dir.display()),
+                    ];
+                    children.push(spawn(
+                        &env.binary("kubemark"),
+                        &args,
+                        &node_dir,
+                        "kubemark",
+                    )?);
                 }
             }
         }
@@ -185,14 +167,9 @@ impl Simulator {
 
     /// Whether a process exited already, without collecting it.
     pub fn crashed_now(&self) -> bool {
-        self.children.iter().any(|c| c.id().is_none())
-            || self.pids().iter().any(|pid| {
-                !std::path::Path::new(&format!("/proc/{pid}/status")).exists()
-                    || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                        s.rsplit_once(')')
-                            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-                    })
-            })
+        self.children
+            .iter()
+            .any(|c| c.id().is_none_or(|pid| !process_alive(pid)))
     }
 
     /// Whether a process exited already (a crash), with its status.
