@@ -57,6 +57,9 @@ struct Args {
     /// The soak with pod churn at the smallest size, seconds (default 1800; quick 20).
     #[arg(long)]
     soak: Option<u64>,
+    /// Which simulators soak (default: all).
+    #[arg(long, value_delimiter = ',')]
+    soak_simulators: Option<Vec<Kind>>,
     /// Where results go.
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
@@ -162,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(if quick { vec![2] } else { vec![10, 50] });
     let steady = Duration::from_secs(args.steady.unwrap_or(if quick { 15 } else { 120 }));
     let soak = Duration::from_secs(args.soak.unwrap_or(if quick { 20 } else { 1800 }));
-    let settle = Duration::from_secs(if quick { 5 } else { 15 });
+    let settle = if quick { 5 } else { 15 };
     let pods_per_node = args.pods_per_node.unwrap_or(if quick { 2 } else { 10 });
     std::fs::create_dir_all(&args.out)?;
     let logs = args.out.join("logs");
@@ -181,14 +184,19 @@ async fn main() -> anyhow::Result<()> {
             &sizes
         };
         for (index, &nodes) in sizes.iter().enumerate() {
-            let soak_here = (index == 0 && !soak.is_zero()).then_some(soak);
+            let soaks = args
+                .soak_simulators
+                .as_ref()
+                .is_none_or(|k| k.contains(&kind));
+            let soak_here = (index == 0 && soaks && !soak.is_zero()).then_some(soak);
             eprintln!("== {} with {nodes} nodes", kind.name());
             let plan = Plan {
                 kind,
                 nodes,
                 steady,
                 soak: soak_here,
-                settle,
+                // The controllers' work on new nodes (CIDRs, taints) ends before the window.
+                settle: Duration::from_secs(settle.max(nodes as u64 / 50)),
                 pods: (pods_per_node * nodes).min(args.max_pods),
             };
             let dir = logs.join(format!("{}-{nodes}", kind.name()));
@@ -464,22 +472,31 @@ async fn pod_run(
     })
 }
 
-/// Deletes the benchmark's pods and waits until they are gone.
+/// Deletes the benchmark's pods and waits until they are gone. A delete-collection of
+/// thousands of pods can outlast the API server's request timeout; it is repeated
+/// until nothing is left.
 async fn delete_pods(client: &kube::Client, label: &str) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let selector = ListParams::default().labels(label);
-    pods.delete_collection(&DeleteParams::default(), &selector)
-        .await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut last_error = None;
     loop {
-        let left = pods.list_metadata(&selector.clone().limit(1)).await?;
-        if left.items.is_empty() {
-            return Ok(());
+        match pods.list_metadata(&selector.clone().limit(1)).await {
+            Ok(left) if left.items.is_empty() => return Ok(()),
+            Ok(_) => {
+                if let Err(error) = pods
+                    .delete_collection(&DeleteParams::default(), &selector)
+                    .await
+                {
+                    last_error = Some(error.to_string());
+                }
+            }
+            Err(error) => last_error = Some(error.to_string()),
         }
         if Instant::now() >= deadline {
-            anyhow::bail!("pods still there after 600 s");
+            anyhow::bail!("pods still there after 900 s (last error: {last_error:?})");
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
 

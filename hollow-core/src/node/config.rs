@@ -350,7 +350,7 @@ impl HollowNodeBuilder {
             self.addresses
         };
         let runtime = self.runtime.unwrap_or_else(|| {
-            let fake = FakeRuntime::default();
+            let fake = FakeRuntime::default().with_call_record_limit(0);
             if let Some(lifecycle) = &self.lifecycle {
                 fake.set_lifecycle(lifecycle.clone());
             }

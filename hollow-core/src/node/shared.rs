@@ -19,6 +19,13 @@ use super::worker::PodWorker;
 use crate::cadvisor::MachineInfo;
 use crate::runtime::ContainerEvent;
 
+/// Drops `metadata.managedFields`: nothing here reads them, and they are often the
+/// largest part of a pod object a node keeps for as long as the pod runs.
+pub(crate) fn without_managed_fields(mut pod: Pod) -> Pod {
+    pod.metadata.managed_fields = None;
+    pod
+}
+
 /// How long a node waits for the controller manager to allocate its pod CIDR before it
 /// derives one from its name.
 const POD_CIDR_PATIENCE: Duration = Duration::from_secs(10);
@@ -121,7 +128,7 @@ impl NodeShared {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
-        let pod = Arc::new(pod);
+        let pod = Arc::new(without_managed_fields(pod));
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(handle) = workers.get(&uid) {
             handle.pod.send_replace(pod);

@@ -71,7 +71,6 @@ pub(crate) struct PodWorker {
     terminal: bool,
     /// Set once the final delete was sent.
     deleted: bool,
-    last_written: Option<Value>,
     retry_at: Option<Instant>,
     /// Where the phase last computed is published (for metrics).
     phase: Arc<AtomicU8>,
@@ -148,7 +147,6 @@ impl PodWorker {
             start_time: Timestamp::now(),
             terminal,
             deleted: false,
-            last_written: None,
             retry_at: None,
             phase,
         }
@@ -639,7 +637,7 @@ impl PodWorker {
         let observed = serde_json::to_value(self.pod.status.clone().unwrap_or_default())
             .unwrap_or(Value::Null);
         let diff = top_level_diff(&observed, &new);
-        if diff.is_empty() || self.last_written.as_ref() == Some(&new) && observed == new {
+        if diff.is_empty() {
             return true;
         }
         let patch = json!({ "metadata": { "uid": self.uid }, "status": diff });
@@ -653,8 +651,7 @@ impl PodWorker {
             .await
         {
             Ok(pod) => {
-                self.last_written = Some(new);
-                self.observe(Arc::new(pod));
+                self.observe(Arc::new(super::shared::without_managed_fields(pod)));
                 true
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {

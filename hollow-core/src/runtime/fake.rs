@@ -19,11 +19,13 @@ use crate::lifecycle::{
     ContainerFacts, ContainerStep, DeletionStep, EventStep, EventType, Lifecycle, MIN_REPEAT_PERIOD,
 };
 
-/// How many calls a fake remembers (the oldest are dropped first).
+/// How many calls a fake remembers by default (the oldest are dropped first).
 const CALL_RECORD_LIMIT: usize = 10_000;
 /// Events a slow subscriber may fall behind by before it is told it lagged (the engine
 /// then resyncs every pod of the node). Preallocated per runtime, so kept small.
 const EVENT_CAPACITY: usize = 16;
+/// Pod actions (lifecycle Events, finalizer removals, deletions) are rare: a few slots.
+const ACTION_CAPACITY: usize = 4;
 
 /// What a fake container does once started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +138,8 @@ struct State {
     failing_pulls: HashMap<String, String>,
     behavior: Option<BehaviorFn>,
     lifecycle: Option<Arc<Lifecycle>>,
+    /// How many calls to remember; 0 records none.
+    call_limit: usize,
 }
 
 struct Sandbox {
@@ -155,9 +159,12 @@ impl Default for FakeRuntime {
     fn default() -> Self {
         Self {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    call_limit: CALL_RECORD_LIMIT,
+                    ..State::default()
+                }),
                 events: broadcast::channel(EVENT_CAPACITY).0,
-                actions: broadcast::channel(EVENT_CAPACITY).0,
+                actions: broadcast::channel(ACTION_CAPACITY).0,
             }),
         }
     }
@@ -190,6 +197,20 @@ impl FakeRuntime {
     #[must_use]
     pub fn with_lifecycle(self, lifecycle: impl Into<Arc<Lifecycle>>) -> Self {
         self.set_lifecycle(lifecycle);
+        self
+    }
+
+    /// Remembers at most `limit` calls (default 10,000; 0 records none). The runtime a
+    /// node builds for itself records none: at thousands of nodes the records would
+    /// cost more than the nodes.
+    #[must_use]
+    pub fn with_call_record_limit(self, limit: usize) -> Self {
+        {
+            let mut state = self.lock();
+            state.call_limit = limit;
+            let excess = state.calls.len().saturating_sub(limit);
+            state.calls.drain(..excess);
+        }
         self
     }
 
@@ -274,13 +295,15 @@ impl FakeRuntime {
     /// Records a call and fails it if a fault is scripted for it.
     fn enter(&self, method: &'static str, arg: impl Into<String>) -> Result<MutexGuard<'_, State>> {
         let mut state = self.lock();
-        if state.calls.len() == CALL_RECORD_LIMIT {
-            state.calls.pop_front();
+        if state.call_limit > 0 {
+            if state.calls.len() >= state.call_limit {
+                state.calls.pop_front();
+            }
+            state.calls.push_back(RuntimeCall {
+                method,
+                arg: arg.into(),
+            });
         }
-        state.calls.push_back(RuntimeCall {
-            method,
-            arg: arg.into(),
-        });
         if let Some(remaining) = state.faults.get_mut(method)
             && *remaining > 0
         {
