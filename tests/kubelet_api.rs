@@ -10,7 +10,7 @@ use hollow_core::cadvisor::FakeCadvisor;
 use hollow_core::kubelet_api::KubeletServer;
 use hollow_core::node::HollowCluster;
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, free_port, init_tracing};
+use hollow_tests::{eventually, free_port, init_tracing, kubelet_client};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -43,15 +43,6 @@ async fn kubectl(env: &TestEnv, args: &[&str]) -> (bool, String) {
     let text = String::from_utf8_lossy(&output.stdout).to_string()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
-}
-
-/// A client for one node's kubelet API, as `auth` (none, a token, or a certificate).
-fn kubelet_client(ip: IpAddr, port: u16, auth: impl FnOnce(&mut kube::Config)) -> kube::Client {
-    let mut config = kube::Config::new(format!("https://{ip}:{port}").parse().unwrap());
-    config.accept_invalid_certs = true;
-    config.default_retry = false;
-    auth(&mut config);
-    kube::Client::try_from(config).unwrap()
 }
 
 async fn get_status(client: &kube::Client, path: &str) -> Result<String, u16> {
@@ -261,7 +252,8 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
     // Direct requests: anonymous refused, an unauthorised user forbidden, an
     // administrator served.
     let (ip, port) = (node_ip(0), port);
-    let anonymous = kubelet_client(ip, port, |_| {});
+    let base = format!("https://{ip}:{port}");
+    let anonymous = kubelet_client(&base, Default::default());
     assert_eq!(get_status(&anonymous, "/pods").await, Err(401));
     assert_eq!(get_status(&anonymous, "/healthz").await, Err(401));
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
@@ -273,12 +265,16 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
         .body(serde_json::to_vec(&json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {} }))?)?;
     let token: TokenRequest = client.request(request).await?;
     let token = token.status.unwrap().token.expect("a token");
-    let with_token = kubelet_client(ip, port, |config| {
-        config.auth_info.token = Some(token.clone().into());
-    });
+    let with_token = kubelet_client(
+        &base,
+        kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        },
+    );
     assert_eq!(get_status(&with_token, "/pods").await, Err(403));
     let admin = env.kubeconfig().auth_infos[0].auth_info.clone().unwrap();
-    let as_admin = kubelet_client(ip, port, |config| config.auth_info = admin);
+    let as_admin = kubelet_client(&base, admin);
     let listed = get_status(&as_admin, "/pods").await.unwrap();
     let list: serde_json::Value = serde_json::from_str(&listed)?;
     assert_eq!(list["kind"], "PodList");

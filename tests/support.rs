@@ -84,6 +84,16 @@ pub async fn wait_job_condition(
     .await
 }
 
+/// A client for a kubelet API at `base` (`https://ip:port`), whose self-signed serving
+/// certificate is accepted, with `auth` (none, a token, a client certificate).
+pub fn kubelet_client(base: &str, auth: kube::config::AuthInfo) -> kube::Client {
+    let mut config = kube::Config::new(base.parse().expect("a kubelet URL"));
+    config.accept_invalid_certs = true;
+    config.default_retry = false;
+    config.auth_info = auth;
+    kube::Client::try_from(config).expect("a kubelet client")
+}
+
 /// A loopback port no one listens on now (for servers a test starts itself).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, get, init_tracing, served_address};
+use hollow_tests::{eventually, get, init_tracing, kubelet_client, served_address};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
@@ -164,11 +164,8 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
         .unwrap()
         .address;
     assert_eq!(ip, "127.0.0.1");
-    let mut config = kube::Config::new(format!("https://{ip}:{port}").parse()?);
-    config.accept_invalid_certs = true;
-    config.default_retry = false;
-    config.auth_info = env.kubeconfig().auth_infos[0].auth_info.clone().unwrap();
-    let kubelet = kube::Client::try_from(config)?;
+    let admin = env.kubeconfig().auth_infos[0].auth_info.clone().unwrap();
+    let kubelet = kubelet_client(&format!("https://{ip}:{port}"), admin);
     let healthz = kubelet
         .request_text(http::Request::get("/healthz").body(Vec::new())?)
         .await?;

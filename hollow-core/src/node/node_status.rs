@@ -291,6 +291,20 @@ mod tests {
         }
     }
 
+    /// Each condition as (type, status, reason).
+    fn summary(conditions: &[NodeCondition]) -> Vec<(&str, &str, &str)> {
+        conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_deref().unwrap(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn overrides_replace_or_join_the_kubelet_conditions() {
         let mut report = full_report();
@@ -309,18 +323,8 @@ mod tests {
             },
         ];
         let conditions = compute_with(&report, Ok(())).conditions.unwrap();
-        let summary: Vec<(&str, &str, &str)> = conditions
-            .iter()
-            .map(|c| {
-                (
-                    c.type_.as_str(),
-                    c.status.as_str(),
-                    c.reason.as_deref().unwrap(),
-                )
-            })
-            .collect();
         assert_eq!(
-            summary,
+            summary(&conditions),
             vec![
                 ("MemoryPressure", "True", "KubeletHasInsufficientMemory"),
                 ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
@@ -335,18 +339,8 @@ mod tests {
     fn a_healthy_node_has_the_kubelet_conditions_ready_last() {
         let status = compute_with(&full_report(), Ok(()));
         let conditions = status.conditions.unwrap();
-        let summary: Vec<(&str, &str, &str)> = conditions
-            .iter()
-            .map(|c| {
-                (
-                    c.type_.as_str(),
-                    c.status.as_str(),
-                    c.reason.as_deref().unwrap(),
-                )
-            })
-            .collect();
         assert_eq!(
-            summary,
+            summary(&conditions),
             vec![
                 ("MemoryPressure", "False", "KubeletHasSufficientMemory"),
                 ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
