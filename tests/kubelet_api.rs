@@ -1,6 +1,7 @@
-//! The kubelet HTTP API of hollow nodes, reached the ordinary ways: `kubectl logs` and
-//! `kubectl exec` through the API server, `kubectl top` and a HorizontalPodAutoscaler
-//! through a real metrics-server, and direct requests with and without credentials.
+//! The kubelet HTTP API of hollow nodes, reached the ordinary ways: `kubectl logs`,
+//! `kubectl exec`, `kubectl attach` and `kubectl port-forward` through the API server,
+//! `kubectl top` and a HorizontalPodAutoscaler through a real metrics-server, and direct
+//! requests with and without credentials.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use hollow_core::cadvisor::FakeCadvisor;
 use hollow_core::kubelet_api::KubeletServer;
 use hollow_core::node::HollowCluster;
+use hollow_core::runtime::FakeRuntime;
 use hollow_core::testenv::TestEnv;
 use hollow_tests::{eventually, free_port, init_tracing, kubelet_client};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,6 +20,7 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -56,6 +59,144 @@ async fn get_status(client: &kube::Client, path: &str) -> Result<String, u16> {
         })
 }
 
+/// `kubectl exec`, `attach` and `port-forward`: the API server upgrades to SPDY and
+/// talks to the node's kubelet API, which runs the fake runtime's shell and echo server.
+async fn streaming_works_through_the_api_server(
+    env: &TestEnv,
+    pods: &Api<Pod>,
+) -> anyhow::Result<()> {
+    for name in ["shell", "quiet"] {
+        eventually(&format!("pod {name} Running"), WAIT, || async {
+            let pod = pods.get(name).await.map_err(|e| e.to_string())?;
+            let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+            (phase == "Running").then_some(()).ok_or(phase)
+        })
+        .await;
+    }
+    let (ok, out) = kubectl(env, &["exec", "shell", "--", "echo", "hello", "world"]).await;
+    assert!(ok && out == "hello world\n", "{out:?}");
+    let (ok, out) = kubectl(env, &["exec", "shell", "--", "hostname"]).await;
+    assert!(ok && out.trim() == "shell", "{out:?}");
+
+    // Standard input reaches the process; its output comes back.
+    let mut cat = Command::new(env.binary("kubectl"))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["exec", "-i", "shell", "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = cat.stdin.take().expect("piped stdin");
+    stdin.write_all(b"typed line one\ntyped line two\n").await?;
+    drop(stdin);
+    let catted = tokio::time::timeout(Duration::from_secs(60), cat.wait_with_output()).await??;
+    assert_eq!(
+        String::from_utf8_lossy(&catted.stdout),
+        "typed line one\ntyped line two\n"
+    );
+    assert!(catted.status.success());
+
+    // Exit codes travel to kubectl's own exit code.
+    let exited = Command::new(env.binary("kubectl"))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["exec", "shell", "--", "sh", "-c", "exit 3"])
+        .output()
+        .await?;
+    assert_eq!(exited.status.code(), Some(3), "{exited:?}");
+    assert!(
+        String::from_utf8_lossy(&exited.stderr).contains("command terminated with exit code 3")
+    );
+
+    // What the runtime cannot run, and a container that does not exist.
+    let (ok, out) = kubectl(env, &["exec", "shell", "--", "no-such-tool"]).await;
+    assert!(!ok && out.contains("executable file not found"), "{out}");
+    let (ok, out) = kubectl(env, &["exec", "shell", "-c", "ghost", "--", "true"]).await;
+    assert!(!ok && out.contains("ghost"), "{out}");
+    // A runtime without streaming: a clear refusal.
+    let (ok, out) = kubectl(env, &["exec", "quiet", "--", "true"]).await;
+    assert!(
+        !ok && out.contains("exec is not supported by this runtime"),
+        "{out}"
+    );
+
+    // kubectl attach: the container's output as it is written (a line every 10 s).
+    let mut attach = Command::new(env.binary("kubectl"))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["attach", "shell"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut attached = BufReader::new(attach.stdout.take().expect("piped stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), attached.next_line()).await??;
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.contains("hollow: main running for")),
+        "{line:?}"
+    );
+    attach.start_kill()?;
+
+    // kubectl port-forward: a local port reaches the pod's declared port (an echo).
+    let local = free_port();
+    let mut forward = Command::new(env.binary("kubectl"))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args([
+            "port-forward",
+            "pod/shell",
+            &format!("{local}:80"),
+            "--address",
+            "127.0.0.1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut said = BufReader::new(forward.stdout.take().expect("piped stdout")).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), said.next_line()).await??;
+    assert!(ready.is_some_and(|l| l.contains("Forwarding from")));
+    for round in 0..2 {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", local)).await?;
+        let message = format!("round {round} through the API server\n");
+        socket.write_all(message.as_bytes()).await?;
+        let mut back = vec![0; message.len()];
+        tokio::time::timeout(Duration::from_secs(30), socket.read_exact(&mut back)).await??;
+        assert_eq!(String::from_utf8_lossy(&back), message);
+    }
+    forward.start_kill()?;
+
+    // A port nothing declares is refused, as a closed port is.
+    let local = free_port();
+    let mut refused = Command::new(env.binary("kubectl"))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args([
+            "port-forward",
+            "pod/shell",
+            &format!("{local}:81"),
+            "--address",
+            "127.0.0.1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut said = BufReader::new(refused.stdout.take().expect("piped stdout")).lines();
+    tokio::time::timeout(Duration::from_secs(60), said.next_line()).await??;
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", local)).await?;
+    let _ = socket.write_all(b"anyone?").await;
+    let mut back = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut back)).await;
+    assert!(back.is_empty(), "a refused port answered {back:?}");
+    refused.start_kill()?;
+    let refused = refused.wait_with_output().await?;
+    let complaint = String::from_utf8_lossy(&refused.stderr);
+    assert!(complaint.contains("connection refused"), "{complaint}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -> anyhow::Result<()>
 {
@@ -68,9 +209,15 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
     let server = api.clone();
     let cluster = HollowCluster::builder("api")
         .nodes(2, move |i, node| {
+            // The second node's runtime has no streaming server: exec is refused there.
+            let runtime = match i {
+                0 => FakeRuntime::default(),
+                _ => FakeRuntime::default().without_streaming(),
+            };
             node.address(node_ip(i))
                 .kubelet_port(port)
                 .cadvisor(Arc::new(for_nodes[i].clone()))
+                .runtime(Arc::new(runtime))
                 .kubelet_api(server.clone())
         })
         .start(env.client())
@@ -108,6 +255,21 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
         "spec": { "containers": [{ "name": "c", "image": "busybox" }] },
     }))?;
     pods.create(&PostParams::default(), &crasher).await?;
+    // A pod on each node for exec, attach and port-forward.
+    for (name, node) in [("shell", "api-0"), ("quiet", "api-1")] {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "spec": {
+                "nodeName": node,
+                "containers": [{
+                    "name": "main",
+                    "image": "busybox",
+                    "ports": [{ "containerPort": 80 }],
+                }],
+            },
+        }))?;
+        pods.create(&PostParams::default(), &pod).await?;
+    }
 
     let running_web = eventually("two web pods Running", WAIT, || async {
         let list = pods
@@ -176,12 +338,7 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
         "{followed}"
     );
 
-    // kubectl exec: a clear refusal from the runtime.
-    let (ok, out) = kubectl(&env, &["exec", web, "--", "ls"]).await;
-    assert!(
-        !ok && out.contains("not supported by the hollow runtime"),
-        "{out}"
-    );
+    streaming_works_through_the_api_server(&env, &pods).await?;
 
     // kubectl top: metrics-server scrapes the nodes' resource metrics.
     eventually(

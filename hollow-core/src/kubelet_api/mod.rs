@@ -18,7 +18,9 @@
 //! | `/metrics/resource` | the resource metrics metrics-server scrapes |
 //! | `/metrics` | the kubelet's own metrics (running pods and containers) |
 //! | `/containerLogs/{ns}/{pod}/{container}` | logs from the `RuntimeService`, with `tailLines`, `limitBytes`, `sinceSeconds`, `sinceTime`, `timestamps`, `previous` and `follow` |
-//! | `/exec`, `/attach`, `/portForward`, `/run` | 501: the hollow runtime runs no processes |
+//! | `/exec/{ns}/{pod}/{container}`, `/attach/...` | `kubectl exec` and `kubectl attach`: the `RuntimeService`'s [`Process`](crate::runtime::Process), over SPDY/3.1 |
+//! | `/portForward/{ns}/{pod}` | `kubectl port-forward`: the `RuntimeService`'s [`PortStream`](crate::runtime::PortStream), over SPDY/3.1 |
+//! | `/run` | 501 (deprecated in the kubelet; use exec) |
 //!
 //! ```no_run
 //! use hollow_core::kubelet_api::KubeletServer;
@@ -39,7 +41,9 @@
 
 mod auth;
 mod logs;
+mod spdy;
 mod stats;
+mod streaming;
 mod tls;
 
 use std::collections::HashMap;
@@ -423,6 +427,7 @@ async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream) {
         });
     let served = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(tls), service)
+        .with_upgrades()
         .await;
     if let Err(error) = served {
         tracing::debug!(%error, "kubelet API connection ended");
@@ -440,9 +445,9 @@ fn router(inner: Arc<Inner>) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
-        .route("/exec/{*rest}", any(unsupported))
-        .route("/attach/{*rest}", any(unsupported))
-        .route("/portForward/{*rest}", any(unsupported))
+        .route("/exec/{*rest}", any(exec))
+        .route("/attach/{*rest}", any(attach))
+        .route("/portForward/{*rest}", any(port_forward))
         .route("/run/{*rest}", any(unsupported))
         .layer(middleware::from_fn_with_state(inner, authorize))
 }
@@ -573,6 +578,38 @@ async fn container_logs(
     logs::container_logs(served.shared.clone(), namespace, pod, container, query).await
 }
 
+async fn exec(
+    Path(rest): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    let Some(served) = served(request.extensions()) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let shared = served.shared.clone();
+    streaming::exec_or_attach(shared, streaming::Kind::Exec, rest, query, request).await
+}
+
+async fn attach(
+    Path(rest): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    let Some(served) = served(request.extensions()) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let shared = served.shared.clone();
+    streaming::exec_or_attach(shared, streaming::Kind::Attach, rest, query, request).await
+}
+
+async fn port_forward(Path(rest): Path<String>, request: Request) -> Response {
+    let Some(served) = served(request.extensions()) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let shared = served.shared.clone();
+    streaming::port_forward(shared, rest, request).await
+}
+
 async fn unsupported(request: Request) -> Response {
     let what = request
         .uri()
@@ -584,9 +621,7 @@ async fn unsupported(request: Request) -> Response {
         .to_string();
     (
         StatusCode::NOT_IMPLEMENTED,
-        format!(
-            "{what} is not supported by the hollow runtime: hollow containers run no processes"
-        ),
+        format!("{what} is not supported by the hollow kubelet: use exec"),
     )
         .into_response()
 }

@@ -471,7 +471,18 @@ impl PodWorker {
                 return;
             }
         };
+        let ports = spec_container
+            .as_ref()
+            .and_then(|c| c.ports.as_ref())
+            .map(|ports| {
+                ports
+                    .iter()
+                    .filter_map(|p| u16::try_from(p.container_port).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
         let config = ContainerConfig {
+            ports,
             name: record.name.clone(),
             image: record.image.clone(),
             kind: record.kind,

@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
+use super::fake_streaming::{ExecOutput, FakeAttach, FakeShell, echo_connection};
+use super::streaming::{PortStream, Process};
 use super::types::{
     ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus, LogLine,
     PodAction, PodActionKind, PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
@@ -140,6 +142,10 @@ struct State {
     lifecycle: Option<Arc<Lifecycle>>,
     /// How many calls to remember; 0 records none.
     call_limit: usize,
+    /// Programs the fake shell runs with scripted output.
+    exec_outputs: Arc<HashMap<String, ExecOutput>>,
+    /// Whether exec, attach and port-forward answer `Unsupported`.
+    streaming_disabled: bool,
 }
 
 struct Sandbox {
@@ -243,6 +249,35 @@ impl FakeRuntime {
     /// [`Error::Injected`].
     pub fn inject_fault(&self, method: &'static str, times: usize) {
         self.lock().faults.insert(method, times);
+    }
+
+    /// Makes `kubectl exec` of `program` (matched by its file name, also inside
+    /// `sh -c`) print and exit as `output` says, instead of the built-in shell's answer.
+    ///
+    /// ```
+    /// use hollow_core::runtime::{ExecOutput, FakeRuntime};
+    ///
+    /// let fake = FakeRuntime::default();
+    /// fake.set_exec_output("date", ExecOutput::new().stdout("Sun Nov 22\n"));
+    /// ```
+    pub fn set_exec_output(&self, program: impl Into<String>, output: ExecOutput) {
+        let mut state = self.lock();
+        Arc::make_mut(&mut state.exec_outputs).insert(program.into(), output);
+    }
+
+    /// Answers exec, attach and port-forward with [`Error::Unsupported`], as a runtime
+    /// without a streaming server does.
+    ///
+    /// ```
+    /// use hollow_core::runtime::FakeRuntime;
+    ///
+    /// let fake = FakeRuntime::default().without_streaming();
+    /// # drop(fake);
+    /// ```
+    #[must_use]
+    pub fn without_streaming(self) -> Self {
+        self.lock().streaming_disabled = true;
+        self
     }
 
     /// Every call recorded so far (the latest 10,000).
@@ -576,6 +611,20 @@ const LOG_TICKS_KEPT: u32 = 1000;
 
 /// A fake container's log: a start line, the pod's `hollow.dev/logs` lines, a line
 /// every 10 s while it runs, and an exit line. Computed from its times, never stored.
+/// A running container, or the error a runtime gives for exec into anything else.
+fn running<'a>(state: &'a State, container_id: &str) -> Result<&'a Container> {
+    let container = state
+        .containers
+        .get(container_id)
+        .ok_or_else(|| Error::not_found("container", container_id))?;
+    match container.state {
+        ContainerState::Running { .. } => Ok(container),
+        _ => Err(Error::InvalidInput(format!(
+            "container {container_id} is not running"
+        ))),
+    }
+}
+
 fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
     let c = &container.config;
     let (started_at, end, exit) = match &container.state {
@@ -909,6 +958,58 @@ impl RuntimeService for FakeRuntime {
         let lines = generated_logs(container, SystemTime::now());
         let skip = tail.map_or(0, |tail| lines.len().saturating_sub(tail));
         Ok(lines.into_iter().skip(skip).collect())
+    }
+
+    async fn exec(
+        &self,
+        container_id: &str,
+        command: &[String],
+        _tty: bool,
+    ) -> Result<Box<dyn Process>> {
+        let state = self.enter("exec", container_id)?;
+        if state.streaming_disabled {
+            return Err(Error::Unsupported("exec"));
+        }
+        let container = running(&state, container_id)?;
+        Ok(Box::new(FakeShell {
+            command: command.to_vec(),
+            hostname: container.config.pod_name.clone(),
+            scripted: state.exec_outputs.clone(),
+        }))
+    }
+
+    async fn attach(&self, container_id: &str, _tty: bool) -> Result<Box<dyn Process>> {
+        let state = self.enter("attach", container_id)?;
+        if state.streaming_disabled {
+            return Err(Error::Unsupported("attach"));
+        }
+        running(&state, container_id)?;
+        Ok(Box::new(FakeAttach {
+            runtime: self.clone(),
+            container_id: container_id.to_string(),
+        }))
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<Box<dyn PortStream>> {
+        let state = self.enter("port_forward", sandbox_id)?;
+        if state.streaming_disabled {
+            return Err(Error::Unsupported("port forward"));
+        }
+        if !state.sandboxes.contains_key(sandbox_id) {
+            return Err(Error::not_found("sandbox", sandbox_id));
+        }
+        let listening = state.containers.values().any(|c| {
+            c.sandbox_id == sandbox_id
+                && matches!(c.state, ContainerState::Running { .. })
+                && c.config.ports.contains(&port)
+        });
+        if !listening {
+            return Err(Error::InvalidInput(format!(
+                "failed to connect to localhost:{port} inside the pod's network: \
+                 connection refused (no running container declares port {port})"
+            )));
+        }
+        Ok(echo_connection())
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<ContainerEvent>> {

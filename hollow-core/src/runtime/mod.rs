@@ -18,6 +18,8 @@
 
 pub mod annotations;
 mod fake;
+mod fake_streaming;
+mod streaming;
 mod types;
 
 use std::time::Duration;
@@ -28,6 +30,8 @@ use tokio::sync::broadcast;
 use crate::error::{Error, Result};
 
 pub use fake::{Behavior, FakeRuntime, RuntimeCall};
+pub use fake_streaming::ExecOutput;
+pub use streaming::{Input, Output, PortStream, Process, ProcessIo, TerminalSize};
 pub use types::{
     ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus, LogLine,
     PodAction, PodActionKind, PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
@@ -92,6 +96,32 @@ pub trait RuntimeService: Send + Sync + 'static {
         _tail: Option<usize>,
     ) -> Result<Vec<LogLine>> {
         Err(Error::Unsupported("container logs"))
+    }
+
+    /// Prepares `command` to run in a running container (`kubectl exec`); the kubelet
+    /// API then runs it with the client's streams. The default answers
+    /// [`Error::Unsupported`], which the client sees as "exec is not supported by this
+    /// runtime".
+    async fn exec(
+        &self,
+        _container_id: &str,
+        _command: &[String],
+        _tty: bool,
+    ) -> Result<Box<dyn Process>> {
+        Err(Error::Unsupported("exec"))
+    }
+
+    /// Prepares an attach to a running container's main process (`kubectl attach`).
+    /// The default answers [`Error::Unsupported`].
+    async fn attach(&self, _container_id: &str, _tty: bool) -> Result<Box<dyn Process>> {
+        Err(Error::Unsupported("attach"))
+    }
+
+    /// Opens a connection to `port` in a sandbox's network (`kubectl port-forward`).
+    /// Nothing listening there is an error, as a refused connection is. The default
+    /// answers [`Error::Unsupported`].
+    async fn port_forward(&self, _sandbox_id: &str, _port: u16) -> Result<Box<dyn PortStream>> {
+        Err(Error::Unsupported("port forward"))
     }
 
     /// A stream of container events (started, exited), so the engine need not poll.

@@ -82,6 +82,8 @@ pub struct ContainerConfig {
     pub pod_name: String,
     /// The container's command and arguments.
     pub command: Vec<String>,
+    /// The ports the container declares (what a fake may pretend listens).
+    pub ports: Vec<u16>,
     /// The pod's annotations.
     pub annotations: BTreeMap<String, String>,
     /// The pod's labels.
