@@ -67,8 +67,17 @@ async fn the_quick_benchmark_produces_every_figure() -> anyhow::Result<()> {
             scenario["pods_scheduled"]["p99_seconds"].as_f64().is_some(),
             "{name}"
         );
+        assert!(
+            !scenario["soak"]["samples"].as_array().unwrap().is_empty(),
+            "{name}: a soak without samples"
+        );
     }
-    for file in ["results.md", "memory-per-node.png", "pod-latency-p99.png"] {
+    for file in [
+        "results.md",
+        "memory-per-node.png",
+        "pod-latency-p99.png",
+        "soak-memory.png",
+    ] {
         let size = std::fs::metadata(out.path().join(file))?.len();
         assert!(size > 0, "{file} is empty");
     }

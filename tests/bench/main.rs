@@ -130,7 +130,17 @@ struct Soak {
     pss_max: u64,
     /// (last - first) / first.
     drift: f64,
+    /// PSS once every pod slot has been replaced a few times (see [`SOAK_WARM_UP`]).
+    pss_warm: u64,
+    /// (last - warm) / warm: growth after the warm-up.
+    drift_after_warm_up: f64,
+    /// `(seconds into the soak, PSS bytes)`, every 30 s.
+    samples: Vec<(u64, u64)>,
 }
+
+/// When a soak's warm-up ends: by then a tenth of the pods replaced every 10 s has
+/// replaced each pod about three times, and allocator pools have grown to their use.
+const SOAK_WARM_UP: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -233,6 +243,22 @@ async fn main() -> anyhow::Result<()> {
         }),
         &args.out.join("pod-latency-p99.png"),
     )?;
+    let soaks: Vec<(String, Vec<(f64, f64)>)> = report
+        .scenarios
+        .iter()
+        .filter_map(|s| {
+            let soak = s.soak.as_ref()?;
+            let points = soak
+                .samples
+                .iter()
+                .map(|(at, pss)| (*at as f64 / 60.0, *pss as f64 / 1024.0 / 1024.0))
+                .collect();
+            Some((format!("{} ({} nodes)", s.simulator, s.nodes), points))
+        })
+        .collect();
+    if !soaks.is_empty() {
+        plot::soak(&soaks, &args.out.join("soak-memory.png"))?;
+    }
     eprintln!("results in {}", args.out.display());
     env.stop();
     Ok(())
@@ -525,7 +551,8 @@ async fn soak_with_churn(
     let mut churned = 0;
     while started.elapsed() < length {
         if Instant::now() >= next_sample {
-            samples.push(procfs::total(&simulator.pids()).pss);
+            let pss = procfs::total(&simulator.pids()).pss;
+            samples.push((started.elapsed().as_secs(), pss));
             next_sample += Duration::from_secs(30);
         }
         generation += 1;
@@ -543,20 +570,36 @@ async fn soak_with_churn(
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
-    samples.push(procfs::total(&simulator.pids()).pss);
-    let first = samples.first().copied().unwrap_or_default();
-    let last = samples.last().copied().unwrap_or_default();
+    samples.push((
+        started.elapsed().as_secs(),
+        procfs::total(&simulator.pids()).pss,
+    ));
+    let pss = |sample: Option<&(u64, u64)>| sample.map_or(0, |(_, pss)| *pss);
+    let first = pss(samples.first());
+    let last = pss(samples.last());
+    let warm_up = SOAK_WARM_UP.min(length / 6).as_secs();
+    let warm = pss(samples.iter().find(|(at, _)| *at >= warm_up));
+    let growth = |from: u64| {
+        if from == 0 {
+            0.0
+        } else {
+            (last as f64 - from as f64) / from as f64
+        }
+    };
     Ok(Soak {
         seconds: length.as_secs(),
         churned_pods: churned,
         pss_first: first,
         pss_last: last,
-        pss_max: samples.iter().copied().max().unwrap_or_default(),
-        drift: if first == 0 {
-            0.0
-        } else {
-            (last as f64 - first as f64) / first as f64
-        },
+        pss_max: samples
+            .iter()
+            .map(|(_, pss)| *pss)
+            .max()
+            .unwrap_or_default(),
+        drift: growth(first),
+        pss_warm: warm,
+        drift_after_warm_up: growth(warm),
+        samples,
     })
 }
 
@@ -666,23 +709,25 @@ fn markdown(report: &Report) -> String {
     if !soaks.is_empty() {
         let _ = writeln!(
             out,
-            "\n| simulator | nodes | soak (s) | pods churned | PSS first (MiB) | PSS last (MiB) | PSS max (MiB) | drift |"
+            "\n| simulator | nodes | soak (s) | pods churned | PSS first (MiB) | PSS after warm-up (MiB) | PSS last (MiB) | PSS max (MiB) | drift | drift after warm-up |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         for s in soaks {
             let k = s.soak.as_ref().expect("filtered");
             let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:+.1} % |",
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} % | {:+.1} % |",
                 s.simulator,
                 s.nodes,
                 k.seconds,
                 k.churned_pods,
                 mib(k.pss_first),
+                mib(k.pss_warm),
                 mib(k.pss_last),
                 mib(k.pss_max),
-                k.drift * 100.0
+                k.drift * 100.0,
+                k.drift_after_warm_up * 100.0
             );
         }
     }

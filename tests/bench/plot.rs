@@ -60,6 +60,20 @@ fn lines(series: &Series, path: &Path, title: &str, y_label: &str) -> anyhow::Re
         .y_desc(y_label)
         .label_style(("sans-serif", 14))
         .draw()?;
+    draw_series(&mut chart, series)?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws each series with its marker and legend entry.
+fn draw_series<'a, X, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    series: &Series,
+) -> anyhow::Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
     for (index, (name, points)) in series.iter().enumerate() {
         let style = color(index);
         chart
@@ -79,6 +93,36 @@ fn lines(series: &Series, path: &Path, title: &str, y_label: &str) -> anyhow::Re
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
+    Ok(())
+}
+
+/// Simulator memory (PSS, MiB) against minutes into the soak, linear axes.
+pub fn soak(series: &Series, path: &Path) -> anyhow::Result<()> {
+    register_font();
+    let points = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x_max, mut y_max) = (1.0f64, 1.0f64);
+    for (x, y) in points {
+        x_max = x_max.max(*x);
+        y_max = y_max.max(*y);
+    }
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Simulator memory over the soak with pod churn",
+            ("sans-serif", 24),
+        )
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.0f64..x_max * 1.05, 0.0f64..y_max * 1.2)?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .y_desc("PSS (MiB)")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    draw_series(&mut chart, series)?;
     root.present()?;
     Ok(())
 }
