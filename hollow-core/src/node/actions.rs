@@ -12,22 +12,39 @@ use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::shared::NodeShared;
-use crate::runtime::{PodAction, PodActionKind};
+use crate::runtime::{ContainerEvent, PodAction, PodActionKind};
 
-/// Runs until the node shuts down or the runtime closes the stream.
-pub(crate) async fn run(shared: Arc<NodeShared>, mut actions: broadcast::Receiver<PodAction>) {
-    loop {
-        let action = tokio::select! {
+/// Listens to the runtime for as long as the node runs: container events nudge the
+/// pod workers, pod actions are performed. One task per node serves both streams.
+pub(crate) async fn listen(
+    shared: Arc<NodeShared>,
+    mut events: Option<broadcast::Receiver<ContainerEvent>>,
+    mut actions: Option<broadcast::Receiver<PodAction>>,
+) {
+    while events.is_some() || actions.is_some() {
+        tokio::select! {
             _ = shared.cancel.cancelled() => return,
-            action = actions.recv() => action,
-        };
-        match action {
-            Ok(action) => perform(&shared, action).await,
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(node = %shared.config.name, missed, "pod actions were dropped");
-            }
-            Err(RecvError::Closed) => return,
+            event = next(&mut events) => match event {
+                Err(RecvError::Closed) => events = None,
+                event => shared.route_event(event),
+            },
+            action = next(&mut actions) => match action {
+                // Boxed: a waiting loop holds no room for the API calls of an action.
+                Ok(action) => Box::pin(perform(&shared, action)).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(node = %shared.config.name, missed, "pod actions were dropped");
+                }
+                Err(RecvError::Closed) => actions = None,
+            },
         }
+    }
+}
+
+/// The next message of a stream the runtime may not offer (then, never).
+async fn next<T: Clone>(stream: &mut Option<broadcast::Receiver<T>>) -> Result<T, RecvError> {
+    match stream {
+        Some(stream) => stream.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -71,7 +71,9 @@ pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String) {
         }
         if now >= next_status {
             let was_stopped = heartbeat.shared.heartbeats_stopped.load(Ordering::Relaxed);
-            heartbeat.update_status().await;
+            // Boxed, as below: a waiting loop then holds only its state, not the
+            // larger future of a write (several KiB for every node, all its life).
+            Box::pin(heartbeat.update_status()).await;
             next_status = now + timing.status_update;
             let stopped = heartbeat.shared.heartbeats_stopped.load(Ordering::Relaxed);
             if stopped {
@@ -88,7 +90,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String) {
         // The Lease says the kubelet is alive, not that the node is healthy: a kubelet
         // whose runtime is down keeps renewing it and reports Ready=False instead.
         if now >= next_lease {
-            next_lease = if heartbeat.renew_lease().await {
+            next_lease = if Box::pin(heartbeat.renew_lease()).await {
                 let jitter = rand::rng().random_range(0.0..RENEW_JITTER);
                 now + timing.lease_renew.mul_f64(1.0 + jitter)
             } else {
@@ -224,7 +226,10 @@ impl Heartbeat {
                 Err(error) => Err(error),
             };
             match result {
-                Ok(lease) => {
+                Ok(mut lease) => {
+                    // Kept for the next renewal without its managedFields (most of the
+                    // object); an update that omits them leaves the server's as they are.
+                    lease.metadata.managed_fields = None;
                     self.lease = Some(lease);
                     self.shared
                         .lease_renewed

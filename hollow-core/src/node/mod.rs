@@ -189,21 +189,6 @@ impl HollowNode {
         }
         let mut tasks = JoinSet::new();
         tasks.spawn(heartbeat::run(shared.clone(), node_uid));
-        if let Some(mut events) = shared.config.runtime.subscribe() {
-            let routed = shared.clone();
-            let cancel = shared.cancel.clone();
-            tasks.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        event = events.recv() => match event {
-                            Err(RecvError::Closed) => return,
-                            event => routed.route_event(event),
-                        },
-                    }
-                }
-            });
-        }
         #[cfg(feature = "kubelet-api")]
         if let Some(api) = &shared.config.kubelet_api
             && let Err(source) = api.register(shared.clone()).await
@@ -214,9 +199,11 @@ impl HollowNode {
                 source,
             });
         }
-        if let Some(actions) = shared.config.runtime.subscribe_actions() {
-            tasks.spawn(actions::run(shared.clone(), actions));
-        }
+        tasks.spawn(actions::listen(
+            shared.clone(),
+            shared.config.runtime.subscribe(),
+            shared.config.runtime.subscribe_actions(),
+        ));
         router.add(shared.clone());
         Ok(RunningNode {
             shared,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -19,10 +19,23 @@ use super::worker::PodWorker;
 use crate::cadvisor::MachineInfo;
 use crate::runtime::ContainerEvent;
 
-/// Drops `metadata.managedFields`: nothing here reads them, and they are often the
-/// largest part of a pod object a node keeps for as long as the pod runs.
-pub(crate) fn without_managed_fields(mut pod: Pod) -> Pod {
+/// Drops what the node never reads from a pod it keeps for as long as the pod runs:
+/// `metadata.managedFields` (often the largest part of the object) and the volumes
+/// with their mounts (a hollow runtime mounts nothing; each `Volume` alone is over
+/// 3 KiB in memory).
+pub(crate) fn slimmed(mut pod: Pod) -> Pod {
     pod.metadata.managed_fields = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        let containers = spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten());
+        for container in containers {
+            container.volume_mounts = None;
+            container.volume_devices = None;
+        }
+    }
     pod
 }
 
@@ -33,7 +46,7 @@ const POD_CIDR_PATIENCE: Duration = Duration::from_secs(10);
 /// A pod worker's inputs: the latest pod object, and a nudge when its containers change.
 pub(crate) struct WorkerHandle {
     pub pod: watch::Sender<Arc<Pod>>,
-    pub nudge: mpsc::UnboundedSender<()>,
+    pub nudge: Arc<Notify>,
     /// The phase the worker last computed, as an index into [`PHASES`].
     pub phase: Arc<AtomicU8>,
 }
@@ -128,24 +141,24 @@ impl NodeShared {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
-        let pod = Arc::new(without_managed_fields(pod));
+        let pod = Arc::new(slimmed(pod));
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(handle) = workers.get(&uid) {
             handle.pod.send_replace(pod);
             return;
         }
         let (pod_tx, pod_rx) = watch::channel(pod);
-        let (nudge_tx, nudge_rx) = mpsc::unbounded_channel();
+        let nudge = Arc::new(Notify::new());
         let phase = Arc::new(AtomicU8::new(0));
         workers.insert(
             uid.clone(),
             WorkerHandle {
                 pod: pod_tx,
-                nudge: nudge_tx,
+                nudge: nudge.clone(),
                 phase: phase.clone(),
             },
         );
-        let worker = PodWorker::new(self.clone(), pod_rx, nudge_rx, phase);
+        let worker = PodWorker::new(self.clone(), pod_rx, nudge, phase);
         let shared = self.clone();
         tokio::spawn(async move {
             worker.run().await;
@@ -208,12 +221,12 @@ impl NodeShared {
         match event {
             Ok(event) => {
                 if let Some(handle) = workers.get(&event.pod_uid) {
-                    let _ = handle.nudge.send(());
+                    handle.nudge.notify_one();
                 }
             }
             Err(_) => {
                 for handle in workers.values() {
-                    let _ = handle.nudge.send(());
+                    handle.nudge.notify_one();
                 }
             }
         }

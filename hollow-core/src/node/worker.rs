@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::pod_status::{ContainerRecord, PodFacts, compute, phase, restart_policy};
@@ -50,12 +50,10 @@ pub(crate) struct PodWorker {
     shared: Arc<NodeShared>,
     pod: Arc<Pod>,
     updates: watch::Receiver<Arc<Pod>>,
-    nudges: mpsc::UnboundedReceiver<()>,
+    nudges: Arc<Notify>,
     uid: String,
     api: Api<Pod>,
     sandbox: Option<String>,
-    /// What the sandbox was created from; image pulls carry it, as CRI pulls do.
-    sandbox_config: PodSandboxConfig,
     sandbox_stopped: bool,
     pod_ips: Vec<IpAddr>,
     init: Vec<ContainerRecord>,
@@ -105,7 +103,7 @@ impl PodWorker {
     pub(crate) fn new(
         shared: Arc<NodeShared>,
         mut updates: watch::Receiver<Arc<Pod>>,
-        nudges: mpsc::UnboundedReceiver<()>,
+        nudges: Arc<Notify>,
         phase: Arc<AtomicU8>,
     ) -> Self {
         let pod = updates.borrow_and_update().clone();
@@ -136,7 +134,6 @@ impl PodWorker {
             updates,
             nudges,
             sandbox: None,
-            sandbox_config: PodSandboxConfig::default(),
             sandbox_stopped: false,
             pod_ips: Vec::new(),
             init,
@@ -152,6 +149,25 @@ impl PodWorker {
         }
     }
 
+    /// What the runtime is told of the pod's sandbox (made when needed rather than
+    /// kept: it copies the pod's labels and annotations).
+    fn sandbox_config(&self) -> PodSandboxConfig {
+        let meta = &self.pod.metadata;
+        PodSandboxConfig {
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            uid: self.uid.clone(),
+            host_network: self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false),
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+        }
+    }
+
     fn name(&self) -> &str {
         self.pod.metadata.name.as_deref().unwrap_or_default()
     }
@@ -162,7 +178,9 @@ impl PodWorker {
         // update (our own write's echo, a controller's condition) only gets a status pass.
         let mut drive = true;
         loop {
-            let wake = self.sync(drive).await;
+            // Boxed, so a waiting worker holds only its state, not the larger future of
+            // a pass (kept inline it would cost every pod several KiB all its life).
+            let wake = Box::pin(self.sync(drive)).await;
             let sleep = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -179,14 +197,11 @@ impl PodWorker {
                     }
                     Err(_) => break,
                 },
-                nudge = self.nudges.recv() => match nudge {
-                    Some(()) => true,
-                    None => break,
-                },
+                () = self.nudges.notified() => true,
                 _ = sleep => true,
             };
         }
-        self.remove_from_runtime().await;
+        Box::pin(self.remove_from_runtime()).await;
     }
 
     /// Takes a newer pod object (from the watch or a write's response).
@@ -303,15 +318,7 @@ impl PodWorker {
             self.retry_at = Some(Instant::now() + RETRY_DELAY);
             return false;
         }
-        let meta = &self.pod.metadata;
-        let config = PodSandboxConfig {
-            name: meta.name.clone().unwrap_or_default(),
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            uid: self.uid.clone(),
-            host_network,
-            labels: meta.labels.clone().unwrap_or_default(),
-            annotations: meta.annotations.clone().unwrap_or_default(),
-        };
+        let config = self.sandbox_config();
         let runtime = self.shared.config.runtime.clone();
         let result = async {
             let id = runtime.run_pod_sandbox(&config).await?;
@@ -322,7 +329,6 @@ impl PodWorker {
         match result {
             Ok((id, ips)) => {
                 self.sandbox = Some(id);
-                self.sandbox_config = config;
                 self.pod_ips = if host_network {
                     self.shared.node_ips().to_vec()
                 } else {
@@ -455,7 +461,7 @@ impl PodWorker {
             return;
         }
         let image_ref = match runtime
-            .pull_image(&record.image, &self.sandbox_config)
+            .pull_image(&record.image, &self.sandbox_config())
             .await
         {
             Ok(image_ref) => {
@@ -662,7 +668,7 @@ impl PodWorker {
             .await
         {
             Ok(pod) => {
-                self.observe(Arc::new(super::shared::without_managed_fields(pod)));
+                self.observe(Arc::new(super::shared::slimmed(pod)));
                 true
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {

@@ -25,7 +25,7 @@ use crate::lifecycle::{
 const CALL_RECORD_LIMIT: usize = 10_000;
 /// Events a slow subscriber may fall behind by before it is told it lagged (the engine
 /// then resyncs every pod of the node). Preallocated per runtime, so kept small.
-const EVENT_CAPACITY: usize = 16;
+const EVENT_CAPACITY: usize = 8;
 /// Pod actions (lifecycle Events, finalizer removals, deletions) are rare: a few slots.
 const ACTION_CAPACITY: usize = 4;
 
