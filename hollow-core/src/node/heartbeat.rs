@@ -31,6 +31,8 @@ struct Heartbeat {
     leases: Api<Lease>,
     nodes: Api<Node>,
     lease: Option<Lease>,
+    /// Whether this node's Lease has been seen (created or renewed) by this process.
+    lease_seen: bool,
     written: Option<NodeStatus>,
     last_write: Option<Instant>,
     force_write: bool,
@@ -45,6 +47,7 @@ pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String) {
         shared,
         node_uid,
         lease: None,
+        lease_seen: false,
         written: None,
         last_write: None,
         force_write: false,
@@ -204,11 +207,17 @@ impl Heartbeat {
     async fn renew_lease(&mut self) -> bool {
         let name = self.shared.config.name.clone();
         let now = MicroTime(Timestamp::now());
-        for _ in 0..2 {
+        // A node's first renewal creates its Lease without asking first (one request
+        // fewer per node while thousands register); one that exists answers 409, and
+        // is then read and renewed.
+        let mut assume_missing = self.lease.is_none() && !self.lease_seen;
+        for _ in 0..3 {
             let current = match self.lease.take() {
                 Some(lease) => Ok(Some(lease)),
+                None if assume_missing => Ok(None),
                 None => self.leases.get_opt(&name).await,
             };
+            assume_missing = false;
             let result = match current {
                 Ok(Some(mut lease)) => {
                     let spec = lease.spec.get_or_insert_with(Default::default);
@@ -231,6 +240,7 @@ impl Heartbeat {
                     // object); an update that omits them leaves the server's as they are.
                     lease.metadata.managed_fields = None;
                     self.lease = Some(lease);
+                    self.lease_seen = true;
                     self.shared
                         .lease_renewed
                         .send_replace(Some(std::time::Instant::now()));

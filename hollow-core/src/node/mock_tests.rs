@@ -188,16 +188,8 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
         json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "n1" } }),
     );
 
-    // No Lease yet: GET answers 404, then the Lease is created with an owner reference.
-    let (method, uri, _, _, send) = next(&mut handle).await;
-    assert_eq!(
-        (method, uri.as_str()),
-        (
-            Method::GET,
-            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"
-        )
-    );
-    respond(send, 404, status(404, "NotFound"));
+    // The first renewal creates the Lease at once, with an owner reference. Here one
+    // exists already (a restarted process): 409, then it is read and renewed.
     let (method, uri, _, body, send) = next(&mut handle).await;
     assert_eq!(
         (method, uri.as_str()),
@@ -212,7 +204,26 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
     assert_eq!(body["metadata"]["ownerReferences"][0]["kind"], "Node");
     let mut lease = body.clone();
     lease["metadata"]["resourceVersion"] = json!("1");
-    respond(send, 201, lease.clone());
+    respond(send, 409, status(409, "AlreadyExists"));
+    let (method, uri, _, _, send) = next(&mut handle).await;
+    assert_eq!(
+        (method, uri.as_str()),
+        (
+            Method::GET,
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"
+        )
+    );
+    respond(send, 200, lease.clone());
+    let (method, uri, _, body, send) = next(&mut handle).await;
+    assert_eq!(
+        (method, uri.as_str()),
+        (
+            Method::PUT,
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1?"
+        )
+    );
+    assert_eq!(body["metadata"]["resourceVersion"], "1");
+    respond(send, 200, lease.clone());
 
     // Renewal: a PUT of the Lease held, with its resourceVersion and a new renewTime.
     let (method, uri, _, body, send) = next(&mut handle).await;
