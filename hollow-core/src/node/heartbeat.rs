@@ -38,8 +38,9 @@ struct Heartbeat {
     force_write: bool,
 }
 
-/// Runs until the node shuts down.
-pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String) {
+/// Runs until the node shuts down. `registered` is the status the Node was created
+/// with, if it was: it counts as written, so it is not written again at once.
+pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String, registered: Option<NodeStatus>) {
     let client = shared.client.clone();
     let mut heartbeat = Heartbeat {
         leases: Api::namespaced(client.clone(), LEASE_NAMESPACE),
@@ -48,8 +49,8 @@ pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String) {
         node_uid,
         lease: None,
         lease_seen: false,
-        written: None,
-        last_write: None,
+        last_write: registered.as_ref().map(|_| Instant::now()),
+        written: registered,
         force_write: false,
     };
     let timing = heartbeat.shared.config.timing;
@@ -104,60 +105,91 @@ pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String) {
     }
 }
 
+/// What the node has to report now.
+pub(crate) enum Observed {
+    /// Its status, not yet stamped with times.
+    Status(Box<NodeStatus>),
+    /// Its heartbeats are stopped (a fault): nothing is written.
+    Stopped,
+    /// The status provider failed (logged).
+    Failed,
+}
+
+/// Asks the providers for the node's status, with the Node's fault annotations applied.
+pub(crate) async fn observe(shared: &NodeShared) -> Observed {
+    let config = &shared.config;
+    let health = config
+        .node_status
+        .ping()
+        .await
+        .map_err(|error| error.to_string());
+    let mut report = match config.node_status.status().await {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::warn!(node = %config.name, %error, "node status provider failed");
+            return Observed::Failed;
+        }
+    };
+    let annotated = shared
+        .annotated
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    report.conditions.extend(annotated.conditions);
+    let stopped = report.heartbeats_stopped || annotated.heartbeats_stopped;
+    if shared.heartbeats_stopped.swap(stopped, Ordering::Relaxed) != stopped {
+        tracing::info!(node = %config.name, stopped, "heartbeats switched by the node's faults");
+    }
+    if stopped {
+        return Observed::Stopped;
+    }
+    let addresses: Vec<NodeAddress> = config
+        .addresses
+        .iter()
+        .map(|ip| NodeAddress {
+            type_: "InternalIP".into(),
+            address: ip.to_string(),
+        })
+        .chain(std::iter::once(NodeAddress {
+            type_: "Hostname".into(),
+            address: config.name.clone(),
+        }))
+        .collect();
+    Observed::Status(Box::new(compute(&StatusInputs {
+        report: &report,
+        configured_addresses: &addresses,
+        capacity_overrides: &config.capacity,
+        allocatable_overrides: &config.allocatable,
+        machine: &shared.machine,
+        runtime_version: &shared.runtime_version,
+        kubelet_version: &config.kubelet_version,
+        kubelet_port: config.kubelet_port,
+        health,
+    })))
+}
+
+/// Whether a status says the node is Ready.
+pub(crate) fn is_ready(status: &NodeStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
 impl Heartbeat {
     /// Computes the status and writes it if needed.
     async fn update_status(&mut self) {
         let shared = &self.shared;
         let config = &shared.config;
-        let health = config
-            .node_status
-            .ping()
-            .await
-            .map_err(|error| error.to_string());
-        let mut report = match config.node_status.status().await {
-            Ok(report) => report,
-            Err(error) => {
-                tracing::warn!(node = %config.name, %error, "node status provider failed");
+        let mut status = match observe(shared).await {
+            Observed::Status(status) => *status,
+            Observed::Stopped => {
+                self.force_write = true;
                 return;
             }
+            Observed::Failed => return,
         };
-        let annotated = shared
-            .annotated
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        report.conditions.extend(annotated.conditions);
-        let stopped = report.heartbeats_stopped || annotated.heartbeats_stopped;
-        if shared.heartbeats_stopped.swap(stopped, Ordering::Relaxed) != stopped {
-            tracing::info!(node = %config.name, stopped, "heartbeats switched by the node's faults");
-        }
-        if stopped {
-            self.force_write = true;
-            return;
-        }
-        let addresses: Vec<NodeAddress> = config
-            .addresses
-            .iter()
-            .map(|ip| NodeAddress {
-                type_: "InternalIP".into(),
-                address: ip.to_string(),
-            })
-            .chain(std::iter::once(NodeAddress {
-                type_: "Hostname".into(),
-                address: config.name.clone(),
-            }))
-            .collect();
-        let mut status = compute(&StatusInputs {
-            report: &report,
-            configured_addresses: &addresses,
-            capacity_overrides: &config.capacity,
-            allocatable_overrides: &config.allocatable,
-            machine: &shared.machine,
-            runtime_version: &shared.runtime_version,
-            kubelet_version: &config.kubelet_version,
-            kubelet_port: config.kubelet_port,
-            health,
-        });
         let due = self
             .last_write
             .is_none_or(|at| at.elapsed() >= config.timing.status_report);
@@ -181,11 +213,7 @@ impl Heartbeat {
             .await
         {
             Ok(node) => {
-                let ready = status
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let ready = is_ready(&status);
                 self.written = Some(status);
                 self.last_write = Some(Instant::now());
                 self.force_write = false;

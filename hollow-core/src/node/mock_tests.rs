@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus};
 use kube::Api;
 use kube::client::Body;
 use serde_json::{Value, json};
@@ -79,6 +79,8 @@ async fn registration_creates_the_node_and_adopts_its_own_on_conflict() {
         assert_eq!(body["metadata"]["labels"]["zone"], "a");
         assert_eq!(body["metadata"]["annotations"][MANAGED_ANNOTATION], "true");
         assert_eq!(body["spec"]["providerID"], "hollow://n1");
+        // Created with its status, as the kubelet creates its Node.
+        assert_eq!(body["status"]["conditions"][0]["type"], "Ready");
         respond(send, 409, status(409, "AlreadyExists"));
 
         let (method, uri, _, _, send) = next(&mut handle).await;
@@ -104,10 +106,20 @@ async fn registration_creates_the_node_and_adopts_its_own_on_conflict() {
         );
     });
     let nodes: Api<Node> = Api::all(client);
-    let registered = register::register(&nodes, &node.config, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let ready = NodeStatus {
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let (registered, created) =
+        register::register(&nodes, &node.config, Some(ready), Duration::from_secs(5))
+            .await
+            .unwrap();
     assert_eq!(registered.metadata.uid.as_deref(), Some("u1"));
+    assert!(!created, "adopted, not created");
     server.await.unwrap();
 }
 
@@ -126,7 +138,7 @@ async fn registration_refuses_a_foreign_node() {
         );
     });
     let nodes: Api<Node> = Api::all(client);
-    let error = register::register(&nodes, &node.config, Duration::from_secs(5))
+    let error = register::register(&nodes, &node.config, None, Duration::from_secs(5))
         .await
         .unwrap_err();
     assert!(
@@ -156,7 +168,7 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
         machine,
         cancel.clone(),
     ));
-    let task = tokio::spawn(heartbeat::run(shared, "node-uid".into()));
+    let task = tokio::spawn(heartbeat::run(shared, "node-uid".into(), None));
 
     // The first status write: a strategic merge patch of the status subresource.
     let (method, uri, content_type, body, send) = next(&mut handle).await;

@@ -172,8 +172,6 @@ impl HollowNode {
             .await
             .map_err(provider_error)?;
         let nodes: Api<Node> = Api::all(client.clone());
-        let registered = register::register(&nodes, &config, REGISTRATION_PATIENCE).await?;
-        let node_uid = registered.metadata.uid.clone().unwrap_or_default();
         let shared = Arc::new(NodeShared::new(
             config,
             client,
@@ -182,13 +180,35 @@ impl HollowNode {
             machine,
             CancellationToken::new(),
         ));
+        // As the kubelet does, the Node is created with its status, so it is Ready
+        // with its first request and the heartbeat has nothing to write at once.
+        let initial = match heartbeat::observe(&shared).await {
+            heartbeat::Observed::Status(status) => {
+                let mut status = *status;
+                node_status::stamp(&mut status, None, k8s_openapi::jiff::Timestamp::now());
+                Some(status)
+            }
+            heartbeat::Observed::Stopped | heartbeat::Observed::Failed => None,
+        };
+        let (registered, created) = register::register(
+            &nodes,
+            &shared.config,
+            initial.clone(),
+            REGISTRATION_PATIENCE,
+        )
+        .await?;
+        let node_uid = registered.metadata.uid.clone().unwrap_or_default();
+        let written = initial.filter(|_| created);
+        if let Some(status) = &written {
+            shared.ready.send_replace(heartbeat::is_ready(status));
+        }
         if let Some(cidr) = registered.spec.and_then(|spec| spec.pod_cidr) {
             shared.learn_pod_cidr(&cidr).await;
         } else if let Some(cidr) = shared.config.pod_cidr.clone() {
             shared.learn_pod_cidr(&cidr).await;
         }
         let mut tasks = JoinSet::new();
-        tasks.spawn(heartbeat::run(shared.clone(), node_uid));
+        tasks.spawn(heartbeat::run(shared.clone(), node_uid, written));
         #[cfg(feature = "kubelet-api")]
         if let Some(api) = &shared.config.kubelet_api
             && let Err(source) = api.register(shared.clone()).await

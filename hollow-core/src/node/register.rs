@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, NodeSpec};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -48,28 +48,33 @@ pub(crate) fn is_transient(error: &kube::Error) -> bool {
     }
 }
 
-/// Creates the Node, or adopts an existing one hollow registered before (or any, with
-/// `adopt`). Transient errors are retried with backoff for up to `patience`.
+/// Creates the Node with `status`, or adopts an existing one hollow registered before
+/// (or any, with `adopt`); says which. Transient errors are retried with backoff for up
+/// to `patience`.
 pub(crate) async fn register(
     nodes: &Api<Node>,
     config: &NodeConfig,
+    status: Option<NodeStatus>,
     patience: Duration,
-) -> Result<Node, Error> {
-    let desired = desired_node(config);
+) -> Result<(Node, bool), Error> {
+    let mut desired = desired_node(config);
+    desired.status = status;
     let mut delays = backoff(Duration::from_millis(100), Duration::from_secs(7));
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let attempt = async {
             match nodes.create(&PostParams::default(), &desired).await {
-                Ok(node) => Ok(Some(node)),
+                Ok(node) => Ok(Some((node, true))),
                 Err(kube::Error::Api(status)) if status.code == 409 => {
-                    adopt(nodes, config, &desired).await
+                    Ok(adopt(nodes, config, &desired)
+                        .await?
+                        .map(|node| (node, false)))
                 }
                 Err(error) => Err(error),
             }
         };
         match attempt.await {
-            Ok(Some(node)) => return Ok(node),
+            Ok(Some(registered)) => return Ok(registered),
             Ok(None) => return Err(Error::NodeExists(config.name.clone())),
             Err(error) if is_transient(&error) && tokio::time::Instant::now() < deadline => {
                 tracing::warn!(node = %config.name, %error, "registration failed; retrying");
