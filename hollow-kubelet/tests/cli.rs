@@ -170,7 +170,7 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
     .await;
     for expected in [
         "hollow_nodes{ready=\"false\"} 0",
-        "hollow_api_requests_total{method=\"PATCH\"}",
+        "hollow_api_requests_total{method=\"POST\"}",
         "hollow_api_responses_total{code=\"201\"}",
         "hollow_api_request_duration_seconds_bucket",
         "hollow_lease_renew_lag_seconds",
