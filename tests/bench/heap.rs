@@ -1,0 +1,119 @@
+//! `hollow-heap`: the heap a hollow node and a running pod cost, counted by dhat.
+//!
+//! Starts a local control plane (separate processes, not counted), then in this process
+//! N hollow nodes, then a Deployment of P pods on them, and prints the live heap per
+//! node and per pod. With `--profile <file>` it also writes dhat's profile, to be read
+//! with dhat's viewer (allocation sites at the peak). PSS from outside, with allocator
+//! overhead and fragmentation, is `hollow-bench`'s figure; this one says where bytes go.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use hollow_core::node::HollowCluster;
+use hollow_core::testenv::TestEnv;
+use hollow_tests::eventually;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
+/// Heap per hollow node and per running pod.
+#[derive(Parser)]
+struct Args {
+    /// Hollow nodes.
+    #[arg(long, default_value_t = 50)]
+    nodes: usize,
+    /// Pods (one Deployment), spread by the scheduler.
+    #[arg(long, default_value_t = 500)]
+    pods: usize,
+    /// Seconds to let nodes settle before counting, and pods after all run.
+    #[arg(long, default_value_t = 20)]
+    settle: u64,
+    /// Write dhat's profile here.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+}
+
+/// Live heap bytes and blocks.
+fn live() -> (u64, u64) {
+    let stats = dhat::HeapStats::get();
+    (stats.curr_bytes as u64, stats.curr_blocks as u64)
+}
+
+fn per(after: (u64, u64), before: (u64, u64), count: usize) -> (f64, f64) {
+    let count = count.max(1) as f64;
+    (
+        after.0.saturating_sub(before.0) as f64 / count,
+        after.1.saturating_sub(before.1) as f64 / count,
+    )
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let env = TestEnv::builder().start().await?;
+    let profiler = dhat::Profiler::builder()
+        .file_name(
+            args.profile
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("hollow-heap-dhat.json")),
+        )
+        .build();
+    let client = env.client();
+    let base = live();
+    let cluster = HollowCluster::builder("heap")
+        .nodes(args.nodes, |_, node| node)
+        .start(client.clone())
+        .await?;
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let idle = live();
+    let (bytes, blocks) = per(idle, base, args.nodes);
+    println!("per node (idle): {bytes:.0} bytes in {blocks:.0} blocks");
+
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "heap" },
+        "spec": {
+            "replicas": args.pods,
+            "selector": { "matchLabels": { "app": "heap" } },
+            "template": {
+                "metadata": { "labels": { "app": "heap" } },
+                "spec": { "containers": [{
+                    "name": "c",
+                    "image": "nginx:1.27",
+                    "resources": { "requests": { "cpu": "1m" } },
+                }] },
+            },
+        },
+    }))?;
+    Api::<Deployment>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    eventually("every pod Running", Duration::from_secs(600), || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=heap"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        (running == args.pods)
+            .then_some(())
+            .ok_or(format!("{running} of {} Running", args.pods))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let (bytes, blocks) = per(live(), idle, args.pods);
+    println!("per running pod: {bytes:.0} bytes in {blocks:.0} blocks");
+    drop(cluster);
+    drop(profiler);
+    env.stop();
+    Ok(())
+}
