@@ -29,20 +29,23 @@ fn node_ip(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 3, 0, u8::try_from(index + 1).unwrap()))
 }
 
+/// kubectl against the environment, killed if dropped.
+fn kubectl_command(env: &TestEnv, args: &[&str]) -> Command {
+    let mut command = Command::new(env.binary("kubectl"));
+    command
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(args)
+        .kill_on_drop(true);
+    command
+}
+
 /// Runs kubectl against the environment (bounded), returning success and output.
 async fn kubectl(env: &TestEnv, args: &[&str]) -> (bool, String) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        Command::new(env.binary("kubectl"))
-            .arg("--kubeconfig")
-            .arg(env.kubeconfig_path())
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("kubectl did not finish within 60s")
-    .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(60), kubectl_command(env, args).output())
+        .await
+        .expect("kubectl did not finish within 60s")
+        .unwrap();
     let text = String::from_utf8_lossy(&output.stdout).to_string()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
@@ -79,13 +82,9 @@ async fn streaming_works_through_the_api_server(
     assert!(ok && out.trim() == "shell", "{out:?}");
 
     // Standard input reaches the process; its output comes back.
-    let mut cat = Command::new(env.binary("kubectl"))
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args(["exec", "-i", "shell", "--", "cat"])
+    let mut cat = kubectl_command(env, &["exec", "-i", "shell", "--", "cat"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()?;
     let mut stdin = cat.stdin.take().expect("piped stdin");
     stdin.write_all(b"typed line one\ntyped line two\n").await?;
@@ -98,10 +97,7 @@ async fn streaming_works_through_the_api_server(
     assert!(catted.status.success());
 
     // Exit codes travel to kubectl's own exit code.
-    let exited = Command::new(env.binary("kubectl"))
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args(["exec", "shell", "--", "sh", "-c", "exit 3"])
+    let exited = kubectl_command(env, &["exec", "shell", "--", "sh", "-c", "exit 3"])
         .output()
         .await?;
     assert_eq!(exited.status.code(), Some(3), "{exited:?}");
@@ -122,13 +118,9 @@ async fn streaming_works_through_the_api_server(
     );
 
     // kubectl attach: the container's output as it is written (a line every 10 s).
-    let mut attach = Command::new(env.binary("kubectl"))
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args(["attach", "shell"])
+    let mut attach = kubectl_command(env, &["attach", "shell"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()?;
     let mut attached = BufReader::new(attach.stdout.take().expect("piped stdout")).lines();
     let line = tokio::time::timeout(Duration::from_secs(60), attached.next_line()).await??;
@@ -141,19 +133,18 @@ async fn streaming_works_through_the_api_server(
 
     // kubectl port-forward: a local port reaches the pod's declared port (an echo).
     let local = free_port();
-    let mut forward = Command::new(env.binary("kubectl"))
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args([
+    let mut forward = kubectl_command(
+        env,
+        &[
             "port-forward",
             "pod/shell",
             &format!("{local}:80"),
             "--address",
             "127.0.0.1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()?;
     let mut said = BufReader::new(forward.stdout.take().expect("piped stdout")).lines();
     let ready = tokio::time::timeout(Duration::from_secs(60), said.next_line()).await??;
     assert!(ready.is_some_and(|l| l.contains("Forwarding from")));
@@ -169,20 +160,19 @@ async fn streaming_works_through_the_api_server(
 
     // A port nothing declares is refused, as a closed port is.
     let local = free_port();
-    let mut refused = Command::new(env.binary("kubectl"))
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args([
+    let mut refused = kubectl_command(
+        env,
+        &[
             "port-forward",
             "pod/shell",
             &format!("{local}:81"),
             "--address",
             "127.0.0.1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()?;
     let mut said = BufReader::new(refused.stdout.take().expect("piped stdout")).lines();
     tokio::time::timeout(Duration::from_secs(60), said.next_line()).await??;
     let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", local)).await?;
@@ -322,12 +312,8 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
         ok && out.contains("hollow: c exited with code 3 (Error)"),
         "{out}"
     );
-    let mut follow = Command::new(env.binary("kubectl"))
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args(["logs", "-f", web])
+    let mut follow = kubectl_command(&env, &["logs", "-f", web])
         .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()?;
     tokio::time::sleep(Duration::from_secs(13)).await;
     follow.start_kill()?;

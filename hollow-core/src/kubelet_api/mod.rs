@@ -445,8 +445,16 @@ fn router(inner: Arc<Inner>) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
-        .route("/exec/{*rest}", any(exec))
-        .route("/attach/{*rest}", any(attach))
+        .route(
+            "/exec/{*rest}",
+            any(|path, query, request| exec_or_attach(streaming::Kind::Exec, path, query, request)),
+        )
+        .route(
+            "/attach/{*rest}",
+            any(|path, query, request| {
+                exec_or_attach(streaming::Kind::Attach, path, query, request)
+            }),
+        )
         .route("/portForward/{*rest}", any(port_forward))
         .route("/run/{*rest}", any(unsupported))
         .layer(middleware::from_fn_with_state(inner, authorize))
@@ -578,7 +586,9 @@ async fn container_logs(
     logs::container_logs(served.shared.clone(), namespace, pod, container, query).await
 }
 
-async fn exec(
+/// `/exec/...` and `/attach/...`.
+async fn exec_or_attach(
+    kind: streaming::Kind,
     Path(rest): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
     request: Request,
@@ -587,19 +597,7 @@ async fn exec(
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let shared = served.shared.clone();
-    streaming::exec_or_attach(shared, streaming::Kind::Exec, rest, query, request).await
-}
-
-async fn attach(
-    Path(rest): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-    request: Request,
-) -> Response {
-    let Some(served) = served(request.extensions()) else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let shared = served.shared.clone();
-    streaming::exec_or_attach(shared, streaming::Kind::Attach, rest, query, request).await
+    streaming::exec_or_attach(shared, kind, rest, query, request).await
 }
 
 async fn port_forward(Path(rest): Path<String>, request: Request) -> Response {

@@ -173,20 +173,23 @@ fn io_error(context: &str, error: std::io::Error) -> Error {
     }
 }
 
+/// Writes `bytes` to a client stream, flushed, so they reach the client at once.
+async fn put(output: &mut (impl AsyncWrite + Unpin + ?Sized), bytes: &[u8]) -> Result<()> {
+    output
+        .write_all(bytes)
+        .await
+        .map_err(|e| io_error("writing output", e))?;
+    output
+        .flush()
+        .await
+        .map_err(|e| io_error("writing output", e))
+}
+
 async fn write(output: &mut Option<Output>, bytes: &[u8]) -> Result<()> {
-    if let Some(output) = output.as_mut()
-        && !bytes.is_empty()
-    {
-        output
-            .write_all(bytes)
-            .await
-            .map_err(|e| io_error("writing output", e))?;
-        output
-            .flush()
-            .await
-            .map_err(|e| io_error("writing output", e))?;
+    match output.as_mut() {
+        Some(output) if !bytes.is_empty() => put(output, bytes).await,
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 async fn copy(
@@ -202,14 +205,7 @@ async fn copy(
         if read == 0 {
             return Ok(());
         }
-        output
-            .write_all(&buffer[..read])
-            .await
-            .map_err(|e| io_error("writing output", e))?;
-        output
-            .flush()
-            .await
-            .map_err(|e| io_error("writing output", e))?;
+        put(output, &buffer[..read]).await?;
     }
 }
 
