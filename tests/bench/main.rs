@@ -125,6 +125,9 @@ struct PodRun {
 struct Soak {
     seconds: u64,
     churned_pods: usize,
+    /// Replacement pods the API server refused even after retries (an overloaded or
+    /// restarting API server); their slots stay empty.
+    failed_creates: usize,
     pss_first: u64,
     pss_last: u64,
     pss_max: u64,
@@ -528,6 +531,27 @@ async fn delete_pods(client: &kube::Client, label: &str) -> anyhow::Result<()> {
 
 /// Keeps the plan's pods running while a tenth of them are replaced every 10 s; samples
 /// the simulator's memory every 30 s.
+/// Creates a pod, retrying a refused create up to four times with backoff (1, 2, 4,
+/// 8 s): a soak rides out a slow or restarting API server rather than ending.
+async fn create_with_retries(pods: &Api<Pod>, pod: &Pod) -> bool {
+    for attempt in 0..5u32 {
+        match pods.create(&PostParams::default(), pod).await {
+            Ok(_) => return true,
+            Err(kube::Error::Api(status)) if status.code == 409 => return true,
+            Err(error) => {
+                eprintln!(
+                    "soak: creating a pod failed (attempt {}): {error}",
+                    attempt + 1
+                );
+                if attempt < 4 {
+                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                }
+            }
+        }
+    }
+    false
+}
+
 async fn soak_with_churn(
     client: &kube::Client,
     plan: &Plan,
@@ -541,7 +565,10 @@ async fn soak_with_churn(
     let mut live: Vec<String> = Vec::with_capacity(count);
     for i in 0..count {
         let pod = bench_pod(plan.kind, &name(0, i), None);
-        pods.create(&PostParams::default(), &pod).await?;
+        anyhow::ensure!(
+            create_with_retries(&pods, &pod).await,
+            "the soak's pods could not be created"
+        );
         live.push(name(0, i));
     }
     let started = Instant::now();
@@ -549,6 +576,7 @@ async fn soak_with_churn(
     let mut next_sample = started;
     let mut generation = 0;
     let mut churned = 0;
+    let mut failed_creates = 0;
     while started.elapsed() < length {
         if Instant::now() >= next_sample {
             let pss = procfs::total(&simulator.pids()).pss;
@@ -561,12 +589,12 @@ async fn soak_with_churn(
             let index = (generation * batch + slot) % count;
             let old = std::mem::replace(&mut live[index], name(generation, index));
             let _ = pods.delete(&old, &DeleteParams::default()).await;
-            pods.create(
-                &PostParams::default(),
-                &bench_pod(plan.kind, &live[index], None),
-            )
-            .await?;
-            churned += 1;
+            let pod = bench_pod(plan.kind, &live[index], None);
+            if create_with_retries(&pods, &pod).await {
+                churned += 1;
+            } else {
+                failed_creates += 1;
+            }
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
@@ -589,6 +617,7 @@ async fn soak_with_churn(
     Ok(Soak {
         seconds: length.as_secs(),
         churned_pods: churned,
+        failed_creates,
         pss_first: first,
         pss_last: last,
         pss_max: samples
@@ -709,7 +738,7 @@ fn markdown(report: &Report) -> String {
     if !soaks.is_empty() {
         let _ = writeln!(
             out,
-            "\n| simulator | nodes | soak (s) | pods churned | PSS first (MiB) | PSS after warm-up (MiB) | PSS last (MiB) | PSS max (MiB) | drift | drift after warm-up |"
+            "\n| simulator | nodes | soak (s) | pods churned (failed creates) | PSS first (MiB) | PSS after warm-up (MiB) | PSS last (MiB) | PSS max (MiB) | drift | drift after warm-up |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         for s in soaks {
@@ -717,11 +746,12 @@ fn markdown(report: &Report) -> String {
             let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} % | {:+.1} % |",
+                "| {} | {} | {} | {} ({}) | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} % | {:+.1} % |",
                 s.simulator,
                 s.nodes,
                 k.seconds,
                 k.churned_pods,
+                k.failed_creates,
                 mib(k.pss_first),
                 mib(k.pss_warm),
                 mib(k.pss_last),
