@@ -62,6 +62,36 @@ async fn get_status(client: &kube::Client, path: &str) -> Result<String, u16> {
         })
 }
 
+/// Starts `kubectl port-forward` from a free local port to `port` of `target`, once it
+/// says it is forwarding; its stderr stays piped for what it reports later.
+async fn port_forward(
+    env: &TestEnv,
+    target: &str,
+    port: u16,
+) -> anyhow::Result<(tokio::process::Child, u16)> {
+    let local = free_port();
+    let mapping = format!("{local}:{port}");
+    let mut child = kubectl_command(
+        env,
+        &["port-forward", target, &mapping, "--address", "127.0.0.1"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()?;
+    let mut said = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), said.next_line()).await??;
+    anyhow::ensure!(
+        ready
+            .as_deref()
+            .is_some_and(|l| l.contains("Forwarding from")),
+        "kubectl port-forward did not start: {ready:?}"
+    );
+    // kubectl says "Handling connection for ..." on every connection; a closed pipe
+    // would end it.
+    tokio::spawn(async move { while let Ok(Some(_)) = said.next_line().await {} });
+    Ok((child, local))
+}
+
 /// `kubectl exec`, `attach` and `port-forward`: the API server upgrades to SPDY and
 /// talks to the node's kubelet API, which runs the fake runtime's shell and echo server.
 async fn streaming_works_through_the_api_server(
@@ -132,22 +162,7 @@ async fn streaming_works_through_the_api_server(
     attach.start_kill()?;
 
     // kubectl port-forward: a local port reaches the pod's declared port (an echo).
-    let local = free_port();
-    let mut forward = kubectl_command(
-        env,
-        &[
-            "port-forward",
-            "pod/shell",
-            &format!("{local}:80"),
-            "--address",
-            "127.0.0.1",
-        ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .spawn()?;
-    let mut said = BufReader::new(forward.stdout.take().expect("piped stdout")).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), said.next_line()).await??;
-    assert!(ready.is_some_and(|l| l.contains("Forwarding from")));
+    let (mut forward, local) = port_forward(env, "pod/shell", 80).await?;
     for round in 0..2 {
         let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", local)).await?;
         let message = format!("round {round} through the API server\n");
@@ -159,22 +174,7 @@ async fn streaming_works_through_the_api_server(
     forward.start_kill()?;
 
     // A port nothing declares is refused, as a closed port is.
-    let local = free_port();
-    let mut refused = kubectl_command(
-        env,
-        &[
-            "port-forward",
-            "pod/shell",
-            &format!("{local}:81"),
-            "--address",
-            "127.0.0.1",
-        ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()?;
-    let mut said = BufReader::new(refused.stdout.take().expect("piped stdout")).lines();
-    tokio::time::timeout(Duration::from_secs(60), said.next_line()).await??;
+    let (mut refused, local) = port_forward(env, "pod/shell", 81).await?;
     let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", local)).await?;
     let _ = socket.write_all(b"anyone?").await;
     let mut back = Vec::new();
