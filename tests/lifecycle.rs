@@ -302,10 +302,22 @@ fn condition(node: &Node, type_: &str) -> Option<(String, Option<String>)> {
 }
 
 fn has_taint(node: &Node, key: &str) -> bool {
+    taints(node).any(|t| t.key == key)
+}
+
+/// Whether the node has the taint that keeps new pods off. For not-ready the node
+/// lifecycle controller adds two taints, NoSchedule and NoExecute, in separate passes,
+/// and every pod tolerates NoExecute not-ready for 300 s: only NoSchedule refuses a pod.
+fn has_no_schedule_taint(node: &Node, key: &str) -> bool {
+    taints(node).any(|t| t.key == key && t.effect == "NoSchedule")
+}
+
+fn taints(node: &Node) -> impl Iterator<Item = &k8s_openapi::api::core::v1::Taint> {
     node.spec
         .as_ref()
         .and_then(|s| s.taints.as_ref())
-        .is_some_and(|t| t.iter().any(|t| t.key == key))
+        .into_iter()
+        .flatten()
 }
 
 async fn wait_node(
@@ -398,7 +410,7 @@ nodes:
         wait_node(&nodes, "fault-0", "MemoryPressure and its taint", |n| {
             condition(n, "MemoryPressure")
                 == Some(("True".into(), Some("KubeletHasInsufficientMemory".into())))
-                && has_taint(n, "node.kubernetes.io/memory-pressure")
+                && has_no_schedule_taint(n, "node.kubernetes.io/memory-pressure")
         })
         .await;
         pods.create(&PostParams::default(), &pinned("squeezed", "fault-0"))
@@ -433,7 +445,7 @@ nodes:
             "Ready False and tainted not-ready",
             |n| {
                 condition(n, "Ready") == Some(("False".into(), Some("KubeletNotReady".into())))
-                    && has_taint(n, "node.kubernetes.io/not-ready")
+                    && has_no_schedule_taint(n, "node.kubernetes.io/not-ready")
             },
         )
         .await;

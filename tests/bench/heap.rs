@@ -74,6 +74,12 @@ async fn main() -> anyhow::Result<()> {
     let idle = live();
     let (bytes, blocks) = per(idle, base, args.nodes);
     println!("per node (idle): {bytes:.0} bytes in {blocks:.0} blocks");
+    if args.pods == 0 {
+        drop(profiler);
+        drop(cluster);
+        env.stop();
+        return Ok(());
+    }
 
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": { "name": "heap" },
@@ -112,8 +118,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let (bytes, blocks) = per(live(), idle, args.pods);
     println!("per running pod: {bytes:.0} bytes in {blocks:.0} blocks");
-    drop(cluster);
+    // The profile is written while the nodes still run, so its bytes "at end" are the
+    // steady state.
     drop(profiler);
+    drop(cluster);
     env.stop();
     Ok(())
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::node_status::{StatusInputs, compute, differs, stamp};
+use super::node_status::{StatusInputs, Written, compute, stamp};
 use super::shared::NodeShared;
 
 /// The namespace kubelets keep their Leases in.
@@ -25,28 +25,26 @@ pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The jitter the kubelet adds to its lease renew interval.
 const RENEW_JITTER: f64 = 0.04;
 
+/// A node's heartbeat state. Its task lives as long as the node, so it keeps little
+/// (a test bounds the task's size): the Lease boxed, a digest of the written status,
+/// and API handles made when a request is made.
 struct Heartbeat {
     shared: Arc<NodeShared>,
-    node_uid: String,
-    leases: Api<Lease>,
-    nodes: Api<Node>,
-    lease: Option<Lease>,
+    node_uid: Box<str>,
+    lease: Option<Box<Lease>>,
     /// Whether this node's Lease has been seen (created or renewed) by this process.
     lease_seen: bool,
-    written: Option<NodeStatus>,
+    written: Option<Written>,
     last_write: Option<Instant>,
     force_write: bool,
 }
 
 /// Runs until the node shuts down. `registered` is the status the Node was created
 /// with, if it was: it counts as written, so it is not written again at once.
-pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String, registered: Option<NodeStatus>) {
-    let client = shared.client.clone();
+pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String, registered: Option<Written>) {
     let mut heartbeat = Heartbeat {
-        leases: Api::namespaced(client.clone(), LEASE_NAMESPACE),
-        nodes: Api::all(client),
         shared,
-        node_uid,
+        node_uid: node_uid.into(),
         lease: None,
         lease_seen: false,
         last_write: registered.as_ref().map(|_| Instant::now()),
@@ -193,18 +191,14 @@ impl Heartbeat {
         let due = self
             .last_write
             .is_none_or(|at| at.elapsed() >= config.timing.status_report);
-        let changed = self
-            .written
-            .as_ref()
-            .is_none_or(|old| differs(old, &status));
+        let changed = self.written.as_ref().is_none_or(|old| old.differs(&status));
         if !(changed || due || self.force_write) {
             return;
         }
-        let previous = self.written.as_ref().and_then(|s| s.conditions.as_deref());
-        stamp(&mut status, previous, Timestamp::now());
+        stamp(&mut status, self.written.as_ref(), Timestamp::now());
         let patch = json!({ "status": status });
-        match self
-            .nodes
+        let nodes: Api<Node> = Api::all(shared.client.clone());
+        match nodes
             .patch_status(
                 &config.name,
                 &PatchParams::default(),
@@ -214,7 +208,7 @@ impl Heartbeat {
         {
             Ok(node) => {
                 let ready = is_ready(&status);
-                self.written = Some(status);
+                self.written = Some(Written::of(&status));
                 self.last_write = Some(Instant::now());
                 self.force_write = false;
                 shared.ready.send_replace(ready);
@@ -239,11 +233,12 @@ impl Heartbeat {
         // fewer per node while thousands register); one that exists answers 409, and
         // is then read and renewed.
         let mut assume_missing = self.lease.is_none() && !self.lease_seen;
+        let leases: Api<Lease> = Api::namespaced(self.shared.client.clone(), LEASE_NAMESPACE);
         for _ in 0..3 {
             let current = match self.lease.take() {
-                Some(lease) => Ok(Some(lease)),
+                Some(lease) => Ok(Some(*lease)),
                 None if assume_missing => Ok(None),
-                None => self.leases.get_opt(&name).await,
+                None => leases.get_opt(&name).await,
             };
             assume_missing = false;
             let result = match current {
@@ -251,12 +246,10 @@ impl Heartbeat {
                     let spec = lease.spec.get_or_insert_with(Default::default);
                     spec.renew_time = Some(now.clone());
                     spec.holder_identity = Some(name.clone());
-                    self.leases
-                        .replace(&name, &PostParams::default(), &lease)
-                        .await
+                    leases.replace(&name, &PostParams::default(), &lease).await
                 }
                 Ok(None) => {
-                    self.leases
+                    leases
                         .create(&PostParams::default(), &self.new_lease(now.clone()))
                         .await
                 }
@@ -267,7 +260,7 @@ impl Heartbeat {
                     // Kept for the next renewal without its managedFields (most of the
                     // object); an update that omits them leaves the server's as they are.
                     lease.metadata.managed_fields = None;
-                    self.lease = Some(lease);
+                    self.lease = Some(Box::new(lease));
                     self.lease_seen = true;
                     self.shared
                         .lease_renewed
@@ -294,7 +287,7 @@ impl Heartbeat {
                     api_version: "v1".into(),
                     kind: "Node".into(),
                     name: name.clone(),
-                    uid: self.node_uid.clone(),
+                    uid: self.node_uid.to_string(),
                     ..Default::default()
                 }]),
                 ..Default::default()

@@ -253,3 +253,30 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
     cancel.cancel();
     task.await.unwrap();
 }
+
+/// A node's heartbeat and runtime-listener tasks live as long as the node, so their
+/// futures are per-node memory. A field or an unboxed await that makes them grow (the
+/// heartbeat's once held 4.3 KiB: two `Api`s, the Lease and the last written status)
+/// fails here.
+#[tokio::test]
+async fn long_lived_node_tasks_stay_small() {
+    let (client, _handle) = mock_client();
+    let node = HollowNode::builder("n1").build().unwrap();
+    let machine = FakeCadvisor::default().machine_info().await.unwrap();
+    let shared = Arc::new(NodeShared::new(
+        node.config,
+        client,
+        "hollow".into(),
+        "hollow://0.1.0".into(),
+        machine,
+        CancellationToken::new(),
+    ));
+    let heartbeat = heartbeat::run(shared.clone(), "uid".into(), None);
+    let listener = super::actions::listen(
+        shared.clone(),
+        shared.config.runtime.subscribe(),
+        shared.config.runtime.subscribe_actions(),
+    );
+    let sizes = (size_of_val(&heartbeat), size_of_val(&listener));
+    assert!(sizes.0 <= 1024 && sizes.1 <= 1024, "{sizes:?} bytes");
+}

@@ -198,10 +198,10 @@ impl HollowNode {
         )
         .await?;
         let node_uid = registered.metadata.uid.clone().unwrap_or_default();
-        let written = initial.filter(|_| created);
-        if let Some(status) = &written {
-            shared.ready.send_replace(heartbeat::is_ready(status));
-        }
+        let written = initial.filter(|_| created).map(|status| {
+            shared.ready.send_replace(heartbeat::is_ready(&status));
+            node_status::Written::of(&status)
+        });
         if let Some(cidr) = registered.spec.and_then(|spec| spec.pod_cidr) {
             shared.learn_pod_cidr(&cidr).await;
         } else if let Some(cidr) = shared.config.pod_cidr.clone() {
