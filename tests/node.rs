@@ -141,6 +141,12 @@ async fn three_nodes_run_a_deployment_of_thirty() -> anyhow::Result<()> {
         first_renewals.push(spec.renew_time.unwrap());
     }
 
+    // Ready at creation, a node still carries the not-ready taint until the controller
+    // manager's next pass; until then the scheduler passes it by.
+    for i in 0..zones.len() {
+        wait_schedulable(&env, &format!("hollow-{i}")).await;
+    }
+
     let deployments: Api<Deployment> = Api::namespaced(env.client(), "default");
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": { "name": "web" },

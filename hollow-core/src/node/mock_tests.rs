@@ -254,8 +254,8 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
     task.await.unwrap();
 }
 
-/// A node's heartbeat and runtime-listener tasks live as long as the node, so their
-/// futures are per-node memory. A field or an unboxed await that makes them grow (the
+/// A node's heartbeat and runtime-listener tasks live as long as the node, and a pod
+/// worker as long as its pod, so their futures are per-node and per-pod memory. A field or an unboxed await that makes them grow (the
 /// heartbeat's once held 4.3 KiB: two `Api`s, the Lease and the last written status)
 /// fails here.
 #[tokio::test]
@@ -279,4 +279,19 @@ async fn long_lived_node_tasks_stay_small() {
     );
     let sizes = (size_of_val(&heartbeat), size_of_val(&listener));
     assert!(sizes.0 <= 1024 && sizes.1 <= 1024, "{sizes:?} bytes");
+    // A pod worker lives as long as its pod.
+    let pod = k8s_openapi::api::core::v1::Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some("p".into()),
+            namespace: Some("default".into()),
+            uid: Some("pod-uid".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (_pods, updates) = tokio::sync::watch::channel(Arc::new(pod));
+    let worker =
+        super::worker::PodWorker::new(shared, updates, Default::default(), Default::default());
+    let worker = size_of_val(&worker.run());
+    assert!(worker <= 1536, "a pod worker's future is {worker} bytes");
 }

@@ -25,8 +25,15 @@ use crate::runtime::ContainerEvent;
 /// 3 KiB in memory).
 pub(crate) fn slimmed(mut pod: Pod) -> Pod {
     pod.metadata.managed_fields = None;
+    shrink(&mut pod.metadata.owner_references);
     if let Some(spec) = pod.spec.as_mut() {
         spec.volumes = None;
+        // serde grows a list by doubling, from room for four items of up to 1 KiB: one
+        // ContainerStatus (750 bytes) sits in 3 KiB, five conditions in room for eight.
+        // Every pod is kept for its life.
+        spec.containers.shrink_to_fit();
+        shrink(&mut spec.init_containers);
+        shrink(&mut spec.tolerations);
         let containers = spec
             .containers
             .iter_mut()
@@ -34,9 +41,26 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
         for container in containers {
             container.volume_mounts = None;
             container.volume_devices = None;
+            shrink(&mut container.env);
+            shrink(&mut container.ports);
+            shrink(&mut container.args);
+            shrink(&mut container.command);
         }
     }
+    if let Some(status) = pod.status.as_mut() {
+        shrink(&mut status.conditions);
+        shrink(&mut status.container_statuses);
+        shrink(&mut status.init_container_statuses);
+        shrink(&mut status.pod_ips);
+        shrink(&mut status.host_ips);
+    }
     pod
+}
+
+fn shrink<T>(list: &mut Option<Vec<T>>) {
+    if let Some(list) = list {
+        list.shrink_to_fit();
+    }
 }
 
 /// How long a node waits for the controller manager to allocate its pod CIDR before it
@@ -290,5 +314,44 @@ mod tests {
         let second: u8 = a.split('.').nth(1).unwrap().parse().unwrap();
         assert!((64..128).contains(&second), "{a}");
         assert!(a.ends_with(".0/24"));
+    }
+
+    #[test]
+    fn slimmed_pods_keep_no_spare_room() {
+        // From text, as a watch reads it (a `Value` would tell serde each list's length).
+        let json = serde_json::json!({
+            "metadata": { "name": "p", "managedFields": [{ "manager": "m" }] },
+            "spec": {
+                "containers": [{
+                    "name": "c",
+                    "image": "i",
+                    "env": [{ "name": "A", "value": "1" }],
+                    "volumeMounts": [{ "name": "v", "mountPath": "/v" }],
+                }],
+                "tolerations": [{ "key": "a" }, { "key": "b" }, { "key": "c" }],
+                "volumes": [{ "name": "v", "emptyDir": {} }],
+            },
+            "status": {
+                "conditions": [{ "type": "Ready", "status": "True" }],
+                "containerStatuses": [{
+                    "name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+                }],
+            },
+        });
+        let pod: Pod = serde_json::from_str(&json.to_string()).unwrap();
+        let statuses = |pod: &Pod| {
+            let status = pod.status.as_ref().unwrap();
+            status.container_statuses.as_ref().unwrap().capacity()
+        };
+        assert!(statuses(&pod) > 1);
+        let pod = slimmed(pod);
+        assert_eq!(statuses(&pod), 1);
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.containers.capacity(), 1);
+        assert_eq!(spec.tolerations.unwrap().capacity(), 3);
+        assert_eq!(spec.containers[0].env.as_ref().unwrap().capacity(), 1);
+        assert_eq!(pod.status.unwrap().conditions.unwrap().capacity(), 1);
+        assert!(spec.volumes.is_none() && spec.containers[0].volume_mounts.is_none());
+        assert!(pod.metadata.managed_fields.is_none());
     }
 }

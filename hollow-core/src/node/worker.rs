@@ -52,7 +52,6 @@ pub(crate) struct PodWorker {
     updates: watch::Receiver<Arc<Pod>>,
     nudges: Arc<Notify>,
     uid: String,
-    api: Api<Pod>,
     sandbox: Option<String>,
     sandbox_stopped: bool,
     pod_ips: Vec<IpAddr>,
@@ -116,18 +115,12 @@ impl PodWorker {
             }
         });
         let regular = records(&spec.containers, |_| ContainerKind::Regular);
-        let namespace = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
         // A pod already finished before this worker (e.g. before a restart) stays so.
         let terminal = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
         );
         Self {
-            api: Api::namespaced(shared.client.clone(), &namespace),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             shared,
             pod,
@@ -170,6 +163,13 @@ impl PodWorker {
 
     fn name(&self) -> &str {
         self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The pods of this pod's namespace. Made for each request rather than kept: a worker
+    /// lives as long as its pod, and an `Api` is 272 bytes.
+    fn pods_api(&self) -> Api<Pod> {
+        let namespace = self.pod.metadata.namespace.as_deref().unwrap_or("default");
+        Api::namespaced(self.shared.client.clone(), namespace)
     }
 
     pub(crate) async fn run(mut self) {
@@ -603,7 +603,7 @@ impl PodWorker {
             }),
             ..Default::default()
         };
-        match self.api.delete(self.name(), &params).await {
+        match self.pods_api().delete(self.name(), &params).await {
             Ok(_) => self.deleted = true,
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
                 self.deleted = true
@@ -659,7 +659,7 @@ impl PodWorker {
         }
         let patch = json!({ "metadata": { "uid": self.uid }, "status": diff });
         match self
-            .api
+            .pods_api()
             .patch_status(
                 self.name(),
                 &PatchParams::default(),
