@@ -117,6 +117,13 @@ pub struct Cli {
     #[arg(long, default_value_t = 64)]
     pub parallelism: usize,
 
+    /// At most this many API requests in flight for the whole process (watches count
+    /// until their response starts). Thousands of nodes renewing Leases and writing
+    /// status through one client would otherwise open a connection per waiting request
+    /// whenever the API server answers slowly, and keep them open.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_requests_in_flight: u32,
+
     /// What hollow pods and nodes do: a preset (fast, realistic, chaos) or the path of a
     /// lifecycle file (YAML or JSON; see docs/lifecycle.md).
     #[arg(long, env = "HOLLOW_LIFECYCLE", default_value = "fast", value_parser = parse_lifecycle)]

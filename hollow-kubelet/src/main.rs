@@ -96,7 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         connected = connect(&cli) => connected?,
         () = &mut shutdown => return Ok(()),
     };
-    let client = metrics.instrument(config)?;
+    let client = metrics.instrument(config, cli.max_requests_in_flight as usize)?;
     tokio::select! {
         reached = wait_for_api(&client, Duration::from_secs(cli.connect_timeout)) => reached?,
         () = &mut shutdown => return Ok(()),

@@ -109,8 +109,13 @@ impl Metrics {
         })
     }
 
-    /// Wraps a client so every API request is counted and timed.
-    pub fn instrument(self: &Arc<Self>, config: kube::Config) -> anyhow::Result<kube::Client> {
+    /// Builds the process's client: every API request counted and timed, and at most
+    /// `max_in_flight` of them waiting for an answer at once.
+    pub fn instrument(
+        self: &Arc<Self>,
+        config: kube::Config,
+        max_in_flight: usize,
+    ) -> anyhow::Result<kube::Client> {
         use tower_http::trace::TraceLayer;
         let on_request = {
             let metrics = self.clone();
@@ -135,6 +140,7 @@ impl Metrics {
             .on_response(on_response);
         Ok(kube::client::ClientBuilder::try_from(config)?
             .with_layer(&layer)
+            .with_layer(&tower::limit::ConcurrencyLimitLayer::new(max_in_flight))
             .build())
     }
 

@@ -92,6 +92,9 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
             "--extended-resources=nvidia.com/gpu=8",
             "--cleanup-on-exit",
             "--metrics-bind-address=127.0.0.1:0",
+            // Two requests at a time for 50 nodes: the cap queues requests, and the
+            // process's long watches do not hold it.
+            "--max-requests-in-flight=2",
         ],
         None,
         &dir.path().join("kubelet.log"),
@@ -295,6 +298,7 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
         ("--capacity=cpu=-1", "invalid quantity \"-1\" for cpu"),
         ("--register-with-taints=a=b:Often", "effect must be"),
         ("--morph=proxy", "run hollow-proxy"),
+        ("--max-requests-in-flight=0", "0 is not in 1..=10000"),
     ] {
         let (ok, out) = run(&["--kubeconfig", &kubeconfig, flag]).await;
         assert!(!ok && out.contains(expected), "{flag}: {out}");

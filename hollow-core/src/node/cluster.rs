@@ -150,6 +150,11 @@ impl HollowClusterBuilder {
 }
 
 /// Many hollow nodes sharing one client and one pod watch. Dropping it stops them.
+///
+/// With thousands of nodes, give it a client that caps the requests in flight (tower's
+/// `ConcurrencyLimitLayer` through `kube::client::ClientBuilder::with_layer`), as
+/// `hollow-kubelet --max-requests-in-flight` does: kube's HTTP/1.1 client opens a
+/// connection for every request that waits on a slow API server, and keeps it.
 pub struct HollowCluster {
     nodes: Vec<RunningNode>,
     cancel: CancellationToken,

@@ -35,19 +35,37 @@ struct Heartbeat {
     /// Whether this node's Lease has been seen (created or renewed) by this process.
     lease_seen: bool,
     written: Option<Written>,
-    last_write: Option<Instant>,
+    /// When the status is written even if unchanged; `None` until a first write.
+    report_due: Option<Instant>,
     force_write: bool,
+}
+
+/// When a node that wrote its status `at` writes it again unchanged. The first period
+/// after start is drawn from half to all of `report`: nodes started together (a
+/// thousand in a few seconds) would otherwise rewrite their status together every
+/// 5 minutes, a burst the API server answers late, and Leases renewed in it miss.
+/// Later periods are whole; each node keeps the phase it drew.
+fn report_due(at: Instant, report: Duration, first: bool) -> Instant {
+    let share = if first {
+        rand::rng().random_range(0.5..=1.0)
+    } else {
+        1.0
+    };
+    at + report.mul_f64(share)
 }
 
 /// Runs until the node shuts down. `registered` is the status the Node was created
 /// with, if it was: it counts as written, so it is not written again at once.
 pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String, registered: Option<Written>) {
+    let report = shared.config.timing.status_report;
     let mut heartbeat = Heartbeat {
         shared,
         node_uid: node_uid.into(),
         lease: None,
         lease_seen: false,
-        last_write: registered.as_ref().map(|_| Instant::now()),
+        report_due: registered
+            .as_ref()
+            .map(|_| report_due(Instant::now(), report, true)),
         written: registered,
         force_write: false,
     };
@@ -188,9 +206,7 @@ impl Heartbeat {
             }
             Observed::Failed => return,
         };
-        let due = self
-            .last_write
-            .is_none_or(|at| at.elapsed() >= config.timing.status_report);
+        let due = self.report_due.is_none_or(|at| Instant::now() >= at);
         let changed = self.written.as_ref().is_none_or(|old| old.differs(&status));
         if !(changed || due || self.force_write) {
             return;
@@ -208,8 +224,13 @@ impl Heartbeat {
         {
             Ok(node) => {
                 let ready = is_ready(&status);
+                let first = self.written.is_none();
                 self.written = Some(Written::of(&status));
-                self.last_write = Some(Instant::now());
+                self.report_due = Some(report_due(
+                    Instant::now(),
+                    config.timing.status_report,
+                    first,
+                ));
                 self.force_write = false;
                 shared.ready.send_replace(ready);
                 if let Some(cidr) = node.spec.and_then(|spec| spec.pod_cidr) {
@@ -302,5 +323,23 @@ impl Heartbeat {
                 ..Default::default()
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_report_period_is_spread_and_later_ones_are_whole() {
+        let at = Instant::now();
+        let report = Duration::from_secs(300);
+        let firsts: Vec<Duration> = (0..200)
+            .map(|_| report_due(at, report, true) - at)
+            .collect();
+        assert!(firsts.iter().all(|d| (report / 2..=report).contains(d)));
+        let (min, max) = (firsts.iter().min().unwrap(), firsts.iter().max().unwrap());
+        assert!(*max - *min > report / 4, "spread {min:?}..{max:?}");
+        assert_eq!(report_due(at, report, false), at + report);
     }
 }
