@@ -148,6 +148,23 @@ async fn registration_refuses_a_foreign_node() {
     server.await.unwrap();
 }
 
+/// A node's shared state, as `start_with` makes it, on `client`.
+async fn node_shared(
+    node: HollowNode,
+    client: kube::Client,
+    cancel: CancellationToken,
+) -> Arc<NodeShared> {
+    let machine = FakeCadvisor::default().machine_info().await.unwrap();
+    Arc::new(NodeShared::new(
+        node.config,
+        client,
+        "hollow".into(),
+        "hollow://0.1.0".into(),
+        machine,
+        cancel,
+    ))
+}
+
 #[tokio::test]
 async fn heartbeats_write_status_then_create_and_renew_the_lease() {
     let (client, mut handle) = mock_client();
@@ -158,16 +175,8 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
         ..Default::default()
     };
     let node = HollowNode::builder("n1").timing(timing).build().unwrap();
-    let machine = FakeCadvisor::default().machine_info().await.unwrap();
     let cancel = CancellationToken::new();
-    let shared = Arc::new(NodeShared::new(
-        node.config,
-        client,
-        "hollow".into(),
-        "hollow://0.1.0".into(),
-        machine,
-        cancel.clone(),
-    ));
+    let shared = node_shared(node, client, cancel.clone()).await;
     let task = tokio::spawn(heartbeat::run(shared, "node-uid".into(), None));
 
     // The first status write: a strategic merge patch of the status subresource.
@@ -262,15 +271,7 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
 async fn long_lived_node_tasks_stay_small() {
     let (client, _handle) = mock_client();
     let node = HollowNode::builder("n1").build().unwrap();
-    let machine = FakeCadvisor::default().machine_info().await.unwrap();
-    let shared = Arc::new(NodeShared::new(
-        node.config,
-        client,
-        "hollow".into(),
-        "hollow://0.1.0".into(),
-        machine,
-        CancellationToken::new(),
-    ));
+    let shared = node_shared(node, client, CancellationToken::new()).await;
     let heartbeat = heartbeat::run(shared.clone(), "uid".into(), None);
     let listener = super::actions::listen(
         shared.clone(),
