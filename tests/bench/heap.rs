@@ -74,17 +74,29 @@ async fn main() -> anyhow::Result<()> {
     let idle = live();
     let (bytes, blocks) = per(idle, base, args.nodes);
     println!("per node (idle): {bytes:.0} bytes in {blocks:.0} blocks");
-    if args.pods == 0 {
-        drop(profiler);
-        drop(cluster);
-        env.stop();
-        return Ok(());
+    if args.pods > 0 {
+        count_pods(&client, args.pods, args.settle, idle).await?;
     }
+    // The profile is written while the nodes still run, so its bytes "at end" are the
+    // steady state.
+    drop(profiler);
+    drop(cluster);
+    env.stop();
+    Ok(())
+}
 
+/// Starts a Deployment of `replicas` pods, waits until all run and `settle` seconds
+/// more, and prints the heap each added to `idle`.
+async fn count_pods(
+    client: &kube::Client,
+    replicas: usize,
+    settle: u64,
+    idle: (u64, u64),
+) -> anyhow::Result<()> {
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": { "name": "heap" },
         "spec": {
-            "replicas": args.pods,
+            "replicas": replicas,
             "selector": { "matchLabels": { "app": "heap" } },
             "template": {
                 "metadata": { "labels": { "app": "heap" } },
@@ -110,18 +122,13 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
             .count();
-        (running == args.pods)
+        (running == replicas)
             .then_some(())
-            .ok_or(format!("{running} of {} Running", args.pods))
+            .ok_or(format!("{running} of {replicas} Running"))
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(args.settle)).await;
-    let (bytes, blocks) = per(live(), idle, args.pods);
+    tokio::time::sleep(Duration::from_secs(settle)).await;
+    let (bytes, blocks) = per(live(), idle, replicas);
     println!("per running pod: {bytes:.0} bytes in {blocks:.0} blocks");
-    // The profile is written while the nodes still run, so its bytes "at end" are the
-    // steady state.
-    drop(profiler);
-    drop(cluster);
-    env.stop();
     Ok(())
 }

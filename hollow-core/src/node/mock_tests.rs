@@ -264,9 +264,9 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
 }
 
 /// A node's heartbeat and runtime-listener tasks live as long as the node, and a pod
-/// worker as long as its pod, so their futures are per-node and per-pod memory. A field or an unboxed await that makes them grow (the
-/// heartbeat's once held 4.3 KiB: two `Api`s, the Lease and the last written status)
-/// fails here.
+/// worker as long as its pod, so their futures are per-node and per-pod memory. A field
+/// or an unboxed await that makes them grow (the heartbeat's once held 4.3 KiB: two
+/// `Api`s, the Lease and the last written status) fails here.
 #[tokio::test]
 async fn long_lived_node_tasks_stay_small() {
     let (client, _handle) = mock_client();

@@ -28,9 +28,9 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
     shrink(&mut pod.metadata.owner_references);
     if let Some(spec) = pod.spec.as_mut() {
         spec.volumes = None;
-        // serde grows a list by doubling, from room for four items of up to 1 KiB: one
-        // ContainerStatus (750 bytes) sits in 3 KiB, five conditions in room for eight.
-        // Every pod is kept for its life.
+        // serde grows a list by doubling, from room for four items of up to 1 KiB (one
+        // for larger ones): one ContainerStatus (750 bytes) sits in 3 KiB, five
+        // conditions in room for eight. Every pod is kept for its life.
         spec.containers.shrink_to_fit();
         shrink(&mut spec.init_containers);
         shrink(&mut spec.tolerations);
