@@ -79,22 +79,29 @@ impl Default for NodeTiming {
     }
 }
 
+/// What only registration reads: taken out of the configuration when the node starts,
+/// so a running node does not keep it (a label map alone is about 0.5 KiB).
+#[derive(Clone, Default)]
+pub(crate) struct Registration {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub provider_id: String,
+    pub adopt: bool,
+}
+
 /// A node's validated configuration.
 #[derive(Clone)]
 pub(crate) struct NodeConfig {
     pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub taints: Vec<Taint>,
+    pub registration: Registration,
     pub capacity: BTreeMap<String, Quantity>,
     pub allocatable: BTreeMap<String, Quantity>,
     pub addresses: Vec<IpAddr>,
-    pub provider_id: String,
     pub pod_cidr: Option<String>,
     pub kubelet_port: u16,
     pub kubelet_version: String,
     pub timing: NodeTiming,
-    pub adopt: bool,
     pub runtime: Arc<dyn RuntimeService>,
     pub cadvisor: Arc<dyn Cadvisor>,
     pub node_status: Arc<dyn NodeStatusProvider>,
@@ -369,13 +376,16 @@ impl HollowNodeBuilder {
             )),
         };
         let config = NodeConfig {
-            provider_id: self
-                .provider_id
-                .unwrap_or_else(|| format!("hollow://{}", self.name)),
+            registration: Registration {
+                provider_id: self
+                    .provider_id
+                    .unwrap_or_else(|| format!("hollow://{}", self.name)),
+                labels: self.labels,
+                annotations: self.annotations,
+                taints,
+                adopt: self.adopt,
+            },
             name: self.name,
-            labels: self.labels,
-            annotations: self.annotations,
-            taints,
             capacity: quantities(self.capacity)?,
             allocatable: quantities(self.allocatable)?,
             addresses,
@@ -383,7 +393,6 @@ impl HollowNodeBuilder {
             kubelet_port: self.kubelet_port,
             kubelet_version: self.kubelet_version,
             timing,
-            adopt: self.adopt,
             runtime,
             cadvisor: self
                 .cadvisor
@@ -467,7 +476,7 @@ mod tests {
     #[test]
     fn defaults_are_the_kubelets() {
         let node = HollowNode::builder("n").build().unwrap();
-        assert_eq!(node.config.provider_id, "hollow://n");
+        assert_eq!(node.config.registration.provider_id, "hollow://n");
         assert_eq!(node.config.kubelet_port, 10250);
         assert_eq!(node.config.timing.lease_duration, Duration::from_secs(40));
         assert_eq!(node.config.addresses, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);

@@ -1,10 +1,11 @@
 //! The node's heartbeats: its Lease, renewed every 10 s, and its status, computed every
 //! 10 s and written on change or every 5 minutes.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
@@ -14,7 +15,9 @@ use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use rand::Rng;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::time::DelayQueue;
 
 use super::node_status::{StatusInputs, Written, compute, stamp};
 use super::shared::NodeShared;
@@ -25,19 +28,122 @@ pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The jitter the kubelet adds to its lease renew interval.
 const RENEW_JITTER: f64 = 0.04;
 
-/// A node's heartbeat state. Its task lives as long as the node, so it keeps little
-/// (a test bounds the task's size): the Lease boxed, a digest of the written status,
-/// and API handles made when a request is made.
-struct Heartbeat {
-    shared: Arc<NodeShared>,
+/// A node's heartbeat state, kept in its [`NodeShared`] for the node's life, so it is
+/// small (a test bounds it): the resource version of its Lease, a digest of the written
+/// status, when each beat is due, and API handles made when a request is made.
+#[derive(Default)]
+pub(crate) struct State {
     node_uid: Box<str>,
-    lease: Option<Box<Lease>>,
+    /// The resource version of the Lease this node last wrote: the next renewal
+    /// replaces that version with a Lease built afresh (about 0.8 KiB a node less than
+    /// keeping the object).
+    lease_version: Option<Box<str>>,
     /// Whether this node's Lease has been seen (created or renewed) by this process.
     lease_seen: bool,
     written: Option<Written>,
     /// When the status is written even if unchanged; `None` until a first write.
     report_due: Option<Instant>,
     force_write: bool,
+    /// When the status is next computed and the Lease next renewed; `None`: at once.
+    next_status: Option<Instant>,
+    next_lease: Option<Instant>,
+}
+
+/// A node's place on a [`Heartbeats`] driver.
+#[derive(Default)]
+pub(crate) struct Slot {
+    state: tokio::sync::Mutex<State>,
+    /// Bumped when a beat is asked for at once: beats scheduled before are void.
+    generation: AtomicU64,
+    /// Set when a beat is asked for at once: it renews and writes whatever is due.
+    resumed: AtomicBool,
+    driver: OnceLock<Heartbeats>,
+}
+
+/// A beat scheduled: the node, when, and the generation of its slot it belongs to.
+type Due = (Arc<NodeShared>, Instant, u64);
+
+/// Drives the heartbeats of many nodes from one task: a timer queue of nodes, each
+/// beat a short task of its own. A task per node would hold its future and its timer
+/// for the node's whole life (about 0.7 KiB a node).
+#[derive(Clone)]
+pub(crate) struct Heartbeats {
+    due: mpsc::UnboundedSender<Due>,
+}
+
+impl Heartbeats {
+    /// Starts a driver; it ends once every handle to it, and every node on it, is gone.
+    pub(crate) fn start() -> Self {
+        let (due, queue) = mpsc::unbounded_channel();
+        tokio::spawn(drive(queue));
+        Self { due }
+    }
+
+    /// Starts the heartbeats of `shared`, whose Node has `node_uid`. `registered` is the
+    /// status the Node was created with, if it was: it counts as written, so it is not
+    /// written again at once.
+    pub(crate) fn add(
+        &self,
+        shared: &Arc<NodeShared>,
+        node_uid: String,
+        registered: Option<Written>,
+    ) {
+        let slot = &shared.heartbeat;
+        if let Ok(mut state) = slot.state.try_lock() {
+            state.node_uid = node_uid.into();
+            state.report_due = registered
+                .as_ref()
+                .map(|_| report_due(Instant::now(), shared.config.timing.status_report, true));
+            state.written = registered;
+        }
+        if slot.driver.set(self.clone()).is_ok() {
+            let generation = slot.generation.load(Ordering::Relaxed);
+            let _ = self.due.send((shared.clone(), Instant::now(), generation));
+        }
+    }
+}
+
+/// Asks for a beat of `shared` at once (a resume, or changed fault annotations): the
+/// Lease is renewed and the status written.
+pub(crate) fn beat_now(shared: &Arc<NodeShared>) {
+    let slot = &shared.heartbeat;
+    slot.resumed.store(true, Ordering::Relaxed);
+    let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(driver) = slot.driver.get() {
+        let _ = driver
+            .due
+            .send((shared.clone(), Instant::now(), generation));
+    }
+}
+
+async fn drive(mut due: mpsc::UnboundedReceiver<Due>) {
+    let mut queue: DelayQueue<(Arc<NodeShared>, u64)> = DelayQueue::new();
+    loop {
+        tokio::select! {
+            next = due.recv() => match next {
+                Some((node, at, generation)) => {
+                    queue.insert_at((node, generation), at);
+                }
+                None => return,
+            },
+            Some(expired) = queue.next(), if !queue.is_empty() => {
+                let (node, generation) = expired.into_inner();
+                let slot = &node.heartbeat;
+                if node.cancel.is_cancelled() || slot.generation.load(Ordering::Relaxed) != generation {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let next = tokio::select! {
+                        _ = node.cancel.cancelled() => return,
+                        next = beat(&node) => next,
+                    };
+                    if let Some(driver) = node.heartbeat.driver.get() {
+                        let _ = driver.due.send((node.clone(), next, generation));
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// When a node that wrote its status `at` writes it again unchanged. The first period
@@ -54,71 +160,26 @@ fn report_due(at: Instant, report: Duration, first: bool) -> Instant {
     at + report.mul_f64(share)
 }
 
-/// Runs until the node shuts down. `registered` is the status the Node was created
-/// with, if it was: it counts as written, so it is not written again at once.
-pub(crate) async fn run(shared: Arc<NodeShared>, node_uid: String, registered: Option<Written>) {
-    let report = shared.config.timing.status_report;
-    let mut heartbeat = Heartbeat {
-        shared,
-        node_uid: node_uid.into(),
-        lease: None,
-        lease_seen: false,
-        report_due: registered
-            .as_ref()
-            .map(|_| report_due(Instant::now(), report, true)),
-        written: registered,
-        force_write: false,
-    };
-    let timing = heartbeat.shared.config.timing;
-    let mut next_status = Instant::now();
-    let mut next_lease = Instant::now();
-    loop {
-        let shared = &heartbeat.shared;
-        tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            _ = shared.resumed.notified() => {
-                heartbeat.force_write = true;
-                next_status = Instant::now();
-                next_lease = Instant::now();
-            }
-            _ = tokio::time::sleep_until(next_status.min(next_lease)) => {}
-        }
-        let now = Instant::now();
-        if heartbeat.shared.heartbeats_paused.load(Ordering::Relaxed) {
-            next_status = now + timing.status_update;
-            next_lease = now + timing.lease_renew;
-            continue;
-        }
-        if now >= next_status {
-            let was_stopped = heartbeat.shared.heartbeats_stopped.load(Ordering::Relaxed);
-            // Boxed, as below: a waiting loop then holds only its state, not the
-            // larger future of a write (several KiB for every node, all its life).
-            Box::pin(heartbeat.update_status()).await;
-            next_status = now + timing.status_update;
-            let stopped = heartbeat.shared.heartbeats_stopped.load(Ordering::Relaxed);
-            if stopped {
-                // A vanished node renews nothing; the provider is asked again next period.
-                next_lease = next_status;
-                continue;
-            }
-            if was_stopped {
-                next_lease = now;
-                // Every pod worker rewrites what changed while the node was away.
-                heartbeat.shared.route_event(Err(RecvError::Lagged(0)));
-            }
-        }
-        // The Lease says the kubelet is alive, not that the node is healthy: a kubelet
-        // whose runtime is down keeps renewing it and reports Ready=False instead.
-        if now >= next_lease {
-            next_lease = if Box::pin(heartbeat.renew_lease()).await {
-                let jitter = rand::rng().random_range(0.0..RENEW_JITTER);
-                now + timing.lease_renew.mul_f64(1.0 + jitter)
-            } else {
-                heartbeat.force_write = true;
-                now + Duration::from_secs(1)
-            };
-        }
+/// One beat: computes the status and writes it if needed, renews the Lease if due.
+/// Returns when the next beat is due.
+async fn beat(shared: &NodeShared) -> Instant {
+    let mut state = shared.heartbeat.state.lock().await;
+    let timing = shared.config.timing;
+    let now = Instant::now();
+    let mut next_status = state.next_status.unwrap_or(now);
+    let mut next_lease = state.next_lease.unwrap_or(now);
+    if shared.heartbeat.resumed.swap(false, Ordering::Relaxed) {
+        state.force_write = true;
+        (next_status, next_lease) = (now, now);
     }
+    (next_status, next_lease) = if shared.heartbeats_paused.load(Ordering::Relaxed) {
+        (now + timing.status_update, now + timing.lease_renew)
+    } else {
+        state.due_work(shared, now, next_status, next_lease).await
+    };
+    state.next_status = Some(next_status);
+    state.next_lease = Some(next_lease);
+    next_status.min(next_lease)
 }
 
 /// What the node has to report now.
@@ -193,10 +254,46 @@ pub(crate) fn is_ready(status: &NodeStatus) -> bool {
         .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-impl Heartbeat {
+impl State {
+    /// Does what is due at `now`; returns when status and Lease are next due.
+    async fn due_work(
+        &mut self,
+        shared: &NodeShared,
+        now: Instant,
+        mut next_status: Instant,
+        mut next_lease: Instant,
+    ) -> (Instant, Instant) {
+        let timing = shared.config.timing;
+        if now >= next_status {
+            let was_stopped = shared.heartbeats_stopped.load(Ordering::Relaxed);
+            self.update_status(shared).await;
+            next_status = now + timing.status_update;
+            if shared.heartbeats_stopped.load(Ordering::Relaxed) {
+                // A vanished node renews nothing; the provider is asked again next period.
+                return (next_status, next_status);
+            }
+            if was_stopped {
+                next_lease = now;
+                // Every pod worker rewrites what changed while the node was away.
+                shared.route_event(Err(RecvError::Lagged(0)));
+            }
+        }
+        // The Lease says the kubelet is alive, not that the node is healthy: a kubelet
+        // whose runtime is down keeps renewing it and reports Ready=False instead.
+        if now >= next_lease {
+            next_lease = if self.renew_lease(shared).await {
+                let jitter = rand::rng().random_range(0.0..RENEW_JITTER);
+                now + timing.lease_renew.mul_f64(1.0 + jitter)
+            } else {
+                self.force_write = true;
+                now + Duration::from_secs(1)
+            };
+        }
+        (next_status, next_lease)
+    }
+
     /// Computes the status and writes it if needed.
-    async fn update_status(&mut self) {
-        let shared = &self.shared;
+    async fn update_status(&mut self, shared: &NodeShared) {
         let config = &shared.config;
         let mut status = match observe(shared).await {
             Observed::Status(status) => *status,
@@ -232,7 +329,7 @@ impl Heartbeat {
                     first,
                 ));
                 self.force_write = false;
-                shared.ready.send_replace(ready);
+                shared.liveness.set_ready(ready);
                 if let Some(cidr) = node.spec.and_then(|spec| spec.pod_cidr) {
                     shared.learn_pod_cidr(&cidr).await;
                 }
@@ -244,22 +341,26 @@ impl Heartbeat {
         }
     }
 
-    /// Creates or renews the Lease; returns whether it worked. The Lease held from the
-    /// last renewal is updated in place; without one (first run, or after a conflict)
-    /// it is read again, or created.
-    async fn renew_lease(&mut self) -> bool {
-        let name = self.shared.config.name.clone();
+    /// Creates or renews the Lease; returns whether it worked. A renewal replaces the
+    /// version this node last wrote; without one (first run, or after a conflict) the
+    /// Lease is read again, or created.
+    async fn renew_lease(&mut self, shared: &NodeShared) -> bool {
+        let name = &shared.config.name;
         let now = MicroTime(Timestamp::now());
         // A node's first renewal creates its Lease without asking first (one request
         // fewer per node while thousands register); one that exists answers 409, and
         // is then read and renewed.
-        let mut assume_missing = self.lease.is_none() && !self.lease_seen;
-        let leases: Api<Lease> = Api::namespaced(self.shared.client.clone(), LEASE_NAMESPACE);
+        let mut assume_missing = self.lease_version.is_none() && !self.lease_seen;
+        let leases: Api<Lease> = Api::namespaced(shared.client.clone(), LEASE_NAMESPACE);
         for _ in 0..3 {
-            let current = match self.lease.take() {
-                Some(lease) => Ok(Some(*lease)),
+            let current = match self.lease_version.take() {
+                Some(version) => {
+                    let mut lease = self.new_lease(shared, now.clone());
+                    lease.metadata.resource_version = Some(version.into());
+                    Ok(Some(lease))
+                }
                 None if assume_missing => Ok(None),
-                None => leases.get_opt(&name).await,
+                None => leases.get_opt(name).await,
             };
             assume_missing = false;
             let result = match current {
@@ -267,25 +368,20 @@ impl Heartbeat {
                     let spec = lease.spec.get_or_insert_with(Default::default);
                     spec.renew_time = Some(now.clone());
                     spec.holder_identity = Some(name.clone());
-                    leases.replace(&name, &PostParams::default(), &lease).await
+                    leases.replace(name, &PostParams::default(), &lease).await
                 }
                 Ok(None) => {
                     leases
-                        .create(&PostParams::default(), &self.new_lease(now.clone()))
+                        .create(&PostParams::default(), &self.new_lease(shared, now.clone()))
                         .await
                 }
                 Err(error) => Err(error),
             };
             match result {
-                Ok(mut lease) => {
-                    // Kept for the next renewal without its managedFields (most of the
-                    // object); an update that omits them leaves the server's as they are.
-                    lease.metadata.managed_fields = None;
-                    self.lease = Some(Box::new(lease));
+                Ok(lease) => {
+                    self.lease_version = lease.metadata.resource_version.map(Into::into);
                     self.lease_seen = true;
-                    self.shared
-                        .lease_renewed
-                        .send_replace(Some(std::time::Instant::now()));
+                    shared.liveness.lease_renewed();
                     return true;
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => continue,
@@ -298,8 +394,8 @@ impl Heartbeat {
         false
     }
 
-    fn new_lease(&self, now: MicroTime) -> Lease {
-        let name = &self.shared.config.name;
+    fn new_lease(&self, shared: &NodeShared, now: MicroTime) -> Lease {
+        let name = &shared.config.name;
         Lease {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -316,7 +412,7 @@ impl Heartbeat {
             spec: Some(LeaseSpec {
                 holder_identity: Some(name.clone()),
                 lease_duration_seconds: i32::try_from(
-                    self.shared.config.timing.lease_duration.as_secs(),
+                    shared.config.timing.lease_duration.as_secs(),
                 )
                 .ok(),
                 renew_time: Some(now),

@@ -114,10 +114,15 @@ async fn registration_creates_the_node_and_adopts_its_own_on_conflict() {
         }]),
         ..Default::default()
     };
-    let (registered, created) =
-        register::register(&nodes, &node.config, Some(ready), Duration::from_secs(5))
-            .await
-            .unwrap();
+    let (registered, created) = register::register(
+        &nodes,
+        &node.config.name,
+        &node.config.registration,
+        Some(ready),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(registered.metadata.uid.as_deref(), Some("u1"));
     assert!(!created, "adopted, not created");
     server.await.unwrap();
@@ -138,9 +143,15 @@ async fn registration_refuses_a_foreign_node() {
         );
     });
     let nodes: Api<Node> = Api::all(client);
-    let error = register::register(&nodes, &node.config, None, Duration::from_secs(5))
-        .await
-        .unwrap_err();
+    let error = register::register(
+        &nodes,
+        &node.config.name,
+        &node.config.registration,
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(error, super::Error::NodeExists(ref name) if name == "n1"),
         "{error}"
@@ -177,7 +188,8 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
     let node = HollowNode::builder("n1").timing(timing).build().unwrap();
     let cancel = CancellationToken::new();
     let shared = node_shared(node, client, cancel.clone()).await;
-    let task = tokio::spawn(heartbeat::run(shared, "node-uid".into(), None));
+    let heartbeats = heartbeat::Heartbeats::start();
+    heartbeats.add(&shared, "node-uid".into(), None);
 
     // The first status write: a strategic merge patch of the status subresource.
     let (method, uri, content_type, body, send) = next(&mut handle).await;
@@ -259,27 +271,29 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
     assert!(body["spec"]["renewTime"].as_str().is_some());
     respond(send, 200, lease);
 
+    // A node shut down beats no more (the next renewal was due in 300 ms).
     cancel.cancel();
-    task.await.unwrap();
+    let after = tokio::time::timeout(Duration::from_secs(1), handle.next_request()).await;
+    assert!(!matches!(after, Ok(Some(_))), "a request after shutdown");
 }
 
-/// A node's heartbeat and runtime-listener tasks live as long as the node, and a pod
-/// worker as long as its pod, so their futures are per-node and per-pod memory. A field
-/// or an unboxed await that makes them grow (the heartbeat's once held 4.3 KiB: two
-/// `Api`s, the Lease and the last written status) fails here.
+/// A node's heartbeat state and runtime listener live as long as the node, and a pod
+/// worker as long as its pod, so they are per-node and per-pod memory. A field or an
+/// unboxed await that makes them grow (the heartbeat's once held 4.3 KiB: two `Api`s,
+/// the Lease and the last written status) fails here.
 #[tokio::test]
 async fn long_lived_node_tasks_stay_small() {
     let (client, _handle) = mock_client();
     let node = HollowNode::builder("n1").build().unwrap();
     let shared = node_shared(node, client, CancellationToken::new()).await;
-    let heartbeat = heartbeat::run(shared.clone(), "uid".into(), None);
+    let heartbeat = size_of::<heartbeat::Slot>();
     let listener = super::actions::listen(
         shared.clone(),
         shared.config.runtime.subscribe(),
         shared.config.runtime.subscribe_actions(),
     );
-    let sizes = (size_of_val(&heartbeat), size_of_val(&listener));
-    assert!(sizes.0 <= 1024 && sizes.1 <= 1024, "{sizes:?} bytes");
+    let sizes = (heartbeat, size_of_val(&listener));
+    assert!(sizes.0 <= 256 && sizes.1 <= 1024, "{sizes:?} bytes");
     // A pod worker lives as long as its pod.
     let pod = k8s_openapi::api::core::v1::Pod {
         metadata: kube::api::ObjectMeta {
@@ -290,9 +304,8 @@ async fn long_lived_node_tasks_stay_small() {
         },
         ..Default::default()
     };
-    let (_pods, updates) = tokio::sync::watch::channel(Arc::new(pod));
-    let worker =
-        super::worker::PodWorker::new(shared, updates, Default::default(), Default::default());
+    let inbox = Arc::new(super::shared::PodInbox::new(Arc::new(pod)));
+    let worker = super::worker::PodWorker::new(shared, inbox);
     let worker = size_of_val(&worker.run());
     assert!(worker <= 1536, "a pod worker's future is {worker} bytes");
 }

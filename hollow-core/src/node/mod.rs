@@ -160,7 +160,8 @@ impl HollowNode {
         client: kube::Client,
         router: Arc<PodRouter>,
     ) -> Result<RunningNode, Error> {
-        let config = self.config;
+        let mut config = self.config;
+        let registration = std::mem::take(&mut config.registration);
         let provider_error = |source| Error::Provider {
             node: config.name.clone(),
             source,
@@ -192,14 +193,15 @@ impl HollowNode {
         };
         let (registered, created) = register::register(
             &nodes,
-            &shared.config,
+            &shared.config.name,
+            &registration,
             initial.clone(),
             REGISTRATION_PATIENCE,
         )
         .await?;
         let node_uid = registered.metadata.uid.clone().unwrap_or_default();
         let written = initial.filter(|_| created).map(|status| {
-            shared.ready.send_replace(heartbeat::is_ready(&status));
+            shared.liveness.set_ready(heartbeat::is_ready(&status));
             node_status::Written::of(&status)
         });
         if let Some(cidr) = registered.spec.and_then(|spec| spec.pod_cidr) {
@@ -207,8 +209,8 @@ impl HollowNode {
         } else if let Some(cidr) = shared.config.pod_cidr.clone() {
             shared.learn_pod_cidr(&cidr).await;
         }
-        let mut tasks = JoinSet::new();
-        tasks.spawn(heartbeat::run(shared.clone(), node_uid, written));
+        let tasks = JoinSet::new();
+        router.heartbeats().add(&shared, node_uid, written);
         #[cfg(feature = "kubelet-api")]
         if let Some(api) = &shared.config.kubelet_api
             && let Err(source) = api.register(shared.clone()).await
@@ -219,11 +221,6 @@ impl HollowNode {
                 source,
             });
         }
-        tasks.spawn(actions::listen(
-            shared.clone(),
-            shared.config.runtime.subscribe(),
-            shared.config.runtime.subscribe_actions(),
-        ));
         router.add(shared.clone());
         Ok(RunningNode {
             shared,
@@ -257,13 +254,7 @@ impl RunningNode {
 
     /// Waits until the node has written a Ready status and holds its Lease.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        let mut ready = self.shared.ready.subscribe();
-        let mut lease = self.shared.lease_renewed.subscribe();
-        let both = async {
-            let _ = ready.wait_for(|ready| *ready).await;
-            let _ = lease.wait_for(Option::is_some).await;
-        };
-        tokio::time::timeout(timeout, both)
+        tokio::time::timeout(timeout, self.shared.liveness.wait_ready())
             .await
             .map_err(|_| Error::NotReady {
                 node: self.name().to_string(),
@@ -273,12 +264,12 @@ impl RunningNode {
 
     /// Whether the node's last status write said Ready.
     pub fn is_ready(&self) -> bool {
-        *self.shared.ready.borrow()
+        self.shared.liveness.is_ready()
     }
 
     /// When the node last created or renewed its Lease.
     pub fn last_lease_renewal(&self) -> Option<std::time::Instant> {
-        *self.shared.lease_renewed.borrow()
+        self.shared.liveness.last_lease_renewal()
     }
 
     /// How many pods the node runs (has a worker for), whatever their phase.
@@ -306,7 +297,7 @@ impl RunningNode {
         self.shared
             .heartbeats_paused
             .store(false, Ordering::Relaxed);
-        self.shared.resumed.notify_one();
+        heartbeat::beat_now(&self.shared);
         // Every pod worker resyncs and rewrites what changed while the node was away.
         self.shared.route_event(Err(RecvError::Lagged(0)));
     }

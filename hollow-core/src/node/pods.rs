@@ -4,7 +4,7 @@
 //! fault annotations to each node.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -14,15 +14,23 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 
+use super::heartbeat::Heartbeats;
 use super::shared::NodeShared;
 
-/// Routes pods from one watch to the nodes it serves.
+/// Routes pods from one watch to the nodes it serves, whose heartbeats one driver
+/// runs.
 #[derive(Default)]
 pub(crate) struct PodRouter {
     nodes: RwLock<HashMap<String, Arc<NodeShared>>>,
+    heartbeats: OnceLock<Heartbeats>,
 }
 
 impl PodRouter {
+    /// The heartbeat driver of the router's nodes, started on first use.
+    pub(crate) fn heartbeats(&self) -> &Heartbeats {
+        self.heartbeats.get_or_init(Heartbeats::start)
+    }
+
     pub(crate) fn add(&self, node: Arc<NodeShared>) {
         let name = node.config.name.clone();
         self.nodes

@@ -7,13 +7,13 @@ use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::config::{MANAGED_ANNOTATION, NodeConfig};
+use super::config::{MANAGED_ANNOTATION, Registration};
 use super::{Error, backoff};
 
-/// The Node object a kubelet with this configuration creates.
-pub(crate) fn desired_node(config: &NodeConfig) -> Node {
+/// The Node object named `name` a kubelet with this configuration creates.
+pub(crate) fn desired_node(name: &str, config: &Registration) -> Node {
     let mut labels = config.labels.clone();
-    labels.insert("kubernetes.io/hostname".into(), config.name.clone());
+    labels.insert("kubernetes.io/hostname".into(), name.into());
     labels.insert("kubernetes.io/os".into(), "linux".into());
     labels.insert("kubernetes.io/arch".into(), "amd64".into());
     let mut annotations = config.annotations.clone();
@@ -25,7 +25,7 @@ pub(crate) fn desired_node(config: &NodeConfig) -> Node {
     );
     Node {
         metadata: ObjectMeta {
-            name: Some(config.name.clone()),
+            name: Some(name.into()),
             labels: Some(labels),
             annotations: Some(annotations),
             ..Default::default()
@@ -53,11 +53,12 @@ pub(crate) fn is_transient(error: &kube::Error) -> bool {
 /// to `patience`.
 pub(crate) async fn register(
     nodes: &Api<Node>,
-    config: &NodeConfig,
+    name: &str,
+    config: &Registration,
     status: Option<NodeStatus>,
     patience: Duration,
 ) -> Result<(Node, bool), Error> {
-    let mut desired = desired_node(config);
+    let mut desired = desired_node(name, config);
     desired.status = status;
     let mut delays = backoff(Duration::from_millis(100), Duration::from_secs(7));
     let deadline = tokio::time::Instant::now() + patience;
@@ -66,7 +67,7 @@ pub(crate) async fn register(
             match nodes.create(&PostParams::default(), &desired).await {
                 Ok(node) => Ok(Some((node, true))),
                 Err(kube::Error::Api(status)) if status.code == 409 => {
-                    Ok(adopt(nodes, config, &desired)
+                    Ok(adopt(nodes, name, config.adopt, &desired)
                         .await?
                         .map(|node| (node, false)))
                 }
@@ -75,14 +76,14 @@ pub(crate) async fn register(
         };
         match attempt.await {
             Ok(Some(registered)) => return Ok(registered),
-            Ok(None) => return Err(Error::NodeExists(config.name.clone())),
+            Ok(None) => return Err(Error::NodeExists(name.into())),
             Err(error) if is_transient(&error) && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(node = %config.name, %error, "registration failed; retrying");
+                tracing::warn!(node = %name, %error, "registration failed; retrying");
                 tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(7))).await;
             }
             Err(source) => {
                 return Err(Error::Registration {
-                    node: config.name.clone(),
+                    node: name.into(),
                     source,
                 });
             }
@@ -94,16 +95,17 @@ pub(crate) async fn register(
 /// the labels and annotations hollow owns; `None` when the Node is not ours to take.
 async fn adopt(
     nodes: &Api<Node>,
-    config: &NodeConfig,
+    name: &str,
+    adopt_any: bool,
     desired: &Node,
 ) -> Result<Option<Node>, kube::Error> {
-    let existing = nodes.get(&config.name).await?;
+    let existing = nodes.get(name).await?;
     let ours = existing
         .metadata
         .annotations
         .as_ref()
         .is_some_and(|a| a.get(MANAGED_ANNOTATION).map(String::as_str) == Some("true"));
-    if !ours && !config.adopt {
+    if !ours && !adopt_any {
         return Ok(None);
     }
     let patch = json!({
@@ -113,7 +115,7 @@ async fn adopt(
         },
     });
     nodes
-        .patch(&config.name, &PatchParams::default(), &Patch::Merge(patch))
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map(Some)
 }
@@ -130,7 +132,7 @@ mod tests {
             .taint("dedicated", "", "NoExecute")
             .build()
             .unwrap();
-        let object = desired_node(&node.config);
+        let object = desired_node(&node.config.name, &node.config.registration);
         let labels = object.metadata.labels.unwrap();
         assert_eq!(labels["kubernetes.io/hostname"], "n1");
         assert_eq!(labels["kubernetes.io/os"], "linux");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -67,12 +67,87 @@ fn shrink<T>(list: &mut Option<Vec<T>>) {
 /// derives one from its name.
 const POD_CIDR_PATIENCE: Duration = Duration::from_secs(10);
 
-/// A pod worker's inputs: the latest pod object, and a nudge when its containers change.
-pub(crate) struct WorkerHandle {
-    pub pod: watch::Sender<Arc<Pod>>,
-    pub nudge: Arc<Notify>,
+/// What a pod's worker is handed, and what it publishes: the latest pod object, a
+/// nudge when its containers change, and the phase it last computed. One allocation
+/// per pod (a `watch` channel alone would be about 0.4 KiB).
+pub(crate) struct PodInbox {
+    /// The latest pod object, and whether the worker has yet to take it; `None` once
+    /// the pod is gone from the API.
+    latest: Mutex<Option<(Arc<Pod>, bool)>>,
+    nudged: AtomicBool,
+    wake: Notify,
     /// The phase the worker last computed, as an index into [`PHASES`].
-    pub phase: Arc<AtomicU8>,
+    pub phase: AtomicU8,
+}
+
+/// What woke a pod's worker.
+pub(crate) enum Delivery {
+    /// A newer pod object, and whether the pod's containers were nudged as well.
+    Pod(Arc<Pod>, bool),
+    /// The pod's containers changed (or events were lost).
+    Nudged,
+    /// The pod is gone from the API: clean up and end.
+    Gone,
+}
+
+impl PodInbox {
+    pub(crate) fn new(pod: Arc<Pod>) -> Self {
+        Self {
+            latest: Mutex::new(Some((pod, false))),
+            nudged: AtomicBool::new(false),
+            wake: Notify::new(),
+            phase: AtomicU8::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Pod>, bool)>> {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The latest pod object (`None` once the pod is gone).
+    pub(crate) fn pod(&self) -> Option<Arc<Pod>> {
+        self.lock().as_ref().map(|(pod, _)| pod.clone())
+    }
+
+    /// Hands the worker a newer pod object.
+    fn offer(&self, pod: Arc<Pod>) {
+        let mut latest = self.lock();
+        if latest.is_some() {
+            *latest = Some((pod, true));
+            drop(latest);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Tells the worker its containers changed.
+    fn nudge(&self) {
+        self.nudged.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Tells the worker the pod is gone.
+    fn close(&self) {
+        *self.lock() = None;
+        self.wake.notify_one();
+    }
+
+    /// Waits for the next delivery.
+    pub(crate) async fn next(&self) -> Delivery {
+        loop {
+            self.wake.notified().await;
+            let nudged = self.nudged.swap(false, Ordering::Relaxed);
+            match self.lock().as_mut() {
+                None => return Delivery::Gone,
+                Some((pod, fresh @ true)) => {
+                    *fresh = false;
+                    return Delivery::Pod(pod.clone(), nudged);
+                }
+                Some(_) if nudged => return Delivery::Nudged,
+                // A permit left from a delivery taken with an earlier one.
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 /// The pod phases, in the order [`NodeShared::pods_by_phase`] counts them.
@@ -83,12 +158,71 @@ pub(crate) fn phase_index(phase: &str) -> u8 {
     PHASES.iter().position(|p| *p == phase).unwrap_or(4) as u8
 }
 
+/// What the heartbeat last achieved, for [`RunningNode::wait_ready`](super::RunningNode::wait_ready)
+/// and its kin: a flag, a time and one `Notify` (a `watch` channel for each would cost
+/// a node about 0.7 KiB).
+#[derive(Default)]
+pub(crate) struct Liveness {
+    ready: AtomicBool,
+    lease_renewed: Mutex<Option<std::time::Instant>>,
+    changed: Notify,
+}
+
+impl Liveness {
+    /// Records whether the last status written said Ready.
+    pub(crate) fn set_ready(&self, ready: bool) {
+        if self.ready.swap(ready, Ordering::Relaxed) != ready {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Records a Lease renewal, now.
+    pub(crate) fn lease_renewed(&self) {
+        let first = self
+            .lease_renewed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(std::time::Instant::now())
+            .is_none();
+        if first {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Whether the last status written said Ready.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// When the Lease was last created or renewed.
+    pub(crate) fn last_lease_renewal(&self) -> Option<std::time::Instant> {
+        *self.lease_renewed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the node is Ready and has renewed its Lease once.
+    pub(crate) async fn wait_ready(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a change between the two is not missed.
+            changed.as_mut().enable();
+            if self.is_ready() && self.last_lease_renewal().is_some() {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
 pub(crate) struct NodeShared {
     pub config: NodeConfig,
     pub client: kube::Client,
     pub runtime_name: String,
     pub runtime_version: String,
-    pub runtime_pushes_events: bool,
+    /// Whether the runtime pushes container events; known once the node listens.
+    pub runtime_pushes_events: AtomicBool,
+    /// Set when the node starts listening to its runtime (with its first pod).
+    listening: AtomicBool,
     pub machine: MachineInfo,
     pub registered_at: Instant,
     pub cancel: CancellationToken,
@@ -96,15 +230,14 @@ pub(crate) struct NodeShared {
     pub heartbeats_paused: AtomicBool,
     /// Set while the status provider or the Node's annotations stop heartbeats.
     pub heartbeats_stopped: AtomicBool,
-    /// Wakes the heartbeat to renew and write at once.
-    pub resumed: Notify,
+    /// The node's heartbeat state and its place on the driver.
+    pub heartbeat: super::heartbeat::Slot,
     /// The faults the Node object's annotations ask for.
     pub annotated: Mutex<AnnotatedFaults>,
-    pub ready: watch::Sender<bool>,
-    /// When the Lease was last created or renewed.
-    pub lease_renewed: watch::Sender<Option<std::time::Instant>>,
+    /// Whether the node is Ready and when it last renewed its Lease.
+    pub liveness: Liveness,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
-    workers: Mutex<HashMap<String, WorkerHandle>>,
+    workers: Mutex<HashMap<String, Arc<PodInbox>>>,
 }
 
 impl NodeShared {
@@ -116,22 +249,21 @@ impl NodeShared {
         machine: MachineInfo,
         cancel: CancellationToken,
     ) -> Self {
-        let runtime_pushes_events = config.runtime.subscribe().is_some();
         Self {
             config,
             client,
             runtime_name,
             runtime_version,
-            runtime_pushes_events,
+            runtime_pushes_events: AtomicBool::new(false),
+            listening: AtomicBool::new(false),
             machine,
             registered_at: Instant::now(),
             cancel,
             heartbeats_paused: AtomicBool::new(false),
             heartbeats_stopped: AtomicBool::new(false),
-            resumed: Notify::new(),
+            heartbeat: Default::default(),
             annotated: Mutex::new(AnnotatedFaults::default()),
-            ready: watch::channel(false).0,
-            lease_renewed: watch::channel(None).0,
+            liveness: Liveness::default(),
             pod_cidr: tokio::sync::Mutex::new(None),
             workers: Mutex::new(HashMap::new()),
         }
@@ -144,14 +276,17 @@ impl NodeShared {
             || self.heartbeats_stopped.load(Ordering::Relaxed)
     }
 
-    /// Takes the fault annotations of the Node object; a change wakes the heartbeat.
-    pub(crate) fn observe_node_annotations(&self, annotations: &BTreeMap<String, String>) {
+    /// Takes the fault annotations of the Node object; a change asks for a beat at once.
+    pub(crate) fn observe_node_annotations(
+        self: &Arc<Self>,
+        annotations: &BTreeMap<String, String>,
+    ) {
         let faults = super::faults::from_annotations(&self.config.name, annotations);
         let mut annotated = self.annotated.lock().unwrap_or_else(|p| p.into_inner());
         if *annotated != faults {
             *annotated = faults;
             drop(annotated);
-            self.resumed.notify_one();
+            super::heartbeat::beat_now(self);
         }
     }
 
@@ -167,22 +302,14 @@ impl NodeShared {
         };
         let pod = Arc::new(slimmed(pod));
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(handle) = workers.get(&uid) {
-            handle.pod.send_replace(pod);
+        if let Some(inbox) = workers.get(&uid) {
+            inbox.offer(pod);
             return;
         }
-        let (pod_tx, pod_rx) = watch::channel(pod);
-        let nudge = Arc::new(Notify::new());
-        let phase = Arc::new(AtomicU8::new(0));
-        workers.insert(
-            uid.clone(),
-            WorkerHandle {
-                pod: pod_tx,
-                nudge: nudge.clone(),
-                phase: phase.clone(),
-            },
-        );
-        let worker = PodWorker::new(self.clone(), pod_rx, nudge, phase);
+        self.listen_to_runtime();
+        let inbox = Arc::new(PodInbox::new(pod));
+        workers.insert(uid.clone(), inbox.clone());
+        let worker = PodWorker::new(self.clone(), inbox);
         let shared = self.clone();
         tokio::spawn(async move {
             worker.run().await;
@@ -194,6 +321,20 @@ impl NodeShared {
         });
     }
 
+    /// Starts the node's runtime listener, unless it runs: container events nudge pod
+    /// workers, pod actions are performed. Started with the first pod, so an idle
+    /// node has no listener task and its runtime no channels.
+    fn listen_to_runtime(self: &Arc<Self>) {
+        if self.listening.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let events = self.config.runtime.subscribe();
+        self.runtime_pushes_events
+            .store(events.is_some(), Ordering::Relaxed);
+        let actions = self.config.runtime.subscribe_actions();
+        tokio::spawn(super::actions::listen(self.clone(), events, actions));
+    }
+
     /// The latest object of every pod the node runs.
     #[cfg_attr(not(feature = "kubelet-api"), allow(dead_code))]
     pub(crate) fn pods(&self) -> Vec<Arc<Pod>> {
@@ -201,17 +342,20 @@ impl NodeShared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(|handle| handle.pod.borrow().clone())
+            .filter_map(|inbox| inbox.pod())
             .collect()
     }
 
     /// Tells a pod's worker the pod is gone from the API: it cleans up and ends.
     pub(crate) fn remove_pod(&self, uid: &str) {
-        // Dropping the senders ends the worker's input.
-        self.workers
+        let inbox = self
+            .workers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(uid);
+        if let Some(inbox) = inbox {
+            inbox.close();
+        }
     }
 
     /// The UIDs of the pods this node has workers for.
@@ -227,13 +371,13 @@ impl NodeShared {
     /// How many of this node's pods are in each of [`PHASES`].
     pub(crate) fn pods_by_phase(&self) -> [usize; 5] {
         let mut counts = [0; 5];
-        for handle in self
+        for inbox in self
             .workers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
         {
-            counts[usize::from(handle.phase.load(Ordering::Relaxed)).min(4)] += 1;
+            counts[usize::from(inbox.phase.load(Ordering::Relaxed)).min(4)] += 1;
         }
         counts
     }
@@ -244,13 +388,13 @@ impl NodeShared {
         let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             Ok(event) => {
-                if let Some(handle) = workers.get(&event.pod_uid) {
-                    handle.nudge.notify_one();
+                if let Some(inbox) = workers.get(&event.pod_uid) {
+                    inbox.nudge();
                 }
             }
             Err(_) => {
-                for handle in workers.values() {
-                    handle.nudge.notify_one();
+                for inbox in workers.values() {
+                    inbox.nudge();
                 }
             }
         }
@@ -306,6 +450,52 @@ pub(crate) fn derived_pod_cidr(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_inbox_hands_over_the_latest_pod_nudges_and_the_end() {
+        let pod = |version: &str| {
+            let mut pod = Pod::default();
+            pod.metadata.resource_version = Some(version.into());
+            Arc::new(pod)
+        };
+        let version = |pod: &Pod| pod.metadata.resource_version.clone().unwrap();
+        let inbox = PodInbox::new(pod("1"));
+        inbox.offer(pod("2"));
+        inbox.nudge();
+        inbox.offer(pod("3"));
+        match inbox.next().await {
+            Delivery::Pod(latest, nudged) => assert!(version(&latest) == "3" && nudged),
+            _ => panic!("expected the latest pod"),
+        }
+        // All of that was one delivery: nothing more is pending.
+        let pending = tokio::time::timeout(Duration::from_secs(1), inbox.next()).await;
+        assert!(pending.is_err());
+        inbox.nudge();
+        assert!(matches!(inbox.next().await, Delivery::Nudged));
+        assert_eq!(version(&inbox.pod().unwrap()), "3");
+        inbox.close();
+        inbox.offer(pod("4"));
+        assert!(matches!(inbox.next().await, Delivery::Gone));
+        assert!(inbox.pod().is_none());
+    }
+
+    #[tokio::test]
+    async fn liveness_wakes_a_waiter_once_ready_and_leased() {
+        let liveness = Arc::new(Liveness::default());
+        let waiter = tokio::spawn({
+            let liveness = liveness.clone();
+            async move { liveness.wait_ready().await }
+        });
+        liveness.set_ready(true);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished() && liveness.last_lease_renewal().is_none());
+        liveness.lease_renewed();
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(liveness.is_ready());
+    }
 
     #[test]
     fn derived_cidrs_are_stable_and_in_shared_space() {

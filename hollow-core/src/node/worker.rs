@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -12,11 +12,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::pod_status::{ContainerRecord, PodFacts, compute, phase, restart_policy};
-use super::shared::{NodeShared, phase_index};
+use super::shared::{Delivery, NodeShared, PodInbox, phase_index};
 use crate::runtime::{ContainerConfig, ContainerKind, PodSandboxConfig};
 
 /// The first restart delay of a crashing container or a failing pull; it doubles.
@@ -49,8 +48,8 @@ impl Backoff {
 pub(crate) struct PodWorker {
     shared: Arc<NodeShared>,
     pod: Arc<Pod>,
-    updates: watch::Receiver<Arc<Pod>>,
-    nudges: Arc<Notify>,
+    /// Newer pod objects, nudges, and where the phase last computed is published.
+    inbox: Arc<PodInbox>,
     uid: String,
     sandbox: Option<String>,
     sandbox_stopped: bool,
@@ -69,8 +68,6 @@ pub(crate) struct PodWorker {
     /// Set once the final delete was sent.
     deleted: bool,
     retry_at: Option<Instant>,
-    /// Where the phase last computed is published (for metrics).
-    phase: Arc<AtomicU8>,
 }
 
 fn records(
@@ -99,13 +96,8 @@ fn records(
 }
 
 impl PodWorker {
-    pub(crate) fn new(
-        shared: Arc<NodeShared>,
-        mut updates: watch::Receiver<Arc<Pod>>,
-        nudges: Arc<Notify>,
-        phase: Arc<AtomicU8>,
-    ) -> Self {
-        let pod = updates.borrow_and_update().clone();
+    pub(crate) fn new(shared: Arc<NodeShared>, inbox: Arc<PodInbox>) -> Self {
+        let pod = inbox.pod().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let init = records(spec.init_containers.as_deref().unwrap_or_default(), |c| {
             if c.restart_policy.as_deref() == Some("Always") {
@@ -124,8 +116,7 @@ impl PodWorker {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             shared,
             pod,
-            updates,
-            nudges,
+            inbox,
             sandbox: None,
             sandbox_stopped: false,
             pod_ips: Vec::new(),
@@ -138,7 +129,6 @@ impl PodWorker {
             terminal,
             deleted: false,
             retry_at: None,
-            phase,
         }
     }
 
@@ -189,15 +179,14 @@ impl PodWorker {
             };
             drive = tokio::select! {
                 _ = self.shared.cancel.cancelled() => return,
-                changed = self.updates.changed() => match changed {
-                    Ok(()) => {
-                        let pod = self.updates.borrow_and_update().clone();
+                delivery = self.inbox.next() => match delivery {
+                    Delivery::Pod(pod, nudged) => {
                         self.observe(pod);
-                        self.pod.metadata.deletion_timestamp.is_some()
+                        nudged || self.pod.metadata.deletion_timestamp.is_some()
                     }
-                    Err(_) => break,
+                    Delivery::Nudged => true,
+                    Delivery::Gone => break,
                 },
-                () = self.nudges.notified() => true,
                 _ = sleep => true,
             };
         }
@@ -277,7 +266,8 @@ impl PodWorker {
             .map(Backoff::until)
             .chain(pull_midpoints)
             .chain(probes);
-        let relist = (!self.shared.runtime_pushes_events).then(|| now + RELIST_PERIOD);
+        let relist = (!self.shared.runtime_pushes_events.load(Ordering::Relaxed))
+            .then(|| now + RELIST_PERIOD);
         backoffs
             .filter(|at| *at > now)
             .chain(relist)
@@ -646,8 +636,7 @@ impl PodWorker {
             status.phase = Some(phase.into());
         }
         let phase = phase_index(status.phase.as_deref().unwrap_or("Unknown"));
-        self.phase
-            .store(phase, std::sync::atomic::Ordering::Relaxed);
+        self.inbox.phase.store(phase, Ordering::Relaxed);
         let Ok(new) = serde_json::to_value(&status) else {
             return false;
         };

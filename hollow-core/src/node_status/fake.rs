@@ -1,7 +1,7 @@
 //! [`FakeNodeStatus`]: a node of configurable capacity whose health a test switches.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -23,7 +23,9 @@ pub struct FakeNodeStatus {
 }
 
 struct State {
-    report: NodeStatusReport,
+    /// Shared by every fake until one is changed: thousands of nodes of the default
+    /// size keep one report, not a capacity map each.
+    report: Arc<NodeStatusReport>,
     healthy: bool,
     /// The chosen node rule: its name, when its steps begin, and the steps.
     plan: Option<(String, std::time::Duration, Vec<NodeStep>)>,
@@ -48,14 +50,19 @@ pub(crate) fn default_capacity() -> BTreeMap<String, Quantity> {
     .collect()
 }
 
+/// The report of a fake nobody changed.
+static DEFAULT_REPORT: LazyLock<Arc<NodeStatusReport>> = LazyLock::new(|| {
+    Arc::new(NodeStatusReport {
+        capacity: default_capacity(),
+        ..Default::default()
+    })
+});
+
 impl Default for FakeNodeStatus {
     fn default() -> Self {
         Self {
             inner: Arc::new(Mutex::new(State {
-                report: NodeStatusReport {
-                    capacity: default_capacity(),
-                    ..Default::default()
-                },
+                report: DEFAULT_REPORT.clone(),
                 healthy: true,
                 plan: None,
                 started: None,
@@ -85,23 +92,21 @@ impl FakeNodeStatus {
 
     /// Sets the capacity of one resource (e.g. `("nvidia.com/gpu", "8")`).
     pub fn set_capacity(&self, resource: &str, quantity: &str) {
-        self.lock()
-            .report
+        Arc::make_mut(&mut self.lock().report)
             .capacity
             .insert(resource.to_string(), Quantity(quantity.to_string()));
     }
 
     /// Sets the allocatable amount of one resource (by default allocatable is capacity).
     pub fn set_allocatable(&self, resource: &str, quantity: &str) {
-        self.lock()
-            .report
+        Arc::make_mut(&mut self.lock().report)
             .allocatable
             .insert(resource.to_string(), Quantity(quantity.to_string()));
     }
 
     /// Sets the pressure conditions.
     pub fn set_pressure(&self, pressure: Pressure) {
-        self.lock().report.pressure = pressure;
+        Arc::make_mut(&mut self.lock().report).pressure = pressure;
     }
 
     /// Makes [`NodeStatusProvider::ping`] fail (`false`) or succeed (`true`).
@@ -180,7 +185,7 @@ impl NodeStatusProvider for FakeNodeStatus {
         };
         let mut conditions = faults.conditions;
         conditions.extend(state.conditions.clone());
-        let mut report = state.report.clone();
+        let mut report = NodeStatusReport::clone(&state.report);
         report.conditions = conditions.into_values().collect();
         report.heartbeats_stopped = state
             .heartbeats_stopped

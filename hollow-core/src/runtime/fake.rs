@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -24,7 +24,8 @@ use crate::lifecycle::{
 /// How many calls a fake remembers by default (the oldest are dropped first).
 const CALL_RECORD_LIMIT: usize = 10_000;
 /// Events a slow subscriber may fall behind by before it is told it lagged (the engine
-/// then resyncs every pod of the node). Preallocated per runtime, so kept small.
+/// then resyncs every pod of the node). Preallocated per subscribed runtime, so kept
+/// small.
 const EVENT_CAPACITY: usize = 8;
 /// Pod actions (lifecycle Events, finalizer removals, deletions) are rare: a few slots.
 const ACTION_CAPACITY: usize = 4;
@@ -124,8 +125,26 @@ pub struct FakeRuntime {
 
 struct Inner {
     state: Mutex<State>,
-    events: broadcast::Sender<ContainerEvent>,
-    actions: broadcast::Sender<PodAction>,
+    /// Made at the first subscription: a node subscribes when it gets its first pod,
+    /// so the fake of an idle node holds no channel (about 2 KiB for both).
+    events: OnceLock<broadcast::Sender<ContainerEvent>>,
+    actions: OnceLock<broadcast::Sender<PodAction>>,
+}
+
+impl Inner {
+    /// Tells subscribers, if any, of a container event.
+    fn emit(&self, event: ContainerEvent) {
+        if let Some(events) = self.events.get() {
+            let _ = events.send(event);
+        }
+    }
+
+    /// Asks subscribers, if any, to act on a pod.
+    fn ask(&self, action: PodAction) {
+        if let Some(actions) = self.actions.get() {
+            let _ = actions.send(action);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -169,8 +188,8 @@ impl Default for FakeRuntime {
                     call_limit: CALL_RECORD_LIMIT,
                     ..State::default()
                 }),
-                events: broadcast::channel(EVENT_CAPACITY).0,
-                actions: broadcast::channel(ACTION_CAPACITY).0,
+                events: OnceLock::new(),
+                actions: OnceLock::new(),
             }),
         }
     }
@@ -311,7 +330,7 @@ impl FakeRuntime {
             exit(container, container_id, code, reason)
         };
         if let Some(event) = event {
-            let _ = self.inner.events.send(event);
+            self.inner.emit(event);
         }
         Ok(())
     }
@@ -442,10 +461,10 @@ fn apply_step(inner: &Inner, container_id: &str, step: &ContainerStep) -> bool {
     };
     drop(state);
     if let Some(action) = action {
-        let _ = inner.actions.send(action);
+        inner.ask(action);
     }
     if let Some(event) = event {
-        let _ = inner.events.send(event);
+        inner.emit(event);
     }
     goes_on
 }
@@ -504,7 +523,7 @@ impl FakeRuntime {
                 DeletionStep::Event(event) => PodActionKind::Event(event),
                 DeletionStep::RemoveFinalizers => PodActionKind::RemoveFinalizers,
             };
-            let _ = self.inner.actions.send(PodAction {
+            self.inner.ask(PodAction {
                 pod_uid: config.pod_uid.clone(),
                 namespace: config.pod_namespace.clone(),
                 name: config.pod_name.clone(),
@@ -765,7 +784,7 @@ impl RuntimeService for FakeRuntime {
             events
         };
         for event in events {
-            let _ = self.inner.events.send(event);
+            self.inner.emit(event);
         }
         Ok(())
     }
@@ -889,7 +908,7 @@ impl RuntimeService for FakeRuntime {
             };
             (behavior, event)
         };
-        let _ = self.inner.events.send(event);
+        self.inner.emit(event);
         let (delay, steps) = behavior.into_script();
         self.play(container_id.to_string(), delay, steps);
         Ok(())
@@ -912,7 +931,7 @@ impl RuntimeService for FakeRuntime {
             exit(container, container_id, code, reason)
         };
         if let Some(event) = event {
-            let _ = self.inner.events.send(event);
+            self.inner.emit(event);
         }
         Ok(())
     }
@@ -1013,11 +1032,19 @@ impl RuntimeService for FakeRuntime {
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<ContainerEvent>> {
-        Some(self.inner.events.subscribe())
+        let events = self
+            .inner
+            .events
+            .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0);
+        Some(events.subscribe())
     }
 
     fn subscribe_actions(&self) -> Option<broadcast::Receiver<PodAction>> {
-        Some(self.inner.actions.subscribe())
+        let actions = self
+            .inner
+            .actions
+            .get_or_init(|| broadcast::channel(ACTION_CAPACITY).0);
+        Some(actions.subscribe())
     }
 }
 

@@ -125,7 +125,9 @@ pub trait RuntimeService: Send + Sync + 'static {
     }
 
     /// A stream of container events (started, exited), so the engine need not poll.
-    /// Runtimes without one return `None` and are relisted periodically instead.
+    /// Runtimes without one return `None` and are relisted periodically instead. A node
+    /// subscribes (to both streams) once, when it gets its first pod: an idle node
+    /// listens to nothing.
     fn subscribe(&self) -> Option<broadcast::Receiver<ContainerEvent>> {
         None
     }
