@@ -338,3 +338,78 @@ fn the_pinned_version_matches_the_control_plane_module() {
     let staging = KUBERNETES_VERSION.replacen("v1.", "v0.", 1);
     assert!(go_mod.contains(&format!("k8s.io/api => k8s.io/api {staging}")));
 }
+
+/// The client sockets of this process connected to `port` on loopback (other tests of
+/// this binary talk to control planes of their own, on other ports).
+fn connections_to(port: u16) -> usize {
+    let ours: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .trim_end_matches(']')
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() > 9 && fields[3] == "01")
+        .filter(|fields| fields[2].ends_with(&format!(":{port:04X}")))
+        .filter(|fields| ours.contains(fields[9]))
+        .count()
+}
+
+#[tokio::test]
+async fn a_pooled_client_closes_the_connections_of_a_burst_once_idle() -> anyhow::Result<()> {
+    use hollow_core::connect::{IdlePool, pooled_client};
+    use k8s_openapi::api::core::v1::Namespace;
+    init_tracing();
+    let env = TestEnv::builder()
+        .scheduler(false)
+        .controller_manager(false)
+        .start()
+        .await?;
+    let server = env.kubeconfig().clusters[0].cluster.as_ref().unwrap();
+    let port = server
+        .server
+        .as_deref()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    let port: u16 = port.trim_end_matches('/').parse()?;
+    let config =
+        kube::Config::from_custom_kubeconfig(env.kubeconfig().clone(), &Default::default()).await?;
+    let pool = IdlePool {
+        max_idle: 64,
+        idle_timeout: Duration::from_secs(1),
+    };
+    let client = pooled_client(config, pool)?.build();
+    let before = connections_to(port);
+    // HTTP/1.1: requests in flight together each take a connection of their own.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let list = ListParams::default();
+    let burst = (0..24).map(|_| namespaces.list(&list));
+    futures::future::try_join_all(burst).await?;
+    let opened = connections_to(port) - before;
+    assert!(opened >= 4, "the burst left {opened} connections open");
+    eventually("the idle connections closed", WAIT, || async {
+        let open = connections_to(port);
+        (open <= before)
+            .then_some(())
+            .ok_or(format!("{open} open, {before} before the burst"))
+    })
+    .await;
+    // Closed connections are reopened when needed.
+    namespaces.list(&ListParams::default()).await?;
+    Ok(())
+}

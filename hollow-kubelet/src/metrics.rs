@@ -109,8 +109,10 @@ impl Metrics {
         })
     }
 
-    /// Builds the process's client: every API request counted and timed, and at most
-    /// `max_in_flight` of them waiting for an answer at once.
+    /// Builds the process's client: every API request counted and timed, at most
+    /// `max_in_flight` of them waiting for an answer at once, and idle connections
+    /// closed after 30 s unused (as many may stay open while busy: fewer would close
+    /// and reopen TLS connections under load).
     pub fn instrument(
         self: &Arc<Self>,
         config: kube::Config,
@@ -138,7 +140,11 @@ impl Metrics {
         let layer = TraceLayer::new_for_http()
             .on_request(on_request)
             .on_response(on_response);
-        Ok(kube::client::ClientBuilder::try_from(config)?
+        let pool = hollow_core::connect::IdlePool {
+            max_idle: max_in_flight,
+            ..Default::default()
+        };
+        Ok(hollow_core::connect::pooled_client(config, pool)?
             .with_layer(&layer)
             .with_layer(&tower::limit::ConcurrencyLimitLayer::new(max_in_flight))
             .build())

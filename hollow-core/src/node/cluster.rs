@@ -152,9 +152,10 @@ impl HollowClusterBuilder {
 /// Many hollow nodes sharing one client and one pod watch. Dropping it stops them.
 ///
 /// With thousands of nodes, give it a client that caps the requests in flight (tower's
-/// `ConcurrencyLimitLayer` through `kube::client::ClientBuilder::with_layer`), as
-/// `hollow-kubelet --max-requests-in-flight` does: kube's HTTP/1.1 client opens a
-/// connection for every request that waits on a slow API server, and keeps it.
+/// `ConcurrencyLimitLayer` through `kube::client::ClientBuilder::with_layer`) and closes
+/// idle connections ([`crate::connect::pooled_client`]), as `hollow-kubelet` does:
+/// kube's HTTP/1.1 client opens a connection for every request that waits on a slow
+/// API server, and its own builder keeps them all.
 pub struct HollowCluster {
     nodes: Vec<RunningNode>,
     cancel: CancellationToken,
