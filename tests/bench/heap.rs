@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use hollow_core::connect::{IdlePool, pooled_client};
 use hollow_core::node::HollowCluster;
 use hollow_core::testenv::TestEnv;
 use hollow_tests::eventually;
@@ -31,8 +32,9 @@ struct Args {
     /// Pods (one Deployment), spread by the scheduler.
     #[arg(long, default_value_t = 500)]
     pods: usize,
-    /// Seconds to let nodes settle before counting, and pods after all run.
-    #[arg(long, default_value_t = 20)]
+    /// Seconds to let nodes settle before counting, and pods after all run (past the
+    /// client's 30 s idle timeout, so the connections of a burst are closed).
+    #[arg(long, default_value_t = 40)]
     settle: u64,
     /// Write dhat's profile here.
     #[arg(long)]
@@ -64,7 +66,11 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| std::env::temp_dir().join("hollow-heap-dhat.json")),
         )
         .build();
-    let client = env.client();
+    // As hollow-kubelet's: idle connections close, so the heap counted is the nodes'
+    // and pods', not that of connections a burst opened.
+    let config =
+        kube::Config::from_custom_kubeconfig(env.kubeconfig().clone(), &Default::default()).await?;
+    let client = pooled_client(config, IdlePool::default())?.build();
     let base = live();
     let cluster = HollowCluster::builder("heap")
         .nodes(args.nodes, |_, node| node)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{free_port, process_alive};
+use hollow_tests::process_alive;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -60,6 +60,18 @@ fn spawn(program: &Path, args: &[String], dir: &Path, log: &str) -> anyhow::Resu
                 program.display()
             )
         })
+}
+
+/// A port for Kubemark node `index`'s kubelet, below Linux's ephemeral range
+/// (32768-60999): an ephemeral port picked free can be taken by an outgoing connection
+/// before the kubelet binds it, which once failed a Kubemark node right after 5,000
+/// hollow nodes' connections.
+fn kubelet_port(index: usize) -> anyhow::Result<u16> {
+    let first = 20_000 + 8 * index;
+    (first..first + 8)
+        .filter_map(|port| u16::try_from(port).ok())
+        .find(|port| std::net::TcpListener::bind(("0.0.0.0", *port)).is_ok())
+        .with_context(|| format!("no free port in {first}..{}", first + 8))
 }
 
 /// The hollow-kubelet binary: next to this one (cargo builds both), or as given.
@@ -133,7 +145,7 @@ impl Simulator {
                         format!("--name=bench-kubemark-{index}"),
                         format!("--kubeconfig={kubeconfig}"),
                         format!("--node-labels={label}"),
-                        format!("--kubelet-port={}", free_port()),
+                        format!("--kubelet-port={}", kubelet_port(index)?),
                         "--kubelet-read-only-port=0".into(),
                         // Kubemark's own fake image and runtime services, served on this
                         // socket, as its hollow-node pods run them.
