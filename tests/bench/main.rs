@@ -60,6 +60,10 @@ struct Args {
     /// Which simulators soak (default: all).
     #[arg(long, value_delimiter = ',')]
     soak_simulators: Option<Vec<Kind>>,
+    /// Runs only the direct pods, not those through the scheduler (a shorter run
+    /// when comparing builds; memory with pods is then sampled after the direct pods).
+    #[arg(long)]
+    direct_pods_only: bool,
     /// Where results go.
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
@@ -211,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
                 // The controllers' work on new nodes (CIDRs, taints) ends before the window.
                 settle: Duration::from_secs(settle.max(nodes as u64 / 50)),
                 pods: (pods_per_node * nodes).min(args.max_pods),
+                direct_pods_only: args.direct_pods_only,
             };
             let dir = logs.join(format!("{}-{nodes}", kind.name()));
             std::fs::create_dir_all(&dir)?;
@@ -275,6 +280,7 @@ struct Plan {
     /// How long nodes run before the steady window opens.
     settle: Duration,
     pods: usize,
+    direct_pods_only: bool,
 }
 
 /// One simulator at one size; a failing step is recorded and the rest skipped or run.
@@ -364,19 +370,23 @@ async fn run(env: &TestEnv, plan: &Plan, dir: &std::path::Path) -> Scenario {
     // Pods through the scheduler, then placed directly (as KWOK's own benchmark does).
     let pod_label = format!("bench-pod={}", plan.kind.name());
     let (running, pod_watch) = observe::watch_pods(client.clone(), &pod_label);
-    match pod_run(&client, plan, &names, &running, true).await {
-        Ok(run) => scenario.pods_scheduled = Some(run),
-        Err(error) => scenario.errors.push(format!("scheduled pods: {error:#}")),
+    if !plan.direct_pods_only {
+        match pod_run(&client, plan, &names, &running, true).await {
+            Ok(run) => scenario.pods_scheduled = Some(run),
+            Err(error) => scenario.errors.push(format!("scheduled pods: {error:#}")),
+        }
+        scenario.with_pods = Some(settled_cost(&simulator, plan).await);
+        if let Err(error) = delete_pods(&client, &pod_label).await {
+            scenario.errors.push(format!("deleting pods: {error:#}"));
+        }
+        running.clear();
     }
-    let loaded = procfs::total(&simulator.pids());
-    scenario.with_pods = Some(cost(loaded, loaded, nodes, 1.0));
-    if let Err(error) = delete_pods(&client, &pod_label).await {
-        scenario.errors.push(format!("deleting pods: {error:#}"));
-    }
-    running.clear();
     match pod_run(&client, plan, &names, &running, false).await {
         Ok(run) => scenario.pods_direct = Some(run),
         Err(error) => scenario.errors.push(format!("direct pods: {error:#}")),
+    }
+    if plan.direct_pods_only {
+        scenario.with_pods = Some(settled_cost(&simulator, plan).await);
     }
     if let Some(soak) = plan.soak {
         match soak_with_churn(&client, plan, &simulator, soak).await {
@@ -397,6 +407,15 @@ async fn run(env: &TestEnv, plan: &Plan, dir: &std::path::Path) -> Scenario {
     }
     simulator.stop().await;
     scenario
+}
+
+/// The simulator's memory with its pods Running, once the writes that started them
+/// are answered: sampled up to 30 s (the settling time, if shorter) after the last
+/// pod ran.
+async fn settled_cost(simulator: &Simulator, plan: &Plan) -> Cost {
+    tokio::time::sleep(plan.settle.min(Duration::from_secs(30))).await;
+    let loaded = procfs::total(&simulator.pids());
+    cost(loaded, loaded, plan.nodes as f64, 1.0)
 }
 
 fn cost(before: procfs::Usage, after: procfs::Usage, nodes: f64, minutes: f64) -> Cost {
@@ -501,22 +520,24 @@ async fn pod_run(
     })
 }
 
-/// Deletes the benchmark's pods and waits until they are gone. A delete-collection of
-/// thousands of pods can outlast the API server's request timeout; it is repeated
-/// until nothing is left.
+/// Deletes the benchmark's pods at once (grace period 0: the simulator is not waited
+/// for, and its nodes see the pods go) and waits until they are gone. A
+/// delete-collection of thousands of pods can outlast the API server's request
+/// timeout; it is repeated until nothing is left.
 async fn delete_pods(client: &kube::Client, label: &str) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let selector = ListParams::default().labels(label);
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut last_error = None;
     loop {
         match pods.list_metadata(&selector.clone().limit(1)).await {
             Ok(left) if left.items.is_empty() => return Ok(()),
             Ok(_) => {
-                if let Err(error) = pods
-                    .delete_collection(&DeleteParams::default(), &selector)
-                    .await
-                {
+                if let Err(error) = pods.delete_collection(&now, &selector).await {
                     last_error = Some(error.to_string());
                 }
             }

@@ -361,6 +361,9 @@ impl Inner {
 }
 
 async fn accept(inner: Weak<Inner>, listener: TcpListener, port: u16, stop: CancellationToken) {
+    // Built with the first connection and shared by all: a router is several KiB, and
+    // a process serving thousands of nodes keeps a connection open for each.
+    let mut shared_router: Option<Router> = None;
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -375,11 +378,14 @@ async fn accept(inner: Weak<Inner>, listener: TcpListener, port: u16, stop: Canc
             }
         };
         let Some(inner) = inner.upgrade() else { return };
+        let router = shared_router
+            .get_or_insert_with(|| router(inner.clone()))
+            .clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                () = connection(inner, stream) => {}
+                () = connection(inner, router, stream) => {}
             }
         });
     }
@@ -392,7 +398,7 @@ struct Connection {
     certificate: Option<Identity>,
 }
 
-async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream) {
+async fn connection(inner: Arc<Inner>, router: Router, stream: tokio::net::TcpStream) {
     let Ok(local) = stream.local_addr() else {
         return;
     };
@@ -419,7 +425,6 @@ async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream) {
         served,
         certificate,
     };
-    let router = router(inner.clone());
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(connection.clone());
