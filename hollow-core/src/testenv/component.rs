@@ -124,10 +124,6 @@ pub(crate) fn controller_manager_args(
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--cluster-name=hollow".into(),
         format!("--node-monitor-grace-period={}s", grace.as_secs().max(1)),
-        // As Kubernetes' own 5,000-node scale jobs run it: at the default 20 requests
-        // a second, allocating pod CIDRs to 5,000 new nodes alone takes minutes.
-        "--kube-api-qps=100".into(),
-        "--kube-api-burst=100".into(),
         "--profiling=false".into(),
         "--v=1".into(),
     ]
@@ -162,9 +158,6 @@ pub(crate) fn scheduler_args(layout: &Layout, ports: &Ports) -> Vec<String> {
         format!("--secure-port={}", ports.scheduler),
         "--bind-address=127.0.0.1".into(),
         "--leader-elect=false".into(),
-        // As Kubernetes' own 5,000-node scale jobs run it (the default is 50): each
-        // binding is a request, so this caps how fast pods are placed.
-        "--kube-api-qps=100".into(),
         "--profiling=false".into(),
         "--v=1".into(),
     ]
