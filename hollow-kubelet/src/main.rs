@@ -27,12 +27,12 @@ use kube::Api;
 use kube::config::KubeConfigOptions;
 
 use cli::Cli;
+use metrics::{Metrics, Served};
 
 /// jemalloc rather than glibc's allocator: it returns freed pages and fragments less,
-/// which at 5,000 nodes made 48 MiB of anonymous memory 32 (docs/benchmarks.md).
+/// which at 5,000 idle nodes made 47 MiB of anonymous memory 32 (docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use metrics::{Metrics, Served};
 
 #[tokio::main]
 async fn main() -> ExitCode {
