@@ -495,9 +495,10 @@ async fn lost_heartbeats_make_the_node_unknown_and_recovery_makes_it_ready() -> 
 async fn nodes_and_pods_survive_an_api_server_restart() -> anyhow::Result<()> {
     init_tracing();
     let env = TestEnv::builder().start().await?;
+    // Over HTTP/2, as hollow-kubelet talks: the one connection dies with the server.
     let cluster = HollowCluster::builder("r")
         .nodes(2, |_, n| n)
-        .start(env.client())
+        .start(hollow_tests::http2_client(&env).await)
         .await?;
     let pods: Api<Pod> = Api::namespaced(env.client(), "default");
     for name in ["a", "b"] {

@@ -94,6 +94,18 @@ pub fn kubelet_client(base: &str, auth: kube::config::AuthInfo) -> kube::Client 
     kube::Client::try_from(config).expect("a kubelet client")
 }
 
+/// A client of `env`'s API server as `hollow-kubelet` builds it: HTTP/2, so every
+/// request shares one connection.
+pub async fn http2_client(env: &hollow_core::testenv::TestEnv) -> kube::Client {
+    let config =
+        kube::Config::from_custom_kubeconfig(env.kubeconfig().clone(), &Default::default())
+            .await
+            .expect("the test environment's kubeconfig");
+    hollow_core::connect::pooled_client(config, Default::default())
+        .expect("a client")
+        .build()
+}
+
 /// A loopback port no one listens on now (for servers a test starts itself).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -369,8 +369,9 @@ fn connections_to(port: u16) -> usize {
 }
 
 #[tokio::test]
-async fn a_pooled_client_closes_the_connections_of_a_burst_once_idle() -> anyhow::Result<()> {
-    use hollow_core::connect::{IdlePool, pooled_client};
+async fn a_pooled_client_shares_one_http2_connection_and_closes_idle_http1_ones()
+-> anyhow::Result<()> {
+    use hollow_core::connect::{ConnectionPool, pooled_client};
     use k8s_openapi::api::core::v1::Namespace;
     init_tracing();
     let env = TestEnv::builder()
@@ -389,17 +390,21 @@ async fn a_pooled_client_closes_the_connections_of_a_burst_once_idle() -> anyhow
     let port: u16 = port.trim_end_matches('/').parse()?;
     let config =
         kube::Config::from_custom_kubeconfig(env.kubeconfig().clone(), &Default::default()).await?;
-    let pool = IdlePool {
+    let burst = |client: kube::Client| async move {
+        let namespaces: Api<Namespace> = Api::all(client);
+        let list = ListParams::default();
+        futures::future::try_join_all((0..24).map(|_| namespaces.list(&list))).await
+    };
+    let before = connections_to(port);
+
+    // HTTP/1.1: requests in flight together each take a connection of their own.
+    let pool = ConnectionPool {
+        http2: false,
         max_idle: 64,
         idle_timeout: Duration::from_secs(1),
     };
-    let client = pooled_client(config, pool)?.build();
-    let before = connections_to(port);
-    // HTTP/1.1: requests in flight together each take a connection of their own.
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let list = ListParams::default();
-    let burst = (0..24).map(|_| namespaces.list(&list));
-    futures::future::try_join_all(burst).await?;
+    let client = pooled_client(config.clone(), pool)?.build();
+    burst(client.clone()).await?;
     let opened = connections_to(port) - before;
     assert!(opened >= 4, "the burst left {opened} connections open");
     eventually("the idle connections closed", WAIT, || async {
@@ -410,6 +415,30 @@ async fn a_pooled_client_closes_the_connections_of_a_burst_once_idle() -> anyhow
     })
     .await;
     // Closed connections are reopened when needed.
-    namespaces.list(&ListParams::default()).await?;
+    Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    drop(client);
+    eventually("a dropped client's connections closed", WAIT, || async {
+        let open = connections_to(port);
+        (open <= before)
+            .then_some(())
+            .ok_or(format!("{open} open, {before} before"))
+    })
+    .await;
+
+    // HTTP/2, the default: the API server takes every request over one connection.
+    let client = pooled_client(config, ConnectionPool::default())?.build();
+    for round in 0..3 {
+        burst(client.clone()).await?;
+        // Connections a first burst raced to open beside the one kept are dropped.
+        eventually("one connection kept", WAIT, || async {
+            let opened = connections_to(port).saturating_sub(before);
+            (opened == 1)
+                .then_some(())
+                .ok_or(format!("{opened} connections open after burst {round}"))
+        })
+        .await;
+    }
     Ok(())
 }

@@ -109,49 +109,71 @@ pub type ClientService = tower::util::BoxService<
     tower::BoxError,
 >;
 
-/// How a [`pooled_client`] keeps idle connections: at most `max_idle` to the API
-/// server, each closed after `idle_timeout` unused.
+/// How a [`pooled_client`] connects to the API server.
+///
+/// With `http2` (the default) the client offers HTTP/2 as client-go, and so a real
+/// kubelet, does: an API server that speaks it takes every request of the process over
+/// one connection, however many are in flight. Over HTTP/1.1 (when `http2` is off, or
+/// the server does not offer it) each request in flight needs a connection of its own;
+/// at most `max_idle` of those are kept once idle, each closed after `idle_timeout`
+/// unused.
+///
+/// ```
+/// use hollow_core::connect::ConnectionPool;
+///
+/// let http1 = ConnectionPool { http2: false, max_idle: 64, ..Default::default() };
+/// assert_eq!(http1.idle_timeout, ConnectionPool::default().idle_timeout);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdlePool {
-    /// Idle connections kept at most.
+pub struct ConnectionPool {
+    /// Offer HTTP/2 (ALPN `h2`), falling back to HTTP/1.1.
+    pub http2: bool,
+    /// Idle HTTP/1.1 connections kept at most.
     pub max_idle: usize,
     /// How long an unused connection is kept.
     pub idle_timeout: Duration,
 }
 
-impl Default for IdlePool {
-    /// 16 connections, 30 s: enough for thousands of nodes' steady heartbeats.
+impl Default for ConnectionPool {
+    /// HTTP/2; over HTTP/1.1, 16 idle connections kept for 30 s.
     fn default() -> Self {
         Self {
+            http2: true,
             max_idle: 16,
             idle_timeout: Duration::from_secs(30),
         }
     }
 }
 
+/// How often an HTTP/2 connection with requests open is pinged, and how long a ping may
+/// go unanswered before the connection is dropped: client-go's health check, so a
+/// connection to an API server that vanished without closing it is not waited on.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A builder of kube's client for `config` (TLS, timeouts, authentication, extra
-/// headers and retries as `kube::Client::try_from` makes them) whose connection pool
-/// keeps only `pool`'s idle connections. kube's own gives the pool no timer, so every
+/// headers and retries as `kube::Client::try_from` makes them) that connects as `pool`
+/// says. kube's own client speaks only HTTP/1.1 and gives its pool no timer, so every
 /// connection a burst of requests opened stays open, with its buffers (about 36 KiB
 /// each): a process that registered thousands of nodes keeps a connection for each
 /// request it had in flight. Add layers and `build()` it.
 ///
 /// ```no_run
-/// use hollow_core::connect::{IdlePool, pooled_client};
+/// use hollow_core::connect::{ConnectionPool, pooled_client};
 ///
 /// # fn run(config: kube::Config) -> Result<(), kube::Error> {
-/// let client = pooled_client(config, IdlePool::default())?.build();
+/// let client = pooled_client(config, ConnectionPool::default())?.build();
 /// # drop(client);
 /// # Ok(()) }
 /// ```
 pub fn pooled_client(
     config: kube::Config,
-    pool: IdlePool,
+    pool: ConnectionPool,
 ) -> Result<kube::client::ClientBuilder<ClientService>, kube::Error> {
     use kube::client::ConfigExt;
     use tower::{BoxError, ServiceBuilder, ServiceExt};
 
-    let mut connector = hyper_timeout::TimeoutConnector::new(config.rustls_https_connector()?);
+    let mut connector = hyper_timeout::TimeoutConnector::new(https_connector(&config, pool)?);
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
@@ -160,6 +182,9 @@ pub fn pooled_client(
         .pool_max_idle_per_host(pool.max_idle)
         .pool_idle_timeout(pool.idle_timeout)
         .pool_timer(hyper_util::rt::TokioTimer::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .http2_keep_alive_interval(HTTP2_PING_INTERVAL)
+        .http2_keep_alive_timeout(HTTP2_PING_TIMEOUT)
         .build(connector);
     let retry = config
         .default_retry
@@ -182,6 +207,37 @@ pub fn pooled_client(
         service,
         config.default_namespace,
     ))
+}
+
+/// kube's HTTPS connector for `config` (its TLS settings and server name), offering
+/// HTTP/2 when `pool` asks for it.
+fn https_connector(
+    config: &kube::Config,
+    pool: ConnectionPool,
+) -> Result<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    kube::Error,
+> {
+    use kube::client::ConfigExt;
+
+    if !pool.http2 {
+        return config.rustls_https_connector();
+    }
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config.rustls_client_config()?)
+        .https_or_http();
+    let builder = match &config.tls_server_name {
+        Some(name) => {
+            let name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|error| {
+                kube::Error::RustlsTls(kube::client::RustlsTlsError::InvalidServerName(error))
+            })?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    Ok(builder.enable_all_versions().wrap_connector(http))
 }
 
 /// Waits until the API server answers `/version`, retrying with backoff (0.5 s

@@ -118,11 +118,15 @@ pub struct Cli {
     pub parallelism: usize,
 
     /// At most this many API requests in flight for the whole process (watches count
-    /// until their response starts). Thousands of nodes renewing Leases and writing
-    /// status through one client would otherwise open a connection per waiting request
-    /// whenever the API server answers slowly, and keep them open.
+    /// until their response starts); the rest wait their turn. Over HTTP/1.1 each
+    /// request in flight takes a connection of its own.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_requests_in_flight: u32,
+
+    /// Offer HTTP/2 to the API server, as client-go does: every request of the process
+    /// then shares one connection. With false, HTTP/1.1 only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub http2: bool,
 
     /// What hollow pods and nodes do: a preset (fast, realistic, chaos) or the path of a
     /// lifecycle file (YAML or JSON; see docs/lifecycle.md).

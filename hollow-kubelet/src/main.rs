@@ -31,6 +31,7 @@ use metrics::{Metrics, Served};
 
 /// jemalloc rather than glibc's allocator: it returns freed pages and fragments less,
 /// which at 5,000 idle nodes made 47 MiB of anonymous memory 32 (docs/benchmarks.md).
+/// Its settings are compiled in from `.cargo/config.toml`.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -101,7 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         connected = connect(&cli) => connected?,
         () = &mut shutdown => return Ok(()),
     };
-    let client = metrics.instrument(config, cli.max_requests_in_flight as usize)?;
+    let client = metrics.instrument(config, cli.max_requests_in_flight as usize, cli.http2)?;
     tokio::select! {
         reached = wait_for_api(&client, Duration::from_secs(cli.connect_timeout)) => reached?,
         () = &mut shutdown => return Ok(()),
@@ -405,5 +406,17 @@ mod tests {
         assert_eq!(loopback_address(0).to_string(), "127.1.0.1");
         assert_eq!(loopback_address(255).to_string(), "127.1.1.0");
         assert_eq!(loopback_address(70_000).to_string(), "127.2.17.113");
+    }
+
+    #[test]
+    fn jemalloc_returns_freed_pages_after_a_second_from_its_own_threads() {
+        let compiled_in = tikv_jemalloc_ctl::config::malloc_conf::read().unwrap();
+        assert!(
+            compiled_in.contains("dirty_decay_ms:1000"),
+            "built without .cargo/config.toml's JEMALLOC_SYS_WITH_MALLOC_CONF: {compiled_in:?}"
+        );
+        if std::env::var_os("_RJEM_MALLOC_CONF").is_none() {
+            assert!(tikv_jemalloc_ctl::opt::background_thread::read().unwrap());
+        }
     }
 }

@@ -110,13 +110,15 @@ impl Metrics {
     }
 
     /// Builds the process's client: every API request counted and timed, at most
-    /// `max_in_flight` of them waiting for an answer at once, and idle connections
-    /// closed after 30 s unused (as many may stay open while busy: fewer would close
-    /// and reopen TLS connections under load).
+    /// `max_in_flight` of them waiting for an answer at once, over one HTTP/2
+    /// connection when `http2` is set and the API server speaks it. Over HTTP/1.1, idle
+    /// connections are closed after 30 s unused (as many may stay open while busy:
+    /// fewer would close and reopen TLS connections under load).
     pub fn instrument(
         self: &Arc<Self>,
         config: kube::Config,
         max_in_flight: usize,
+        http2: bool,
     ) -> anyhow::Result<kube::Client> {
         use tower_http::trace::TraceLayer;
         let on_request = {
@@ -140,7 +142,8 @@ impl Metrics {
         let layer = TraceLayer::new_for_http()
             .on_request(on_request)
             .on_response(on_response);
-        let pool = hollow_core::connect::IdlePool {
+        let pool = hollow_core::connect::ConnectionPool {
+            http2,
             max_idle: max_in_flight,
             ..Default::default()
         };

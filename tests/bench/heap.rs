@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use hollow_core::connect::{IdlePool, pooled_client};
+use hollow_core::connect::{ConnectionPool, pooled_client};
 use hollow_core::node::HollowCluster;
 use hollow_core::testenv::TestEnv;
 use hollow_tests::eventually;
@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     // and pods', not that of connections a burst opened.
     let config =
         kube::Config::from_custom_kubeconfig(env.kubeconfig().clone(), &Default::default()).await?;
-    let client = pooled_client(config, IdlePool::default())?.build();
+    let client = pooled_client(config, ConnectionPool::default())?.build();
     let base = live();
     let cluster = HollowCluster::builder("heap")
         .nodes(args.nodes, |_, node| node)
