@@ -369,7 +369,7 @@ fn connections_to(port: u16) -> usize {
 }
 
 #[tokio::test]
-async fn a_pooled_client_shares_one_http2_connection_and_closes_idle_http1_ones()
+async fn a_pooled_client_keeps_its_http2_connections_and_closes_idle_http1_ones()
 -> anyhow::Result<()> {
     use hollow_core::connect::{ConnectionPool, pooled_client};
     use k8s_openapi::api::core::v1::Namespace;
@@ -402,6 +402,7 @@ async fn a_pooled_client_shares_one_http2_connection_and_closes_idle_http1_ones(
         http2: false,
         max_idle: 64,
         idle_timeout: Duration::from_secs(1),
+        ..Default::default()
     };
     let client = pooled_client(config.clone(), pool)?.build();
     burst(client.clone()).await?;
@@ -427,16 +428,31 @@ async fn a_pooled_client_shares_one_http2_connection_and_closes_idle_http1_ones(
     })
     .await;
 
-    // HTTP/2, the default: the API server takes every request over one connection.
-    let client = pooled_client(config, ConnectionPool::default())?.build();
-    for round in 0..3 {
-        burst(client.clone()).await?;
-        // Connections a first burst raced to open beside the one kept are dropped.
-        eventually("one connection kept", WAIT, || async {
-            let opened = connections_to(port).saturating_sub(before);
-            (opened == 1)
+    // HTTP/2, the default: the API server takes every request over one connection, or
+    // over as many as asked for, round robin.
+    for connections in [1, 3] {
+        let pool = ConnectionPool {
+            connections,
+            ..Default::default()
+        };
+        let client = pooled_client(config.clone(), pool)?.build();
+        for round in 0..3 {
+            burst(client.clone()).await?;
+            // Connections a first burst raced to open beside those kept are dropped.
+            eventually("the HTTP/2 connections kept", WAIT, || async {
+                let opened = connections_to(port).saturating_sub(before);
+                (opened == connections).then_some(()).ok_or(format!(
+                    "{opened} connections open after burst {round}, not {connections}"
+                ))
+            })
+            .await;
+        }
+        drop(client);
+        eventually("a dropped client's connections closed", WAIT, || async {
+            let open = connections_to(port);
+            (open <= before)
                 .then_some(())
-                .ok_or(format!("{opened} connections open after burst {round}"))
+                .ok_or(format!("{open} open, {before} before"))
         })
         .await;
     }

@@ -123,10 +123,15 @@ pub struct Cli {
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_requests_in_flight: u32,
 
-    /// Offer HTTP/2 to the API server, as client-go does: every request of the process
-    /// then shares one connection. With false, HTTP/1.1 only.
+    /// Offer HTTP/2 to the API server, as client-go does: the process's requests then
+    /// share a connection per 100 nodes. With false, HTTP/1.1 only.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub http2: bool,
+
+    /// HTTP/2 connections the process's requests are spread over (default: one per 100
+    /// nodes, at most 64).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub api_connections: Option<u32>,
 
     /// What hollow pods and nodes do: a preset (fast, realistic, chaos) or the path of a
     /// lifecycle file (YAML or JSON; see docs/lifecycle.md).

@@ -102,7 +102,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         connected = connect(&cli) => connected?,
         () = &mut shutdown => return Ok(()),
     };
-    let client = metrics.instrument(config, cli.max_requests_in_flight as usize, cli.http2)?;
+    let defaults = hollow_core::connect::ConnectionPool::for_nodes(cli.nodes as usize);
+    let pool = hollow_core::connect::ConnectionPool {
+        http2: cli.http2,
+        connections: cli
+            .api_connections
+            .map_or(defaults.connections, |n| n as usize),
+        // As many idle HTTP/1.1 connections may stay open as requests are in flight:
+        // fewer would close and reopen TLS connections under load.
+        max_idle: cli.max_requests_in_flight as usize,
+        ..defaults
+    };
+    let client = metrics.instrument(config, pool, cli.max_requests_in_flight as usize)?;
     tokio::select! {
         reached = wait_for_api(&client, Duration::from_secs(cli.connect_timeout)) => reached?,
         () = &mut shutdown => return Ok(()),

@@ -109,16 +109,13 @@ impl Metrics {
         })
     }
 
-    /// Builds the process's client: every API request counted and timed, at most
-    /// `max_in_flight` of them waiting for an answer at once, over one HTTP/2
-    /// connection when `http2` is set and the API server speaks it. Over HTTP/1.1, idle
-    /// connections are closed after 30 s unused (as many may stay open while busy:
-    /// fewer would close and reopen TLS connections under load).
+    /// Builds the process's client, connecting as `pool` says: every API request
+    /// counted and timed, at most `max_in_flight` of them waiting for an answer at once.
     pub fn instrument(
         self: &Arc<Self>,
         config: kube::Config,
+        pool: hollow_core::connect::ConnectionPool,
         max_in_flight: usize,
-        http2: bool,
     ) -> anyhow::Result<kube::Client> {
         use tower_http::trace::TraceLayer;
         let on_request = {
@@ -142,11 +139,6 @@ impl Metrics {
         let layer = TraceLayer::new_for_http()
             .on_request(on_request)
             .on_response(on_response);
-        let pool = hollow_core::connect::ConnectionPool {
-            http2,
-            max_idle: max_in_flight,
-            ..Default::default()
-        };
         Ok(hollow_core::connect::pooled_client(config, pool)?
             .with_layer(&layer)
             .with_layer(&tower::limit::ConcurrencyLimitLayer::new(max_in_flight))

@@ -13,7 +13,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use rand::Rng;
-use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -309,7 +308,13 @@ impl State {
             return;
         }
         stamp(&mut status, self.written.as_ref(), Timestamp::now());
-        let patch = json!({ "status": status });
+        // Serialized from the status itself: a JSON tree of it would be several times
+        // its size, and thousands of writes wait for the API server when it is slow.
+        #[derive(Debug, serde::Serialize)]
+        struct StatusPatch<'a> {
+            status: &'a NodeStatus,
+        }
+        let patch = StatusPatch { status: &status };
         let nodes: Api<Node> = Api::all(shared.client.clone());
         match nodes
             .patch_status(
