@@ -115,12 +115,14 @@ pub type ClientService = tower::util::BoxService<
 ///
 /// With `http2` (the default) the client offers HTTP/2 as client-go, and so a real
 /// kubelet, does, and spreads its requests round robin over `connections` connections,
-/// each carrying many requests at once. One connection would do for one kubelet, but
-/// not for thousands of nodes in one process: the API server handles the frames of a
+/// each carrying many requests at once. One connection does for one kubelet, but not
+/// for thousands of nodes in one process: the API server handles the frames of a
 /// connection in one goroutine. 5,000 nodes took 245 s to register over one connection,
-/// 93 s over 10 and 49 s over 50, as over HTTP/1.1 (55 s, 150 connections). Over HTTP/1.1 (when `http2` is off, or the
-/// server does not offer it) each request in flight needs a connection of its own; at
-/// most `max_idle` of those are kept once idle, each closed after `idle_timeout` unused.
+/// 93 s over 10 and 49 s over 50; over HTTP/1.1, with 150 connections, 55 s.
+///
+/// Over HTTP/1.1 (when `http2` is off, or the server does not offer it) each request in
+/// flight needs a connection of its own; at most `max_idle` of those are kept once
+/// idle, each closed after `idle_timeout` unused.
 ///
 /// ```
 /// use hollow_core::connect::ConnectionPool;

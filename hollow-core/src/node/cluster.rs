@@ -152,10 +152,11 @@ impl HollowClusterBuilder {
 /// Many hollow nodes sharing one client and one pod watch. Dropping it stops them.
 ///
 /// With thousands of nodes, give it a client that caps the requests in flight (tower's
-/// `ConcurrencyLimitLayer` through `kube::client::ClientBuilder::with_layer`) and closes
-/// idle connections ([`crate::connect::pooled_client`]), as `hollow-kubelet` does:
-/// kube's HTTP/1.1 client opens a connection for every request that waits on a slow
-/// API server, and its own builder keeps them all.
+/// `ConcurrencyLimitLayer` through `kube::client::ClientBuilder::with_layer`) and speaks
+/// HTTP/2 over a few connections ([`crate::connect::pooled_client`] with
+/// [`ConnectionPool::for_nodes`](crate::connect::ConnectionPool::for_nodes)), as
+/// `hollow-kubelet` does: kube's own HTTP/1.1 client opens a connection for every
+/// request that waits on a slow API server, and keeps them all.
 pub struct HollowCluster {
     nodes: Vec<RunningNode>,
     cancel: CancellationToken,
