@@ -396,6 +396,14 @@ async fn a_pooled_client_keeps_its_http2_connections_and_closes_idle_http1_ones(
         futures::future::try_join_all((0..24).map(|_| namespaces.list(&list))).await
     };
     let before = connections_to(port);
+    let all_closed = |what: &'static str| {
+        eventually(what, WAIT, move || async move {
+            let open = connections_to(port);
+            (open <= before)
+                .then_some(())
+                .ok_or(format!("{open} open, {before} before"))
+        })
+    };
 
     // HTTP/1.1: requests in flight together each take a connection of their own.
     let pool = ConnectionPool {
@@ -408,25 +416,13 @@ async fn a_pooled_client_keeps_its_http2_connections_and_closes_idle_http1_ones(
     burst(client.clone()).await?;
     let opened = connections_to(port) - before;
     assert!(opened >= 4, "the burst left {opened} connections open");
-    eventually("the idle connections closed", WAIT, || async {
-        let open = connections_to(port);
-        (open <= before)
-            .then_some(())
-            .ok_or(format!("{open} open, {before} before the burst"))
-    })
-    .await;
+    all_closed("the idle connections closed").await;
     // Closed connections are reopened when needed.
     Api::<Namespace>::all(client.clone())
         .list(&ListParams::default())
         .await?;
     drop(client);
-    eventually("a dropped client's connections closed", WAIT, || async {
-        let open = connections_to(port);
-        (open <= before)
-            .then_some(())
-            .ok_or(format!("{open} open, {before} before"))
-    })
-    .await;
+    all_closed("a dropped client's connections closed").await;
 
     // HTTP/2, the default: the API server takes every request over one connection, or
     // over as many as asked for, round robin.
@@ -448,13 +444,7 @@ async fn a_pooled_client_keeps_its_http2_connections_and_closes_idle_http1_ones(
             .await;
         }
         drop(client);
-        eventually("a dropped client's connections closed", WAIT, || async {
-            let open = connections_to(port);
-            (open <= before)
-                .then_some(())
-                .ok_or(format!("{open} open, {before} before"))
-        })
-        .await;
+        all_closed("a dropped client's connections closed").await;
     }
     Ok(())
 }
