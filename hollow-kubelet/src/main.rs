@@ -94,6 +94,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.morph
         );
     }
+    if !cli.http2 && cli.api_connections.is_some() {
+        bail!("--api-connections counts HTTP/2 connections; it has no meaning with --http2=false");
+    }
     // Signals are handled from the start, so one during start-up also shuts down cleanly.
     let shutdown = shutdown_signal().context("cannot handle SIGTERM and SIGINT")?;
     tokio::pin!(shutdown);

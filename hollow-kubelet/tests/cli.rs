@@ -299,10 +299,22 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
         ("--register-with-taints=a=b:Often", "effect must be"),
         ("--morph=proxy", "run hollow-proxy"),
         ("--max-requests-in-flight=0", "0 is not in 1..=10000"),
+        ("--api-connections=0", "0 is not in 1..=1000"),
     ] {
         let (ok, out) = run(&["--kubeconfig", &kubeconfig, flag]).await;
         assert!(!ok && out.contains(expected), "{flag}: {out}");
     }
+    let (ok, out) = run(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "--http2=false",
+        "--api-connections=4",
+    ])
+    .await;
+    assert!(
+        !ok && out.contains("no meaning with --http2=false"),
+        "{out}"
+    );
 
     // A lifecycle file with a mistake stops the process before anything registers.
     let bad_lifecycle = dir.path().join("bad-lifecycle.yaml");
