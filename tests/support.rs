@@ -106,6 +106,48 @@ pub async fn http2_client(env: &hollow_core::testenv::TestEnv) -> kube::Client {
         .build()
 }
 
+/// Which end of a TCP connection a port is matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// This process's end: a server's sockets on its listening port.
+    Local,
+    /// The peer's end: a client's connections to a server's port.
+    Remote,
+}
+
+/// This process's established IPv4 TCP connections whose `end` is on `port`.
+pub fn established(end: End, port: u16) -> usize {
+    let ours: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .trim_end_matches(']')
+                    .to_string(),
+            )
+        })
+        .collect();
+    let column = match end {
+        End::Local => 1,
+        End::Remote => 2,
+    };
+    let suffix = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() > 9 && fields[3] == "01")
+        .filter(|fields| fields[column].ends_with(&suffix))
+        .filter(|fields| ours.contains(fields[9]))
+        .count()
+}
+
 /// A loopback port no one listens on now (for servers a test starts itself).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

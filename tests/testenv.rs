@@ -342,34 +342,11 @@ fn the_pinned_version_matches_the_control_plane_module() {
 /// The client sockets of this process connected to `port` on loopback (other tests of
 /// this binary talk to control planes of their own, on other ports).
 fn connections_to(port: u16) -> usize {
-    let ours: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .filter_map(|target| {
-            let target = target.to_string_lossy().into_owned();
-            Some(
-                target
-                    .strip_prefix("socket:[")?
-                    .trim_end_matches(']')
-                    .to_string(),
-            )
-        })
-        .collect();
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|fields| fields.len() > 9 && fields[3] == "01")
-        .filter(|fields| fields[2].ends_with(&format!(":{port:04X}")))
-        .filter(|fields| ours.contains(fields[9]))
-        .count()
+    hollow_tests::established(hollow_tests::End::Remote, port)
 }
 
 #[tokio::test]
-async fn a_pooled_client_keeps_its_http2_connections_and_closes_idle_http1_ones()
+async fn a_pooled_client_opens_http2_connections_as_requests_need_and_closes_idle_ones()
 -> anyhow::Result<()> {
     use hollow_core::connect::{ConnectionPool, pooled_client};
     use k8s_openapi::api::core::v1::Namespace;
@@ -390,10 +367,10 @@ async fn a_pooled_client_keeps_its_http2_connections_and_closes_idle_http1_ones(
     let port: u16 = port.trim_end_matches('/').parse()?;
     let config =
         kube::Config::from_custom_kubeconfig(env.kubeconfig().clone(), &Default::default()).await?;
-    let burst = |client: kube::Client| async move {
+    let burst = |client: kube::Client, requests: usize| async move {
         let namespaces: Api<Namespace> = Api::all(client);
         let list = ListParams::default();
-        futures::future::try_join_all((0..24).map(|_| namespaces.list(&list))).await
+        futures::future::try_join_all((0..requests).map(|_| namespaces.list(&list))).await
     };
     let before = connections_to(port);
     let all_closed = |what: &'static str| {
@@ -413,7 +390,7 @@ async fn a_pooled_client_keeps_its_http2_connections_and_closes_idle_http1_ones(
         ..Default::default()
     };
     let client = pooled_client(config.clone(), pool)?.build();
-    burst(client.clone()).await?;
+    burst(client.clone(), 24).await?;
     let opened = connections_to(port) - before;
     assert!(opened >= 4, "the burst left {opened} connections open");
     all_closed("the idle connections closed").await;
@@ -424,27 +401,27 @@ async fn a_pooled_client_keeps_its_http2_connections_and_closes_idle_http1_ones(
     drop(client);
     all_closed("a dropped client's connections closed").await;
 
-    // HTTP/2, the default: the API server takes every request over one connection, or
-    // over as many as asked for, round robin.
-    for connections in [1, 3] {
-        let pool = ConnectionPool {
-            connections,
-            ..Default::default()
-        };
-        let client = pooled_client(config.clone(), pool)?.build();
-        for round in 0..3 {
-            burst(client.clone()).await?;
-            // Connections a first burst raced to open beside those kept are dropped.
-            eventually("the HTTP/2 connections kept", WAIT, || async {
-                let opened = connections_to(port).saturating_sub(before);
-                (opened == connections).then_some(()).ok_or(format!(
-                    "{opened} connections open after burst {round}, not {connections}"
-                ))
-            })
-            .await;
-        }
-        drop(client);
-        all_closed("a dropped client's connections closed").await;
+    // HTTP/2, the default: requests fill a connection, up to REQUESTS_PER_CONNECTION in
+    // flight, before the next takes any; connections left idle close.
+    let pool = ConnectionPool {
+        connections: 3,
+        idle_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let full = ConnectionPool::REQUESTS_PER_CONNECTION;
+    let client = pooled_client(config.clone(), pool)?.build();
+    for (requests, connections) in [(full / 2, 1), (full * 4, 3), (full / 2, 1)] {
+        burst(client.clone(), requests).await?;
+        // Connections a first burst raced to open beside those kept are dropped.
+        eventually("the HTTP/2 connections a burst needed", WAIT, || async {
+            let opened = connections_to(port).saturating_sub(before);
+            (opened == connections).then_some(()).ok_or(format!(
+                "{opened} connections open after {requests} requests, not {connections}"
+            ))
+        })
+        .await;
+        all_closed("idle HTTP/2 connections closed").await;
     }
+    drop(client);
     Ok(())
 }

@@ -114,11 +114,16 @@ pub type ClientService = tower::util::BoxService<
 /// How a [`pooled_client`] connects to the API server.
 ///
 /// With `http2` (the default) the client offers HTTP/2 as client-go, and so a real
-/// kubelet, does, and spreads its requests round robin over `connections` connections,
-/// each carrying many requests at once. One connection does for one kubelet, but not
-/// for thousands of nodes in one process: the API server handles the frames of a
-/// connection in one goroutine. 5,000 nodes took 245 s to register over one connection,
-/// 93 s over 10 and 49 s over 50; over HTTP/1.1, with 150 connections, 55 s.
+/// kubelet, does, and keeps up to `connections` connections, each carrying many
+/// requests at once. A request goes to the first connection with fewer than
+/// [`REQUESTS_PER_CONNECTION`](Self::REQUESTS_PER_CONNECTION) requests in flight (to the
+/// least busy one when all have that many), and a connection left unused for
+/// `idle_timeout` closes. So a burst (thousands of nodes registering together) is
+/// spread over many connections, and steady heartbeats go over one or two: the API
+/// server handles the frames of a connection in one goroutine and lets each carry only
+/// so many requests at once, so one connection does for one kubelet, not for thousands
+/// of nodes starting in one process (5,000 nodes took 245 s to register over one
+/// connection, 93 s over 10 and 49 s over 50), but each connection kept costs memory.
 ///
 /// Over HTTP/1.1 (when `http2` is off, or the server does not offer it) each request in
 /// flight needs a connection of its own; at most `max_idle` of those are kept once
@@ -136,7 +141,7 @@ pub type ClientService = tower::util::BoxService<
 pub struct ConnectionPool {
     /// Offer HTTP/2 (ALPN `h2`), falling back to HTTP/1.1.
     pub http2: bool,
-    /// HTTP/2 connections the requests are spread over (at least one).
+    /// HTTP/2 connections the requests may be spread over (at least one).
     pub connections: usize,
     /// Idle HTTP/1.1 connections kept at most.
     pub max_idle: usize,
@@ -159,6 +164,11 @@ impl Default for ConnectionPool {
 impl ConnectionPool {
     /// Nodes one HTTP/2 connection serves in [`ConnectionPool::for_nodes`].
     pub const NODES_PER_CONNECTION: usize = 100;
+
+    /// Requests in flight on an HTTP/2 connection before the next connection takes
+    /// requests too: under the 100 streams an API server allows a connection by
+    /// default, so requests do not wait for a stream while a connection is free.
+    pub const REQUESTS_PER_CONNECTION: usize = 64;
 
     /// The default, with an HTTP/2 connection for every
     /// [`NODES_PER_CONNECTION`](Self::NODES_PER_CONNECTION) nodes (at most 64).
@@ -220,10 +230,10 @@ pub fn pooled_client(
                 .http2_keep_alive_timeout(HTTP2_PING_TIMEOUT)
                 .build(connector.clone())
         })
+        .map(Counted::new)
         .collect();
-    let turn = Arc::new(AtomicUsize::new(0));
-    let round_robin = tower::steer::Steer::new(http, move |_: &_, clients: &[_]| {
-        turn.fetch_add(1, Ordering::Relaxed) % clients.len()
+    let fill_first = tower::steer::Steer::new(http, |_: &_, clients: &[Counted<_>]| {
+        fill_first(clients.iter().map(Counted::in_flight))
     });
     let retry = config
         .default_retry
@@ -234,7 +244,7 @@ pub fn pooled_client(
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .map_err(BoxError::from)
-        .service(round_robin)
+        .service(fill_first)
         .map_response(|response| {
             response.map(|body| {
                 Box::new(http_body_util::BodyExt::map_err(body, BoxError::from))
@@ -248,8 +258,86 @@ pub fn pooled_client(
     ))
 }
 
-/// kube's HTTPS connector for `config` (its TLS settings and server name), offering
-/// HTTP/2 when `pool` asks for it.
+/// The connection a request goes to, given each one's requests in flight: the first
+/// with fewer than [`ConnectionPool::REQUESTS_PER_CONNECTION`], else the least busy.
+fn fill_first(in_flight: impl Iterator<Item = usize> + Clone) -> usize {
+    in_flight
+        .clone()
+        .position(|requests| requests < ConnectionPool::REQUESTS_PER_CONNECTION)
+        .or_else(|| {
+            in_flight
+                .enumerate()
+                .min_by_key(|&(_, requests)| requests)
+                .map(|(index, _)| index)
+        })
+        .unwrap_or(0)
+}
+
+/// A service that counts its calls whose response has not yet come.
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            in_flight: Arc::default(),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a call in flight until dropped, however the call ends.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<S, R> tower::Service<R> for Counted<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let in_flight = InFlight::enter(&self.in_flight);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        })
+    }
+}
+
+/// kube's HTTPS connector for `config` (its TLS settings and server name), without
+/// Nagle's algorithm, offering HTTP/2 when `pool` asks for it.
 fn https_connector(
     config: &kube::Config,
     pool: ConnectionPool,
@@ -259,11 +347,16 @@ fn https_connector(
 > {
     use kube::client::ConfigExt;
 
-    if !pool.http2 {
-        return config.rustls_https_connector();
-    }
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
+    // Small requests go out at once, as Go sends them. With Nagle's algorithm a request
+    // written while an earlier one on the connection is unacknowledged waits for that
+    // ACK, which the server may delay by 40 ms: an HTTP/2 connection with many requests
+    // in flight then carries a few dozen a second.
+    http.set_nodelay(true);
+    if !pool.http2 {
+        return config.rustls_https_connector_with_connector(http);
+    }
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config.rustls_client_config()?)
         .https_or_http();
@@ -343,5 +436,39 @@ pub fn log_level(verbosity: Option<u8>) -> &'static str {
         0 | 1 => "info",
         2..=4 => "debug",
         _ => "trace",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Service, ServiceExt};
+
+    #[test]
+    fn requests_fill_the_first_connection_not_full_then_the_least_busy() {
+        let full = ConnectionPool::REQUESTS_PER_CONNECTION;
+        assert_eq!(fill_first([0, 0, 0].into_iter()), 0);
+        assert_eq!(fill_first([full - 1, 0].into_iter()), 0);
+        assert_eq!(fill_first([full, full + 3, 2].into_iter()), 2);
+        assert_eq!(fill_first([full + 5, full + 1, full + 2].into_iter()), 1);
+        assert_eq!(fill_first([full].into_iter()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_counts_in_flight_until_answered_or_dropped() {
+        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+        let answered = futures::future::FutureExt::shared(answered);
+        let mut counted = Counted::new(tower::service_fn(move |_: ()| {
+            let answered = answered.clone();
+            async move { answered.await.map_err(|_| "never answered") }
+        }));
+        let dropped = counted.ready().await.unwrap().call(());
+        let answered = counted.ready().await.unwrap().call(());
+        assert_eq!(counted.in_flight(), 2);
+        drop(dropped);
+        assert_eq!(counted.in_flight(), 1);
+        answer.send(()).unwrap();
+        answered.await.unwrap();
+        assert_eq!(counted.in_flight(), 0);
     }
 }
