@@ -12,7 +12,7 @@ use hollow_core::kubelet_api::KubeletServer;
 use hollow_core::node::HollowCluster;
 use hollow_core::runtime::FakeRuntime;
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, free_port, init_tracing, kubelet_client};
+use hollow_tests::{End, established, eventually, free_port, init_tracing, kubelet_client};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -24,6 +24,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(180);
+
+/// How long the test's kubelet API keeps an idle connection.
+const IDLE: Duration = Duration::from_secs(2);
 
 fn node_ip(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 3, 0, u8::try_from(index + 1).unwrap()))
@@ -192,7 +195,12 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
 {
     init_tracing();
     let env = TestEnv::builder().metrics_server(true).start().await?;
-    let api = KubeletServer::builder().start(env.client()).await?;
+    // Idle connections close after 2 s, so metrics-server and the API server reconnect
+    // as they go.
+    let api = KubeletServer::builder()
+        .idle_timeout(IDLE)
+        .start(env.client())
+        .await?;
     let port = free_port();
     let cadvisors: Vec<FakeCadvisor> = (0..2).map(|_| FakeCadvisor::default()).collect();
     let for_nodes = cadvisors.clone();
@@ -438,6 +446,19 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
             .unwrap()
             > 0
     );
+
+    // The connection a direct client keeps is closed once idle; the next request opens
+    // another.
+    assert!(
+        established(End::Local, port) >= 1,
+        "the client's connection is open"
+    );
+    eventually("idle kubelet API connections closed", WAIT, || async {
+        let open = established(End::Local, port);
+        (open == 0).then_some(()).ok_or(format!("{open} open"))
+    })
+    .await;
+    assert!(get_status(&as_admin, "/healthz").await.is_ok());
 
     cluster.shutdown().await;
     drop(api);

@@ -113,6 +113,12 @@ pub struct Cli {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub serve_kubelet_api: bool,
 
+    /// Seconds a kubelet API connection may wait for its next request before it is
+    /// closed. A real kubelet keeps them; here metrics-server's connection to every node
+    /// would cost about 24 KiB a node, so one is closed between scrapes.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub kubelet_api_idle_timeout: u64,
+
     /// How many nodes register at once.
     #[arg(long, default_value_t = 64)]
     pub parallelism: usize,
@@ -124,12 +130,13 @@ pub struct Cli {
     pub max_requests_in_flight: u32,
 
     /// Offer HTTP/2 to the API server, as client-go does: the process's requests then
-    /// share a connection per 100 nodes. With false, HTTP/1.1 only.
+    /// share a few connections, opened as bursts need them. With false, HTTP/1.1 only.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub http2: bool,
 
-    /// HTTP/2 connections the process's requests are spread over (default: one per 100
-    /// nodes, at most 64).
+    /// HTTP/2 connections the process's requests may be spread over (default: one per
+    /// 100 nodes, at most 64). A connection takes requests once those before it have 64
+    /// in flight; one left unused for 30 s closes.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub api_connections: Option<u32>,
 

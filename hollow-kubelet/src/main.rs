@@ -176,7 +176,9 @@ async fn start_kubelet_api(
     cli: &Cli,
     client: &kube::Client,
 ) -> anyhow::Result<(KubeletServer, Vec<u16>)> {
-    let mut builder = KubeletServer::builder().bind_address(cli.address);
+    let mut builder = KubeletServer::builder()
+        .bind_address(cli.address)
+        .idle_timeout(Duration::from_secs(cli.kubelet_api_idle_timeout));
     if let Some(path) = &cli.client_ca_file {
         let pem = std::fs::read(path)
             .with_context(|| format!("cannot read --client-ca-file {}", path.display()))?;

@@ -107,6 +107,7 @@ pub struct KubeletServerBuilder {
     client_ca_pem: Option<Vec<u8>>,
     serving: Option<(Vec<u8>, Vec<u8>)>,
     bind: Option<IpAddr>,
+    idle_timeout: Option<Duration>,
 }
 
 impl KubeletServerBuilder {
@@ -132,6 +133,24 @@ impl KubeletServerBuilder {
         self
     }
 
+    /// How long a connection may wait for its next request before it is closed
+    /// (default [`KubeletServer::DEFAULT_IDLE_TIMEOUT`]). A real kubelet keeps idle
+    /// connections open; here each costs about 24 KiB, and metrics-server keeps one to
+    /// every node, which at thousands of nodes in a process is most of its memory. A
+    /// client whose connection was closed opens another on its next request.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hollow_core::kubelet_api::KubeletServer;
+    ///
+    /// let keep_for_a_minute = KubeletServer::builder().idle_timeout(Duration::from_secs(60));
+    /// # drop(keep_for_a_minute);
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
     /// Reads the client CA if needed and prepares TLS; listeners open as nodes register.
     pub async fn start(self, client: kube::Client) -> Result<KubeletServer, Error> {
         let client_ca = match self.client_ca_pem {
@@ -150,6 +169,9 @@ impl KubeletServerBuilder {
             auth: Auth::new(client),
             tls: tokio_rustls::TlsAcceptor::from(tls),
             bind: self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            idle_timeout: self
+                .idle_timeout
+                .unwrap_or(KubeletServer::DEFAULT_IDLE_TIMEOUT),
             listeners: std::sync::Mutex::new(HashMap::new()),
             nodes: RwLock::new(HashMap::new()),
         });
@@ -210,6 +232,7 @@ struct Inner {
     auth: Auth,
     tls: tokio_rustls::TlsAcceptor,
     bind: IpAddr,
+    idle_timeout: Duration,
     /// Listening ports, and whether each still has nodes.
     listeners: std::sync::Mutex<HashMap<u16, CancellationToken>>,
     nodes: RwLock<HashMap<(IpAddr, u16), Arc<Served>>>,
@@ -222,6 +245,13 @@ pub(crate) struct Served {
 }
 
 impl KubeletServer {
+    /// How long a connection may wait for its next request unless
+    /// [`KubeletServerBuilder::idle_timeout`] says otherwise: under the shortest scrape
+    /// interval metrics-server allows (10 s; 60 s by default), so the connections it
+    /// keeps are closed between scrapes, and long enough for a burst of requests to
+    /// share one.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
     /// A builder with the defaults (client CA from the cluster, self-signed serving
     /// certificate, listeners on `0.0.0.0`).
     ///
@@ -430,7 +460,11 @@ async fn connection(inner: Arc<Inner>, router: Router, stream: tokio::net::TcpSt
             request.extensions_mut().insert(connection.clone());
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
+    // The header read timeout runs while the connection waits for a request, the first
+    // or the next: an idle connection is closed when it expires.
     let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(inner.idle_timeout)
         .serve_connection(TokioIo::new(tls), service)
         .with_upgrades()
         .await;
