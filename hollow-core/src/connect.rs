@@ -118,12 +118,11 @@ pub type ClientService = tower::util::BoxService<
 /// requests at once. A request goes to the first connection with fewer than
 /// [`REQUESTS_PER_CONNECTION`](Self::REQUESTS_PER_CONNECTION) requests in flight (to the
 /// least busy one when all have that many), and a connection left unused for
-/// `idle_timeout` closes. So a burst (thousands of nodes registering together) is
-/// spread over many connections, and steady heartbeats go over one or two: the API
-/// server handles the frames of a connection in one goroutine and lets each carry only
-/// so many requests at once, so one connection does for one kubelet, not for thousands
-/// of nodes starting in one process (5,000 nodes took 245 s to register over one
-/// connection, 93 s over 10 and 49 s over 50), but each connection kept costs memory.
+/// `idle_timeout` closes. Steady heartbeats of thousands of nodes go over one
+/// connection (5,000 nodes registered over one in 14 s), and a burst that a connection
+/// cannot carry (the API server lets each have only so many requests in flight, and
+/// handles its frames in one goroutine) spills onto more, which close once it is over:
+/// each connection kept costs memory.
 ///
 /// Over HTTP/1.1 (when `http2` is off, or the server does not offer it) each request in
 /// flight needs a connection of its own; at most `max_idle` of those are kept once

@@ -135,7 +135,7 @@ impl KubeletServerBuilder {
 
     /// How long a connection may wait for its next request before it is closed
     /// (default [`KubeletServer::DEFAULT_IDLE_TIMEOUT`]). A real kubelet keeps idle
-    /// connections open; here each costs about 24 KiB, and metrics-server keeps one to
+    /// connections open; here each costs about 20 KiB, and metrics-server keeps one to
     /// every node, which at thousands of nodes in a process is most of its memory. A
     /// client whose connection was closed opens another on its next request.
     ///
