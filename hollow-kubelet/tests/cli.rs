@@ -300,6 +300,7 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
         ("--morph=proxy", "run hollow-proxy"),
         ("--max-requests-in-flight=0", "0 is not in 1..=10000"),
         ("--api-connections=0", "0 is not in 1..=1000"),
+        ("--kubelet-api-idle-timeout=0", "0 is not in 1..=86400"),
     ] {
         let (ok, out) = run(&["--kubeconfig", &kubeconfig, flag]).await;
         assert!(!ok && out.contains(expected), "{flag}: {out}");
