@@ -449,6 +449,7 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
 
     // The connection a direct client keeps is closed once idle; the next request opens
     // another.
+    assert!(get_status(&as_admin, "/healthz").await.is_ok());
     assert!(
         established(End::Local, port) >= 1,
         "the client's connection is open"
