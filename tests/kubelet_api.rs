@@ -12,7 +12,9 @@ use hollow_core::kubelet_api::KubeletServer;
 use hollow_core::node::HollowCluster;
 use hollow_core::runtime::FakeRuntime;
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{End, established, eventually, free_port, init_tracing, kubelet_client};
+use hollow_tests::{
+    End, established, eventually, free_port, init_tracing, kubectl, kubectl_command, kubelet_client,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -21,7 +23,6 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(180);
 
@@ -30,28 +31,6 @@ const IDLE: Duration = Duration::from_secs(2);
 
 fn node_ip(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 3, 0, u8::try_from(index + 1).unwrap()))
-}
-
-/// kubectl against the environment, killed if dropped.
-fn kubectl_command(env: &TestEnv, args: &[&str]) -> Command {
-    let mut command = Command::new(env.binary("kubectl"));
-    command
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args(args)
-        .kill_on_drop(true);
-    command
-}
-
-/// Runs kubectl against the environment (bounded), returning success and output.
-async fn kubectl(env: &TestEnv, args: &[&str]) -> (bool, String) {
-    let output = tokio::time::timeout(Duration::from_secs(60), kubectl_command(env, args).output())
-        .await
-        .expect("kubectl did not finish within 60s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
 }
 
 async fn get_status(client: &kube::Client, path: &str) -> Result<String, u16> {
@@ -204,7 +183,6 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
     let port = free_port();
     let cadvisors: Vec<FakeCadvisor> = (0..2).map(|_| FakeCadvisor::default()).collect();
     let for_nodes = cadvisors.clone();
-    let server = api.clone();
     let cluster = HollowCluster::builder("api")
         .nodes(2, move |i, node| {
             // The second node's runtime has no streaming server: exec is refused there.
@@ -216,10 +194,12 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
                 .kubelet_port(port)
                 .cadvisor(Arc::new(for_nodes[i].clone()))
                 .runtime(Arc::new(runtime))
-                .kubelet_api(server.clone())
         })
         .start(env.client())
         .await?;
+    for node in cluster.nodes() {
+        api.serve(node.view()).await?;
+    }
     let client = env.client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");

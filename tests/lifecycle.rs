@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use hollow_core::annotations::{
+    CONDITIONS as CONDITIONS_ANNOTATION, HEARTBEAT as HEARTBEAT_ANNOTATION,
+};
 use hollow_core::lifecycle::Lifecycle;
-use hollow_core::node::{CONDITIONS_ANNOTATION, HEARTBEAT_ANNOTATION, HollowCluster};
+use hollow_core::node::HollowCluster;
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, init_tracing, job, wait_job_condition};
+use hollow_tests::{eventually, init_tracing, job, node_condition, pod_from, wait_job_condition};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -55,11 +58,10 @@ fn pod(name: &str, workload: &str, extra_metadata: serde_json::Value) -> Pod {
     if let (Some(m), Some(extra)) = (metadata.as_object_mut(), extra_metadata.as_object()) {
         m.extend(extra.clone());
     }
-    serde_json::from_value(json!({
-        "metadata": metadata,
-        "spec": { "containers": [{ "name": "c", "image": "registry.invalid/app:1" }] },
-    }))
-    .unwrap()
+    pod_from(
+        metadata,
+        json!({ "containers": [{ "name": "c", "image": "registry.invalid/app:1" }] }),
+    )
 }
 
 /// The first container's status of a pod.
@@ -292,13 +294,7 @@ async fn a_lifecycle_file_drives_jobs_crash_loops_pulls_readiness_and_deletion()
 }
 
 fn condition(node: &Node, type_: &str) -> Option<(String, Option<String>)> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
+    node_condition(node, type_).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 fn has_taint(node: &Node, key: &str) -> bool {

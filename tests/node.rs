@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hollow_core::node::{HollowCluster, HollowNode, LEASE_NAMESPACE};
 use hollow_core::testenv::{Component, TestEnv};
-use hollow_tests::{eventually, init_tracing};
+use hollow_tests::{eventually, init_tracing, node_ready, pod};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -15,16 +15,6 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn pod(name: &str, spec: serde_json::Value) -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": { "name": name },
-        "spec": spec,
-    }))
-    .unwrap()
-}
 
 fn phase(pod: &Pod) -> &str {
     pod.status
@@ -41,16 +31,6 @@ fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| c.status.as_str())
-}
-
-fn node_ready(node: &Node) -> Option<String> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status.clone())
 }
 
 /// Waits until the controller manager has lifted the not-ready taint it puts on new nodes.
@@ -100,7 +80,7 @@ async fn three_nodes_run_a_deployment_of_thirty() -> anyhow::Result<()> {
     for (i, zone) in zones.iter().enumerate() {
         let name = format!("hollow-{i}");
         let node = nodes.get(&name).await?;
-        assert_eq!(node_ready(&node).as_deref(), Some("True"));
+        assert_eq!(node_ready(&node), Some("True"));
         assert_eq!(
             node.metadata.labels.as_ref().unwrap()["topology.kubernetes.io/zone"],
             *zone
@@ -247,13 +227,7 @@ async fn three_nodes_run_a_deployment_of_thirty() -> anyhow::Result<()> {
     let running: usize = cluster
         .nodes()
         .iter()
-        .map(|node| {
-            node.pods_by_phase()
-                .iter()
-                .find(|(phase, _)| *phase == "Running")
-                .unwrap()
-                .1
-        })
+        .map(|node| node.pods_by_phase().running)
         .sum();
     assert_eq!(running, 30, "the nodes count their Running pods");
 
@@ -451,7 +425,7 @@ async fn lost_heartbeats_make_the_node_unknown_and_recovery_makes_it_ready() -> 
             .as_ref()
             .and_then(|s| s.taints.as_ref())
             .is_some_and(|t| t.iter().any(|t| t.key == "node.kubernetes.io/unreachable"));
-        (node_ready(&n).as_deref() == Some("Unknown") && tainted)
+        (node_ready(&n) == Some("Unknown") && tainted)
             .then_some(n.clone())
             .ok_or(format!("{:?}", node_ready(&n)))
     })
@@ -478,7 +452,7 @@ async fn lost_heartbeats_make_the_node_unknown_and_recovery_makes_it_ready() -> 
             .as_ref()
             .and_then(|s| s.taints.as_ref())
             .is_some_and(|t| t.iter().any(|t| t.key.starts_with("node.kubernetes.io/un")));
-        (node_ready(&n).as_deref() == Some("True") && !tainted)
+        (node_ready(&n) == Some("True") && !tainted)
             .then_some(())
             .ok_or(format!("{:?} tainted={tainted}", node_ready(&n)))
     })
@@ -530,7 +504,7 @@ async fn nodes_and_pods_survive_an_api_server_restart() -> anyhow::Result<()> {
     }
     let nodes: Api<Node> = Api::all(env.client());
     for name in ["r-0", "r-1"] {
-        assert_eq!(node_ready(&nodes.get(name).await?).as_deref(), Some("True"));
+        assert_eq!(node_ready(&nodes.get(name).await?), Some("True"));
     }
     cluster.shutdown().await;
     Ok(())
@@ -569,7 +543,7 @@ async fn a_node_runs_with_its_own_certificate_under_node_restriction() -> anyhow
 #[tokio::test]
 async fn exits_crash_loops_pull_failures_and_init_containers_follow_the_kubelet()
 -> anyhow::Result<()> {
-    use hollow_core::runtime::{Behavior, FakeRuntime};
+    use hollow_core::runtime::{Behavior, FakeRuntime, RuntimeMethod};
     use std::sync::Arc;
 
     init_tracing();
@@ -584,7 +558,7 @@ async fn exits_crash_loops_pull_failures_and_init_containers_follow_the_kubelet(
             after: Duration::from_secs(1),
             code: 0,
         },
-        (_, hollow_core::runtime::ContainerKind::Init) => Behavior::Exit {
+        (_, hollow_core::pod::ContainerKind::Init) => Behavior::Exit {
             after: Duration::from_millis(300),
             code: 0,
         },
@@ -772,7 +746,7 @@ async fn exits_crash_loops_pull_failures_and_init_containers_follow_the_kubelet(
         .clone()
         .unwrap();
     assert!(second_started.0 >= first_finished.0);
-    assert!(fake.calls_to("pull_image") >= 6);
+    assert!(fake.calls_to(RuntimeMethod::PullImage) >= 6);
     node.shutdown().await;
     Ok(())
 }
@@ -854,10 +828,9 @@ async fn sick_and_pressured_nodes_are_seen_by_the_scheduler_and_controllers() ->
     status.set_healthy(false);
     let sick = eventually("Ready False and the not-ready taint", WAIT, || async {
         let n = nodes.get("sick").await.map_err(|e| e.to_string())?;
-        (node_ready(&n).as_deref() == Some("False")
-            && has_taint(&n, "node.kubernetes.io/not-ready"))
-        .then_some(n.clone())
-        .ok_or(format!("{:?}", node_ready(&n)))
+        (node_ready(&n) == Some("False") && has_taint(&n, "node.kubernetes.io/not-ready"))
+            .then_some(n.clone())
+            .ok_or(format!("{:?}", node_ready(&n)))
     })
     .await;
     let ready = sick
@@ -871,7 +844,7 @@ async fn sick_and_pressured_nodes_are_seen_by_the_scheduler_and_controllers() ->
     assert_eq!(ready.reason.as_deref(), Some("KubeletNotReady"));
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert_eq!(
-        node_ready(&nodes.get("sick").await?).as_deref(),
+        node_ready(&nodes.get("sick").await?),
         Some("False"),
         "still False, not Unknown"
     );

@@ -207,3 +207,84 @@ pub async fn get(base: &str, path: &str) -> Result<(u16, String), String> {
         .map_err(|e| e.to_string())?;
     Ok((code, String::from_utf8_lossy(&body).to_string()))
 }
+
+/// A Node's condition of type `type_`.
+pub fn node_condition<'a>(
+    node: &'a k8s_openapi::api::core::v1::Node,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::NodeCondition> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// The status of a Node's Ready condition: `True`, `False` or `Unknown`.
+pub fn node_ready(node: &k8s_openapi::api::core::v1::Node) -> Option<&str> {
+    node_condition(node, "Ready").map(|c| c.status.as_str())
+}
+
+/// A pod from its metadata and spec, as JSON.
+pub fn pod_from(
+    metadata: serde_json::Value,
+    spec: serde_json::Value,
+) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": spec,
+    }))
+    .expect("a valid pod")
+}
+
+/// A pod named `name` with `spec`, as JSON.
+pub fn pod(name: &str, spec: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+    pod_from(serde_json::json!({ "name": name }), spec)
+}
+
+/// kubectl against the environment, killed if dropped.
+pub fn kubectl_command(
+    env: &hollow_core::testenv::TestEnv,
+    args: &[&str],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env.binary("kubectl"));
+    command
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(args)
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs kubectl against the environment (bounded to 60 s), returning whether it
+/// succeeded and its standard output and error.
+pub async fn kubectl(env: &hollow_core::testenv::TestEnv, args: &[&str]) -> (bool, String) {
+    let (success, stdout, stderr) = kubectl_output(env, args).await;
+    (success, stdout + &stderr)
+}
+
+/// Runs kubectl against the environment (bounded to 60 s) and returns its standard
+/// output; panics with its output if it fails.
+pub async fn kubectl_ok(env: &hollow_core::testenv::TestEnv, args: &[&str]) -> String {
+    let (success, stdout, stderr) = kubectl_output(env, args).await;
+    assert!(success, "kubectl {args:?} failed: {stdout}{stderr}");
+    stdout
+}
+
+async fn kubectl_output(
+    env: &hollow_core::testenv::TestEnv,
+    args: &[&str],
+) -> (bool, String, String) {
+    let output = tokio::time::timeout(Duration::from_secs(60), kubectl_command(env, args).output())
+        .await
+        .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within 60s"))
+        .expect("kubectl runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

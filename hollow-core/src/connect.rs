@@ -1,7 +1,5 @@
 //! Reaching a cluster the way a kubelet does: from kubeconfig files, or from the
-//! in-cluster service account, and waiting for the API server with backoff; and
-//! stopping on SIGTERM or SIGINT and choosing a log level from klog's `-v`, as the
-//! hollow binaries do.
+//! in-cluster service account, and waiting for the API server with backoff.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -21,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::backoff::Doubling;
 
 /// Why a cluster could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -375,7 +375,7 @@ fn https_connector(
 /// doubling to 8 s) for up to `patience`.
 pub async fn wait_for_api(client: &kube::Client, patience: Duration) -> Result<(), ConnectError> {
     let started = Instant::now();
-    let mut delay = Duration::from_millis(500);
+    let mut delays = Doubling::new(Duration::from_millis(500), Duration::from_secs(8)).delays();
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -385,6 +385,7 @@ pub async fn wait_for_api(client: &kube::Client, patience: Duration) -> Result<(
                 Ok(Err(error)) => error.to_string(),
                 Err(_) => "no answer within 10s".to_string(),
             };
+        let delay = delays.next().unwrap_or(Duration::from_secs(8));
         if started.elapsed() + delay > patience {
             return Err(ConnectError::Unreachable {
                 attempts,
@@ -394,47 +395,6 @@ pub async fn wait_for_api(client: &kube::Client, patience: Duration) -> Result<(
         }
         tracing::warn!(attempt = attempts, error = %last_error, "API server not reachable; retrying in {delay:?}");
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(8));
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, so a
-/// signal that arrives before the future is awaited is not lost (and does not kill the
-/// process).
-///
-/// ```no_run
-/// # async fn run() -> std::io::Result<()> {
-/// let stop = hollow_core::connect::shutdown_signal()?;
-/// // ... start things ...
-/// stop.await;
-/// # Ok(()) }
-/// ```
-pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    })
-}
-
-/// The log level for klog's `-v=N`, which Kubemark's manifests pass: 0-1 info, 2-4
-/// debug, 5 and above trace.
-///
-/// ```
-/// use hollow_core::connect::log_level;
-///
-/// assert_eq!(log_level(Some(2)), "debug");
-/// assert_eq!(log_level(None), "info");
-/// ```
-pub fn log_level(verbosity: Option<u8>) -> &'static str {
-    match verbosity.unwrap_or(1) {
-        0 | 1 => "info",
-        2..=4 => "debug",
-        _ => "trace",
     }
 }
 

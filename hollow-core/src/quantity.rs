@@ -52,7 +52,7 @@ pub fn parse_quantity(s: &str) -> Option<f64> {
 /// builder refuses capacities that are not.
 ///
 /// ```
-/// use hollow_core::node::is_quantity;
+/// use hollow_core::quantity::is_quantity;
 ///
 /// assert!(is_quantity("16Gi") && is_quantity("500m"));
 /// assert!(!is_quantity("-1") && !is_quantity("lots"));

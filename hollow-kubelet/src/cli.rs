@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use hollow_core::lifecycle::Lifecycle;
-use hollow_core::node::is_quantity;
+use hollow_core::node::TaintEffect;
+use hollow_core::quantity::is_quantity;
 
 /// Runs hollow Kubernetes nodes: a drop-in for `kubemark --morph=kubelet`.
 ///
@@ -208,7 +209,7 @@ pub struct Pairs(pub Vec<(String, String)>);
 
 /// A list of taints: key, value, effect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Taints(pub Vec<(String, String, String)>);
+pub struct Taints(pub Vec<(String, String, TaintEffect)>);
 
 fn pairs(input: &str) -> impl Iterator<Item = &str> {
     input
@@ -243,16 +244,16 @@ pub fn parse_taints(input: &str) -> Result<Taints, String> {
             let (key_value, effect) = item
                 .rsplit_once(':')
                 .ok_or_else(|| format!("invalid taint {item:?}: expected key=value:Effect"))?;
-            if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-                return Err(format!(
+            let effect: TaintEffect = effect.parse().map_err(|_| {
+                format!(
                     "invalid taint {item:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"
-                ));
-            }
+                )
+            })?;
             let (key, value) = key_value.split_once('=').unwrap_or((key_value, ""));
             if key.is_empty() {
                 return Err(format!("invalid taint {item:?}: empty key"));
             }
-            Ok((key.to_string(), value.to_string(), effect.to_string()))
+            Ok((key.to_string(), value.to_string(), effect))
         })
         .collect::<Result<_, _>>()
         .map(Taints)
@@ -301,7 +302,7 @@ mod tests {
         assert_eq!(cli.node_labels.0.len(), 2);
         assert_eq!(
             cli.register_with_taints.0,
-            vec![("kubemark".into(), "true".into(), "NoSchedule".into())]
+            vec![("kubemark".into(), "true".into(), TaintEffect::NoSchedule)]
         );
         assert_eq!(
             cli.extended_resources.0,

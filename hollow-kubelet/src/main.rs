@@ -14,16 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use hollow_core::connect::{cluster_config, log_level, shutdown_signal, wait_for_api};
+use hollow_cli::shutdown_signal;
+use hollow_core::connect::{cluster_config, wait_for_api};
 use hollow_core::kubelet_api::KubeletServer;
 use hollow_core::lifecycle::Lifecycle;
 use hollow_core::node::{
-    HollowCluster, HollowNode, HollowNodeBuilder, LEASE_NAMESPACE, RunningNode, process_node_names,
+    HollowCluster, HollowNode, HollowNodeBuilder, TaintEffect, process_node_names,
 };
 use hollow_core::testenv::TestEnv;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
-use kube::Api;
 use kube::config::KubeConfigOptions;
 
 use cli::Cli;
@@ -38,7 +36,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.ignored.verbosity);
+    hollow_cli::init_logging("hollow_kubelet", cli.ignored.verbosity);
     for flag in cli.ignored.given() {
         tracing::info!("{flag} is accepted for Kubemark compatibility and has no effect");
     }
@@ -47,42 +45,6 @@ async fn main() -> ExitCode {
         Err(error) => {
             eprintln!("hollow-kubelet: error: {error:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_logging(verbosity: Option<u8>) {
-    let level = log_level(verbosity);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        format!("warn,kube_client=off,hollow_core={level},hollow_kubelet={level}").into()
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// Nodes of one process: one on its own watch, or many sharing one.
-pub enum Nodes {
-    /// A single node on its own pod watch.
-    One(RunningNode),
-    /// Many nodes sharing one pod watch.
-    Many(HollowCluster),
-}
-
-impl Nodes {
-    /// Every node.
-    pub fn running(&self) -> Vec<&RunningNode> {
-        match self {
-            Nodes::One(node) => vec![node],
-            Nodes::Many(cluster) => cluster.nodes().iter().collect(),
-        }
-    }
-
-    async fn shutdown(self) {
-        match self {
-            Nodes::One(node) => node.shutdown().await,
-            Nodes::Many(cluster) => cluster.shutdown().await,
         }
     }
 }
@@ -136,7 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let nodes = tokio::select! {
-        nodes = start_nodes(&cli, &client, api) => Some(nodes?),
+        nodes = start_nodes(&cli, &client, api.as_ref()) => Some(nodes?),
         () = &mut shutdown => None,
     };
     if let Some(nodes) = nodes {
@@ -156,13 +118,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         shutdown.await;
     } else {
         eprintln!("interrupted while starting the nodes");
+        if cli.cleanup_on_exit {
+            // The nodes registered before the signal stopped when their start was
+            // dropped; their Node objects and Leases are deleted by name.
+            for name in process_node_names(&cli.name, cli.nodes as usize) {
+                if let Err(error) = hollow_core::node::deregister(&client, &name).await {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot delete a node");
+                }
+            }
+            eprintln!("deleted the node(s) registered before the signal");
+        }
     }
     eprintln!("shutting down");
     if let Some(nodes) = served.nodes.write().await.take() {
-        nodes.shutdown().await;
-    }
-    if cli.cleanup_on_exit {
-        cleanup(&client, &process_node_names(&cli.name, cli.nodes as usize)).await;
+        let count = nodes.len();
+        if cli.cleanup_on_exit {
+            match nodes.deregister().await {
+                Ok(()) => eprintln!("deleted {count} node(s) and their leases"),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot delete every node")
+                }
+            }
+        } else {
+            nodes.shutdown().await;
+        }
     }
     if let Some(env) = local {
         env.stop();
@@ -237,47 +216,50 @@ async fn start_kubelet_api(
     Ok((api, ports))
 }
 
-/// Registers the nodes and waits until they are Ready.
+/// Registers the nodes, waits until they are Ready, and serves their kubelet API.
 async fn start_nodes(
     cli: &Cli,
     client: &kube::Client,
-    api: Option<(KubeletServer, Vec<u16>)>,
-) -> anyhow::Result<Nodes> {
+    api: Option<&(KubeletServer, Vec<u16>)>,
+) -> anyhow::Result<HollowCluster> {
     let count = cli.nodes as usize;
     let mut settings = NodeSettings::from(cli);
-    if let Some((server, ports)) = api {
-        settings.kubelet_ports = Arc::new(ports);
-        settings.kubelet_api = Some(server);
+    if let Some((_, ports)) = api {
+        settings.kubelet_ports = Arc::new(ports.clone());
     }
-    if count == 1 {
-        let node = settings
+    let nodes: HollowCluster = if count == 1 {
+        settings
             .apply(HollowNode::builder(&cli.name), 0)
             .build()?
             .start(client.clone())
-            .await?;
-        node.wait_ready(Duration::from_secs(120)).await?;
-        return Ok(Nodes::One(node));
+            .await?
+            .into()
+    } else {
+        HollowCluster::builder(&cli.name)
+            .nodes(count, move |i, node| settings.apply(node, i))
+            .parallelism(cli.parallelism)
+            .on_progress(progress_reporter(count))
+            .start(client.clone())
+            .await?
+    };
+    if let Some((server, _)) = api {
+        for node in nodes.nodes() {
+            server.serve(node.view()).await?;
+        }
     }
-    let cluster = HollowCluster::builder(&cli.name)
-        .nodes(count, move |i, node| settings.apply(node, i))
-        .parallelism(cli.parallelism)
-        .on_progress(progress_reporter(count))
-        .start_with_timeout(client.clone(), Duration::from_secs(120 + count as u64 / 10))
-        .await?;
-    Ok(Nodes::Many(cluster))
+    Ok(nodes)
 }
 
 /// What every node of the process gets from the flags.
 #[derive(Clone)]
 struct NodeSettings {
     labels: Vec<(String, String)>,
-    taints: Vec<(String, String, String)>,
+    taints: Vec<(String, String, TaintEffect)>,
     resources: Vec<(String, String)>,
     max_pods: u32,
     kubelet_port: u16,
     adopt: bool,
     lifecycle: Arc<Lifecycle>,
-    kubelet_api: Option<KubeletServer>,
     /// The kubelet port by node index (one entry: shared by all).
     kubelet_ports: Arc<Vec<u16>>,
     node_ip: Option<IpAddr>,
@@ -302,7 +284,6 @@ impl From<&Cli> for NodeSettings {
                 Some(seed) => Arc::new((*cli.lifecycle).clone().seed(seed)),
                 None => cli.lifecycle.clone(),
             },
-            kubelet_api: None,
             kubelet_ports: Arc::new(vec![cli.kubelet_port]),
             node_ip: cli.node_ip,
         }
@@ -315,7 +296,7 @@ impl NodeSettings {
             node = node.label(key, value);
         }
         for (key, value, effect) in &self.taints {
-            node = node.taint(key, value, effect);
+            node = node.taint(key, value, *effect);
         }
         node = node.max_pods(self.max_pods);
         for (name, quantity) in &self.resources {
@@ -325,15 +306,10 @@ impl NodeSettings {
             [shared] => *shared,
             ports => ports.get(index).copied().unwrap_or(self.kubelet_port),
         };
-        let node = node
-            .kubelet_port(port)
+        node.kubelet_port(port)
             .adopt(self.adopt)
             .lifecycle(self.lifecycle.clone())
-            .address(self.node_ip.unwrap_or_else(|| loopback_address(index)));
-        match &self.kubelet_api {
-            Some(api) => node.kubelet_api(api.clone()),
-            None => node,
-        }
+            .address(self.node_ip.unwrap_or_else(|| loopback_address(index)))
     }
 }
 
@@ -396,21 +372,6 @@ fn progress_reporter(total: usize) -> impl Fn(usize, usize) + Send + Sync + 'sta
         None if ready % step == 0 || ready == total => eprintln!("{ready}/{total} nodes Ready"),
         None => {}
     }
-}
-
-/// Deletes the Nodes and Leases of this process.
-async fn cleanup(client: &kube::Client, names: &[String]) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    for name in names {
-        match nodes.delete(name, &Default::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => tracing::warn!(node = %name, %error, "cannot delete the node"),
-        }
-        let _ = leases.delete(name, &Default::default()).await;
-    }
-    eprintln!("deleted {} node(s) and their leases", names.len());
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ impl Metrics {
             .build())
     }
 
-    fn render(&self, nodes: &[&RunningNode]) -> String {
+    fn render(&self, nodes: &[RunningNode]) -> String {
         let ready = nodes.iter().filter(|n| n.is_ready()).count();
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.nodes
@@ -156,7 +156,7 @@ impl Metrics {
             .set(count(nodes.len() - ready));
         let mut phases = std::collections::BTreeMap::<&'static str, usize>::new();
         for node in nodes {
-            for (phase, pods) in node.pods_by_phase() {
+            for (phase, pods) in node.pods_by_phase().iter() {
                 *phases.entry(phase).or_default() += pods;
             }
         }
@@ -184,7 +184,7 @@ impl Metrics {
 /// shutdown).
 pub struct Served {
     pub metrics: Arc<Metrics>,
-    pub nodes: RwLock<Option<crate::Nodes>>,
+    pub nodes: RwLock<Option<hollow_core::node::HollowCluster>>,
 }
 
 async fn healthz() -> &'static str {
@@ -193,11 +193,8 @@ async fn healthz() -> &'static str {
 
 async fn metrics(State(served): State<Arc<Served>>) -> impl IntoResponse {
     let nodes = served.nodes.read().await;
-    let running: Vec<&RunningNode> = nodes
-        .as_ref()
-        .map(crate::Nodes::running)
-        .unwrap_or_default();
-    let text = served.metrics.render(&running);
+    let running: &[RunningNode] = nodes.as_ref().map(|n| n.nodes()).unwrap_or_default();
+    let text = served.metrics.render(running);
     (
         [(
             CONTENT_TYPE,

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, get, init_tracing, served_address};
+use hollow_tests::{eventually, get, init_tracing, node_ready, served_address};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -64,16 +64,6 @@ async fn wait_exit(child: &mut Child) -> bool {
         .success()
 }
 
-fn ready(node: &Node) -> Option<&str> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status.as_str())
-}
-
 #[tokio::test]
 async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Result<()> {
     init_tracing();
@@ -108,7 +98,7 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
         let ready_count = list
             .items
             .iter()
-            .filter(|n| ready(n) == Some("True"))
+            .filter(|n| node_ready(n) == Some("True"))
             .count();
         (ready_count == 50)
             .then_some(list.items)
@@ -235,7 +225,7 @@ async fn the_seeds_kubemark_command_lines_register_and_go_not_ready_on_sigterm()
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or("not registered")?;
-            (ready(&node) == Some("True"))
+            (node_ready(&node) == Some("True"))
                 .then_some(())
                 .ok_or("not Ready".to_string())
         })
@@ -255,9 +245,9 @@ async fn the_seeds_kubemark_command_lines_register_and_go_not_ready_on_sigterm()
             .get("hollow-node-7d9f")
             .await
             .map_err(|e| e.to_string())?;
-        (ready(&node) == Some("Unknown"))
+        (node_ready(&node) == Some("Unknown"))
             .then_some(())
-            .ok_or(format!("{:?}", ready(&node)))
+            .ok_or(format!("{:?}", node_ready(&node)))
     })
     .await;
     terminate(&second);
@@ -385,7 +375,7 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
                     c.iter()
                         .any(|c| c.type_ == "HollowChecked" && c.status == "True")
                 });
-            (ready(&node) == Some("True") && checked)
+            (node_ready(&node) == Some("True") && checked)
                 .then_some(())
                 .ok_or("not Ready with HollowChecked".to_string())
         },

@@ -5,7 +5,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, get, init_tracing, kubelet_client, served_address};
+use hollow_tests::{
+    eventually, get, init_tracing, kubectl_ok, kubelet_client, node_ready, served_address,
+};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
@@ -19,23 +21,6 @@ fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
-async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
-    let output = Command::new(env.binary("kubectl"))
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "kubectl {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 #[tokio::test]
 async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -> anyhow::Result<()>
 {
@@ -45,8 +30,8 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
     let path = |file: &str| deploy.join(file).display().to_string();
 
     // Every manifest passes a server-side dry run (the namespace must exist for it).
-    kubectl(&env, &["apply", "-f", &path("namespace.yaml")]).await;
-    let dry_run = kubectl(
+    kubectl_ok(&env, &["apply", "-f", &path("namespace.yaml")]).await;
+    let dry_run = kubectl_ok(
         &env,
         &[
             "apply",
@@ -67,8 +52,8 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
 
     // The StatefulSet's command, run locally with its ServiceAccount's token, registers
     // its nodes: the ClusterRole is enough.
-    kubectl(&env, &["apply", "-f", &path("rbac.yaml")]).await;
-    let token = kubectl(&env, &["-n", "hollow", "create", "token", "hollow-node"]).await;
+    kubectl_ok(&env, &["apply", "-f", &path("rbac.yaml")]).await;
+    let token = kubectl_ok(&env, &["-n", "hollow", "create", "token", "hollow-node"]).await;
     let mut kubeconfig: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(env.kubeconfig_path())?)?;
     kubeconfig["users"][0]["user"] = serde_json::json!({ "token": token.trim() });
@@ -77,7 +62,7 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
     std::fs::write(&token_kubeconfig, serde_json::to_vec(&kubeconfig)?)?;
 
     let rendered: serde_json::Value = serde_json::from_str(
-        &kubectl(
+        &kubectl_ok(
             &env,
             &[
                 "create",
@@ -136,12 +121,7 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
                     .as_deref()
                     .is_some_and(|name| name.starts_with("hollow-node-0-"))
             })
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
+            .filter(|n| node_ready(n) == Some("True"))
             .count();
         (ready == 50).then_some(()).ok_or(format!("{ready} Ready"))
     })

@@ -17,7 +17,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Parser;
-use hollow_core::connect::{cluster_config, log_level, shutdown_signal, wait_for_api};
+use hollow_cli::shutdown_signal;
+use hollow_core::connect::{cluster_config, wait_for_api};
 use hollow_core::node::process_node_names;
 use hollow_core::proxier::FakeProxier;
 use hollow_core::proxy::{HollowProxy, ProxyHealth, RunningProxy};
@@ -79,14 +80,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = log_level(cli.verbosity);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        format!("warn,kube_client=off,hollow_core={level},hollow_proxy={level}").into()
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    hollow_cli::init_logging("hollow_proxy", cli.verbosity);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -70,10 +70,7 @@ where
 /// Nodes matching `labels`, by when each was first Ready.
 pub fn watch_nodes(client: kube::Client, labels: &str) -> (FirstSeen, JoinHandle<()>) {
     first_seen(Api::<Node>::all(client), labels, |node| {
-        node.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        hollow_tests::node_ready(node) == Some("True")
     })
 }
 

@@ -1,7 +1,8 @@
 //! [`FakeCadvisor`]: a machine of configurable size with random identities.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -53,11 +54,9 @@ struct State {
     fail: bool,
 }
 
-/// A pod annotation giving its containers' CPU usage (`250m`, `1.5`), whatever their
-/// requests.
-pub const CPU_USAGE_ANNOTATION: &str = "hollow.dev/cpu-usage";
-/// A pod annotation giving its containers' working-set memory (`100Mi`).
-pub const MEMORY_USAGE_ANNOTATION: &str = "hollow.dev/memory-usage";
+use crate::annotations::{
+    CPU_USAGE as CPU_USAGE_ANNOTATION, MEMORY_USAGE as MEMORY_USAGE_ANNOTATION,
+};
 
 impl Default for FakeCadvisor {
     fn default() -> Self {
@@ -94,7 +93,7 @@ impl std::fmt::Debug for FakeCadvisor {
 
 impl FakeCadvisor {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     /// Sets the core count and memory.

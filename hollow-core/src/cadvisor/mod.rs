@@ -22,7 +22,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 
-pub use fake::{CPU_USAGE_ANNOTATION, FakeCadvisor, MEMORY_USAGE_ANNOTATION};
+pub use fake::FakeCadvisor;
 
 /// The machine a node claims to be.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 //! authenticator and authoriser do. Results are cached for every node of the process
 //! (tokens 2 min; decisions 5 min allowed, 30 s denied, the kubelet's defaults).
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -119,12 +119,7 @@ impl Auth {
             .filter(|t| !t.is_empty())
             .ok_or(Refusal::Unauthorized)?;
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(cached) = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(cached) = self.tokens.lock().get(&key) {
             return cached.ok_or(Refusal::Unauthorized);
         }
         let review = TokenReview {
@@ -155,10 +150,7 @@ impl Auth {
         } else {
             TOKEN_DENIED_TTL
         };
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(key, identity.clone(), ttl);
+        self.tokens.lock().put(key, identity.clone(), ttl);
         identity.ok_or(Refusal::Unauthorized)
     }
 
@@ -180,11 +172,7 @@ impl Auth {
                 subresource.to_string(),
                 node.to_string(),
             );
-            let cached = self
-                .decisions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key);
+            let cached = self.decisions.lock().get(&key);
             let decision = match cached {
                 Some(decision) => decision,
                 None => {
@@ -194,10 +182,7 @@ impl Auth {
                     } else {
                         DENIED_TTL
                     };
-                    self.decisions
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .put(key, decision.clone(), ttl);
+                    self.decisions.lock().put(key, decision.clone(), ttl);
                     decision
                 }
             };

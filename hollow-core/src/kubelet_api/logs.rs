@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::node::NodeShared;
+use crate::node::NodeView;
 use crate::runtime::{ContainerState, ContainerStatus, LogLine, RuntimeService};
 
 /// How often a followed log is read again for new lines.
@@ -60,13 +60,13 @@ fn pick(statuses: &[ContainerStatus], previous: bool) -> Option<&ContainerStatus
 }
 
 pub(crate) async fn container_logs(
-    shared: Arc<NodeShared>,
+    node: NodeView,
     namespace: String,
     pod_name: String,
     container: String,
     query: LogQuery,
 ) -> Response {
-    let Some(pod) = shared.pods().into_iter().find(|p| {
+    let Some(pod) = node.pods().into_iter().find(|p| {
         p.metadata.namespace.as_deref() == Some(namespace.as_str())
             && p.metadata.name.as_deref() == Some(pod_name.as_str())
     }) else {
@@ -88,7 +88,7 @@ pub(crate) async fn container_logs(
             format!("container {container} is not valid for pod {pod_name}"),
         );
     }
-    let runtime = shared.config.runtime.clone();
+    let runtime = node.runtime().clone();
     let statuses: Vec<ContainerStatus> = match runtime.list_containers(None).await {
         Ok(all) => all
             .into_iter()

@@ -1,7 +1,9 @@
 //! The kubelet HTTP API, served for hollow nodes: what the API server, `kubectl logs`
 //! and metrics-server talk to.
 //!
-//! One [`KubeletServer`] serves every node of a process. Each node is reached at its
+//! One [`KubeletServer`] serves every node of a process, each given to it as a
+//! read-only [`NodeView`] ([`KubeletServer::serve`]): the node engine does not know
+//! the server exists. Each node is reached at its
 //! address and kubelet port (as published in its `daemonEndpoints`); nodes on the same
 //! port share one listener, which tells them apart by the address a connection came
 //! in on. Every request is over TLS and must be authenticated (a client certificate
@@ -31,45 +33,40 @@
 //! let api = KubeletServer::builder().start(client.clone()).await?;
 //! let node = HollowNode::builder("hollow-0")
 //!     .address("127.1.0.1".parse()?)
-//!     .kubelet_api(api.clone())
 //!     .build()?
 //!     .start(client)
 //!     .await?;
+//! api.serve(node.view()).await?;
 //! // kubectl logs, kubectl top (with metrics-server) now reach the node.
 //! # drop(node); Ok(()) }
 //! ```
 
 mod auth;
+mod connection;
 mod logs;
+mod routes;
 mod spdy;
 mod stats;
 mod streaming;
 mod tls;
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt as _;
 
-use crate::node::NodeShared;
-use auth::{Auth, Identity, Refusal};
+use crate::node::NodeView;
+use auth::Auth;
+use connection::connection;
+use routes::router;
 use stats::NodeCpu;
-
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of the kubelet API server.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +169,7 @@ impl KubeletServerBuilder {
             idle_timeout: self
                 .idle_timeout
                 .unwrap_or(KubeletServer::DEFAULT_IDLE_TIMEOUT),
-            listeners: std::sync::Mutex::new(HashMap::new()),
+            listeners: parking_lot::Mutex::new(HashMap::new()),
             nodes: RwLock::new(HashMap::new()),
         });
         Ok(KubeletServer {
@@ -234,13 +231,13 @@ struct Inner {
     bind: IpAddr,
     idle_timeout: Duration,
     /// Listening ports, and whether each still has nodes.
-    listeners: std::sync::Mutex<HashMap<u16, CancellationToken>>,
+    listeners: parking_lot::Mutex<HashMap<u16, CancellationToken>>,
     nodes: RwLock<HashMap<(IpAddr, u16), Arc<Served>>>,
 }
 
 /// A node as the server sees it.
 pub(crate) struct Served {
-    shared: Arc<NodeShared>,
+    node: NodeView,
     cpu: NodeCpu,
 }
 
@@ -284,20 +281,12 @@ impl KubeletServer {
     }
 
     fn listening(&self, port: u16) -> bool {
-        self.inner
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&port)
+        self.inner.listeners.lock().contains_key(&port)
     }
 
     /// Starts accepting on `listener` unless `port` is served already (then it closes).
     fn adopt_listener(&self, listener: TcpListener, port: u16) {
-        let mut listeners = self
-            .inner
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut listeners = self.inner.listeners.lock();
         if listeners.contains_key(&port) {
             return;
         }
@@ -306,29 +295,43 @@ impl KubeletServer {
         tokio::spawn(accept(Arc::downgrade(&self.inner), listener, port, stop));
     }
 
-    /// Serves `shared` at its first address and its kubelet port.
-    pub(crate) async fn register(&self, shared: Arc<NodeShared>) -> Result<(), Error> {
-        let ip = shared
-            .config
-            .addresses
-            .first()
-            .copied()
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let port = shared.config.kubelet_port;
+    /// Serves `node` at its kubelet address and port, opening the port's listener if
+    /// no other node has. Any number of nodes may be served; a node that stops is no
+    /// longer served (its address may be taken by another), and
+    /// [`KubeletServer::stop_serving`] closes a port that no node needs.
+    ///
+    /// ```no_run
+    /// use hollow_core::kubelet_api::KubeletServer;
+    /// use hollow_core::node::HollowNode;
+    ///
+    /// # async fn run(client: kube::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let api = KubeletServer::builder().start(client.clone()).await?;
+    /// let node = HollowNode::builder("hollow-0")
+    ///     .address("127.1.0.1".parse()?)
+    ///     .build()?
+    ///     .start(client)
+    ///     .await?;
+    /// api.serve(node.view()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve(&self, node: NodeView) -> Result<(), Error> {
+        let ip = node.kubelet_address();
+        let port = node.kubelet_port();
         {
-            let mut nodes = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+            let mut nodes = self.inner.nodes.write();
             if let Some(other) = nodes.get(&(ip, port))
-                && other.shared.config.name != shared.config.name
+                && other.node.is_running()
+                && other.node.name() != node.name()
             {
                 return Err(Error::Taken {
-                    node: other.shared.config.name.clone(),
+                    node: other.node.name().to_string(),
                     address: SocketAddr::new(ip, port),
                 });
             }
             nodes.insert(
                 (ip, port),
                 Arc::new(Served {
-                    shared,
+                    node,
                     cpu: NodeCpu::new(),
                 }),
             );
@@ -340,11 +343,7 @@ impl KubeletServer {
         let listener = match TcpListener::bind(address).await {
             Ok(listener) => listener,
             Err(source) => {
-                self.inner
-                    .nodes
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&(ip, port));
+                self.inner.nodes.write().remove(&(ip, port));
                 return Err(Error::Bind { address, source });
             }
         };
@@ -353,17 +352,13 @@ impl KubeletServer {
     }
 
     /// Stops serving the node named `name`; a port without nodes closes.
-    pub(crate) fn unregister(&self, name: &str) {
+    pub fn stop_serving(&self, name: &str) {
         let ports: Vec<u16> = {
-            let mut nodes = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
-            nodes.retain(|_, served| served.shared.config.name != name);
+            let mut nodes = self.inner.nodes.write();
+            nodes.retain(|_, served| served.node.name() != name);
             nodes.keys().map(|(_, port)| *port).collect()
         };
-        let mut listeners = self
-            .inner
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut listeners = self.inner.listeners.lock();
         listeners.retain(|port, stop| {
             let keep = ports.contains(port);
             if !keep {
@@ -378,11 +373,15 @@ impl Inner {
     /// The node a connection to `local` is for: the one at that address and port, or
     /// the only one on the port.
     fn node_for(&self, local: SocketAddr) -> Option<Arc<Served>> {
-        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(served) = nodes.get(&(local.ip(), local.port())) {
+        let nodes = self.nodes.read();
+        if let Some(served) = nodes.get(&(local.ip(), local.port()))
+            && served.node.is_running()
+        {
             return Some(served.clone());
         }
-        let mut on_port = nodes.iter().filter(|((_, port), _)| *port == local.port());
+        let mut on_port = nodes
+            .iter()
+            .filter(|((_, port), served)| *port == local.port() && served.node.is_running());
         match (on_port.next(), on_port.next()) {
             (Some((_, only)), None) => Some(only.clone()),
             _ => None,
@@ -419,246 +418,4 @@ async fn accept(inner: Weak<Inner>, listener: TcpListener, port: u16, stop: Canc
             }
         });
     }
-}
-
-/// What the middleware and handlers know of a connection.
-#[derive(Clone)]
-struct Connection {
-    served: Arc<Served>,
-    certificate: Option<Identity>,
-}
-
-async fn connection(inner: Arc<Inner>, router: Router, stream: tokio::net::TcpStream) {
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
-    let Some(served) = inner.node_for(local) else {
-        tracing::debug!(%local, "kubelet API connection for no node");
-        return;
-    };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, inner.tls.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "kubelet API TLS handshake failed");
-            return;
-        }
-        Err(_) => return,
-    };
-    let certificate = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(tls::identity)
-        .map(|(user, groups)| Identity::from_certificate(user, groups));
-    let connection = Connection {
-        served,
-        certificate,
-    };
-    let service =
-        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(connection.clone());
-            router.clone().oneshot(request.map(axum::body::Body::new))
-        });
-    // The header read timeout runs while the connection waits for a request, the first
-    // or the next: an idle connection is closed when it expires.
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(inner.idle_timeout)
-        .serve_connection(TokioIo::new(tls), service)
-        .with_upgrades()
-        .await;
-    if let Err(error) = served {
-        tracing::debug!(%error, "kubelet API connection ended");
-    }
-}
-
-fn router(inner: Arc<Inner>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/pods", get(pods))
-        .route("/stats/summary", get(summary))
-        .route("/metrics/resource", get(resource_metrics))
-        .route("/metrics", get(metrics))
-        .route(
-            "/containerLogs/{namespace}/{pod}/{container}",
-            get(container_logs),
-        )
-        .route(
-            "/exec/{*rest}",
-            any(|path, query, request| exec_or_attach(streaming::Kind::Exec, path, query, request)),
-        )
-        .route(
-            "/attach/{*rest}",
-            any(|path, query, request| {
-                exec_or_attach(streaming::Kind::Attach, path, query, request)
-            }),
-        )
-        .route("/portForward/{*rest}", any(port_forward))
-        .route("/run/{*rest}", any(unsupported))
-        .layer(middleware::from_fn_with_state(inner, authorize))
-}
-
-/// Authenticates and authorises every request before it reaches a handler.
-async fn authorize(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> Response {
-    let Some(connection) = request.extensions().get::<Connection>().cloned() else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string);
-    let node = connection.served.shared.config.name.clone();
-    let verb = auth::verb(request.method());
-    let subresources = auth::subresources(request.uri().path());
-    let outcome = async {
-        let identity = inner
-            .auth
-            .authenticate(connection.certificate.as_ref(), authorization.as_deref())
-            .await?;
-        inner
-            .auth
-            .authorize(&identity, verb, subresources, &node)
-            .await
-    }
-    .await;
-    match outcome {
-        Ok(()) => next.run(request).await,
-        Err(Refusal::Unauthorized) => (StatusCode::UNAUTHORIZED, "Unauthorized").into_response(),
-        Err(Refusal::Forbidden(reason)) => {
-            (StatusCode::FORBIDDEN, format!("Forbidden ({reason})")).into_response()
-        }
-        Err(Refusal::Unavailable(reason)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response()
-        }
-    }
-}
-
-fn served(request: &axum::http::Extensions) -> Option<Arc<Served>> {
-    request.get::<Connection>().map(|c| c.served.clone())
-}
-
-async fn pods(request: Request) -> Response {
-    let Some(served) = served(request.extensions()) else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let items: Vec<serde_json::Value> = served
-        .shared
-        .pods()
-        .iter()
-        .filter_map(|pod| serde_json::to_value(pod.as_ref()).ok())
-        .collect();
-    let list = serde_json::json!({
-        "kind": "PodList",
-        "apiVersion": "v1",
-        "metadata": {},
-        "items": items,
-    });
-    axum::Json(list).into_response()
-}
-
-async fn summary(request: Request) -> Response {
-    let Some(served) = served(request.extensions()) else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    match stats::sample(&served.shared, &served.cpu).await {
-        Ok(sample) => axum::Json(stats::summary(&served.shared, &sample)).into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
-    }
-}
-
-async fn resource_metrics(request: Request) -> Response {
-    let Some(served) = served(request.extensions()) else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    match stats::sample(&served.shared, &served.cpu).await {
-        Ok(sample) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            stats::resource_metrics(&sample),
-        )
-            .into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
-    }
-}
-
-async fn metrics(request: Request) -> Response {
-    let Some(served) = served(request.extensions()) else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let shared = &served.shared;
-    let pods = shared.pods().len();
-    let containers = shared
-        .config
-        .runtime
-        .list_containers(None)
-        .await
-        .map(|all| {
-            all.iter()
-                .filter(|c| matches!(c.state, crate::runtime::ContainerState::Running { .. }))
-                .count()
-        })
-        .unwrap_or(0);
-    let text = format!(
-        "# HELP kubelet_node_name [ALPHA] The node's name. The count is always 1.\n\
-         # TYPE kubelet_node_name gauge\n\
-         kubelet_node_name{{node=\"{}\"}} 1\n\
-         # HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod sandbox\n\
-         # TYPE kubelet_running_pods gauge\n\
-         kubelet_running_pods {pods}\n\
-         # HELP kubelet_running_containers [ALPHA] Number of containers currently running\n\
-         # TYPE kubelet_running_containers gauge\n\
-         kubelet_running_containers{{container_state=\"running\"}} {containers}\n",
-        shared.config.name
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-async fn container_logs(
-    Path((namespace, pod, container)): Path<(String, String, String)>,
-    Query(query): Query<logs::LogQuery>,
-    request: Request,
-) -> Response {
-    let Some(served) = served(request.extensions()) else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    logs::container_logs(served.shared.clone(), namespace, pod, container, query).await
-}
-
-/// `/exec/...` and `/attach/...`.
-async fn exec_or_attach(
-    kind: streaming::Kind,
-    Path(rest): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-    request: Request,
-) -> Response {
-    let Some(served) = served(request.extensions()) else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let shared = served.shared.clone();
-    streaming::exec_or_attach(shared, kind, rest, query, request).await
-}
-
-async fn port_forward(Path(rest): Path<String>, request: Request) -> Response {
-    let Some(served) = served(request.extensions()) else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let shared = served.shared.clone();
-    streaming::port_forward(shared, rest, request).await
-}
-
-async fn unsupported(request: Request) -> Response {
-    let what = request
-        .uri()
-        .path()
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        format!("{what} is not supported by the hollow kubelet: use exec"),
-    )
-        .into_response()
 }

@@ -1,8 +1,9 @@
 //! `/stats/summary` and `/metrics/resource`: usage from the node's `Cadvisor`, for the
 //! containers its runtime runs.
 
+use parking_lot::Mutex;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -11,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::cadvisor::{ContainerRef, ContainerUsage};
-use crate::node::NodeShared;
+use crate::node::NodeView;
 use crate::quantity::parse_quantity;
 use crate::runtime::ContainerState;
 
@@ -31,7 +32,7 @@ impl NodeCpu {
     }
 
     fn advance(&self, now: SystemTime, rate: f64, uptime: f64) -> f64 {
-        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.0.lock();
         let total = match *state {
             // Until the first sample, as if the node had run at this rate since it started.
             None => rate * uptime,
@@ -96,11 +97,11 @@ fn requests(pod: &Pod, container: &str) -> (u64, u64) {
 }
 
 /// Samples every running container of the node.
-pub(crate) async fn sample(shared: &NodeShared, cpu: &NodeCpu) -> crate::Result<NodeSample> {
+pub(crate) async fn sample(node: &NodeView, cpu: &NodeCpu) -> crate::Result<NodeSample> {
     let time = SystemTime::now();
-    let pods = shared.pods();
-    let statuses = shared.config.runtime.list_containers(None).await?;
-    let cadvisor = &shared.config.cadvisor;
+    let pods = node.pods();
+    let statuses = node.runtime().list_containers(None).await?;
+    let cadvisor = node.cadvisor();
     let mut samples: Vec<PodSample> = Vec::new();
     for pod in pods {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -138,7 +139,7 @@ pub(crate) async fn sample(shared: &NodeShared, cpu: &NodeCpu) -> crate::Result<
             .map(|c| c.usage.cpu_nano_cores as f64)
             .sum::<f64>();
     let memory = NODE_OVERHEAD_BYTES + all.map(|c| c.usage.memory_working_set_bytes).sum::<u64>();
-    let uptime = shared.registered_at.elapsed().as_secs_f64();
+    let uptime = node.started_at().elapsed().as_secs_f64();
     let fs = cadvisor.root_fs_info().await?;
     Ok(NodeSample {
         time,
@@ -249,9 +250,9 @@ fn memory(at: SystemTime, working_set: u64, available: Option<u64>) -> MemorySta
 }
 
 /// The Summary API's JSON (`/stats/summary`).
-pub(crate) fn summary(shared: &NodeShared, sample: &NodeSample) -> serde_json::Value {
+pub(crate) fn summary(node: &NodeView, sample: &NodeSample) -> serde_json::Value {
     let at = sample.time;
-    let node_start = SystemTime::now() - shared.registered_at.elapsed();
+    let node_start = SystemTime::now() - node.started_at().elapsed();
     let fs = || FsStats {
         time: time(at),
         available_bytes: sample.fs_available,
@@ -302,10 +303,10 @@ pub(crate) fn summary(shared: &NodeShared, sample: &NodeSample) -> serde_json::V
             }
         })
         .collect();
-    let capacity = shared.machine.memory_capacity;
+    let capacity = node.machine_info().memory_capacity;
     let summary = Summary {
         node: NodeStats {
-            node_name: shared.config.name.clone(),
+            node_name: node.name().to_string(),
             start_time: time(node_start),
             cpu: CpuStats {
                 time: time(at),

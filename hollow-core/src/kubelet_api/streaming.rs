@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::mpsc;
 
 use super::spdy::{Session, Stream};
-use crate::node::NodeShared;
+use crate::node::NodeView;
 use crate::runtime::{ContainerState, Output, Process, ProcessIo, TerminalSize};
 
 /// The header a client offers sub-protocols in, and the server names its choice in.
@@ -76,7 +76,7 @@ fn flag(query: &[(String, String)], name: &str) -> bool {
 
 /// The pod a path names, `{namespace}/{pod}[/{uid}]`, and what follows it.
 fn find_pod<'a>(
-    shared: &NodeShared,
+    node: &NodeView,
     segments: &'a [&'a str],
     with_container: bool,
 ) -> Result<(Arc<k8s_openapi::api::core::v1::Pod>, Option<&'a str>), Refused> {
@@ -89,8 +89,7 @@ fn find_pod<'a>(
         ([namespace, name, uid], false) => (*namespace, *name, Some(*uid), None),
         _ => return Err(refuse(StatusCode::NOT_FOUND, "404 page not found")),
     };
-    shared
-        .pods()
+    node.pods()
         .into_iter()
         .find(|p| {
             p.metadata.namespace.as_deref() == Some(namespace)
@@ -183,7 +182,7 @@ where
 
 /// `/exec/{namespace}/{pod}[/{uid}]/{container}` and `/attach/...`.
 pub(super) async fn exec_or_attach(
-    shared: Arc<NodeShared>,
+    node: NodeView,
     kind: Kind,
     rest: String,
     query: Vec<(String, String)>,
@@ -213,13 +212,13 @@ pub(super) async fn exec_or_attach(
         return error(StatusCode::BAD_REQUEST, "you must specify a command");
     }
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let (pod, container) = match find_pod(&shared, &segments, true) {
+    let (pod, container) = match find_pod(&node, &segments, true) {
         Ok(found) => found,
         Err(response) => return *response,
     };
     let container = container.unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let runtime = shared.config.runtime.clone();
+    let runtime = node.runtime().clone();
     let running = match runtime.list_containers(None).await {
         Ok(all) => all.into_iter().find(|c| {
             c.pod_uid == uid
@@ -395,19 +394,15 @@ async fn read_resizes(stream: DuplexStream, sizes: mpsc::Sender<TerminalSize>) {
 }
 
 /// `/portForward/{namespace}/{pod}[/{uid}]`.
-pub(super) async fn port_forward(
-    shared: Arc<NodeShared>,
-    rest: String,
-    request: Request,
-) -> Response {
+pub(super) async fn port_forward(node: NodeView, rest: String, request: Request) -> Response {
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let pod = match find_pod(&shared, &segments, false) {
+    let pod = match find_pod(&node, &segments, false) {
         Ok((pod, _)) => pod,
         Err(response) => return *response,
     };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let runtime = shared.config.runtime.clone();
+    let runtime = node.runtime().clone();
     let sandbox = match runtime.list_containers(None).await {
         Ok(all) => all
             .into_iter()

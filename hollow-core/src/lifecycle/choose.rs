@@ -11,7 +11,7 @@ use super::Lifecycle;
 use super::model::{
     ContainerStep, DeletionStep, NodeMatch, NodeStep, PodMatch, PullStep, Rule, Steps,
 };
-use crate::runtime::ContainerKind;
+use crate::pod::ContainerKind;
 
 /// What a pod rule is matched against.
 #[derive(Debug, Clone, Copy)]
@@ -138,7 +138,7 @@ impl Lifecycle {
     /// ```
     /// use std::collections::BTreeMap;
     /// use hollow_core::lifecycle::{ContainerFacts, Lifecycle};
-    /// use hollow_core::runtime::ContainerKind;
+    /// use hollow_core::pod::ContainerKind;
     ///
     /// let lifecycle = Lifecycle::preset("realistic").unwrap();
     /// let none = BTreeMap::new();

@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::duration;
-use crate::runtime::ContainerKind;
+use crate::pod::ContainerKind;
 
 /// The smallest total wait a repeating step list may have, so a loop cannot spin.
 pub const MIN_REPEAT_PERIOD: Duration = Duration::from_millis(100);

@@ -7,7 +7,7 @@ use super::model::{
     ConditionStatus, ConditionStep, ContainerRule, ContainerStep, DeletionRule, NodeRule, NodeStep,
     PodMatch, PullRule, PullStep,
 };
-use crate::runtime::ContainerKind;
+use crate::pod::ContainerKind;
 
 /// The presets' names.
 pub const PRESETS: [&str; 3] = ["fast", "realistic", "chaos"];

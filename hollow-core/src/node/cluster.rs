@@ -34,6 +34,9 @@ pub fn process_node_names(name: &str, count: usize) -> Vec<String> {
     }
 }
 
+/// How many nodes [`HollowCluster::deregister`] deletes at once.
+const DEREGISTRATION_PARALLELISM: usize = 32;
+
 type Configure = Box<dyn Fn(usize, HollowNodeBuilder) -> HollowNodeBuilder + Send + Sync>;
 type Progress = Box<dyn Fn(usize, usize) + Send + Sync>;
 
@@ -54,6 +57,7 @@ pub struct HollowClusterBuilder {
     configure: Configure,
     parallelism: usize,
     progress: Option<Progress>,
+    ready_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for HollowClusterBuilder {
@@ -90,21 +94,27 @@ impl HollowClusterBuilder {
         self
     }
 
-    /// Registers every node, starts one pod watch for all of them, and waits until each
-    /// is Ready (or `ready_timeout` passes).
-    pub async fn start(self, client: kube::Client) -> Result<HollowCluster, Error> {
-        self.start_with_timeout(client, Duration::from_secs(120))
-            .await
+    /// How long each node may take to be Ready once it starts registering, for every
+    /// node (default: each node's own [`HollowNodeBuilder::ready_timeout`]).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = Some(timeout);
+        self
     }
 
-    /// [`HollowClusterBuilder::start`] with a chosen readiness timeout.
-    pub async fn start_with_timeout(
-        self,
-        client: kube::Client,
-        ready_timeout: Duration,
-    ) -> Result<HollowCluster, Error> {
+    /// Registers every node, starts one pod watch for all of them, and returns once
+    /// every node is Ready, as [`HollowNode::start`] does for one; a node not Ready
+    /// within its ready timeout fails the start with [`Error::NotReady`] (the nodes
+    /// started so far are stopped).
+    pub async fn start(self, client: kube::Client) -> Result<HollowCluster, Error> {
+        let ready_timeout = self.ready_timeout;
         let nodes: Vec<HollowNode> = (0..self.count)
-            .map(|i| (self.configure)(i, HollowNode::builder(node_name(&self.prefix, i))).build())
+            .map(|i| {
+                let mut node = (self.configure)(i, HollowNode::builder(node_name(&self.prefix, i)));
+                if let Some(timeout) = ready_timeout {
+                    node = node.ready_timeout(timeout);
+                }
+                node.build()
+            })
             .collect::<Result<_, _>>()?;
         let router = Arc::new(PodRouter::default());
         let cancel = CancellationToken::new();
@@ -128,6 +138,7 @@ impl HollowClusterBuilder {
             .map(|(index, node)| {
                 let (client, router) = (client.clone(), router.clone());
                 async move {
+                    let ready_timeout = node.ready_timeout;
                     let node = node.start_with(client, router).await?;
                     node.wait_ready(ready_timeout).await?;
                     Ok::<_, Error>((index, node))
@@ -180,16 +191,32 @@ impl HollowCluster {
             configure: Box::new(|_, node| node),
             parallelism: 64,
             progress: None,
+            ready_timeout: None,
         }
     }
 
-    /// The node at `index`.
+    /// The node at `index`, in the order the builder named them.
     ///
     /// # Panics
     ///
-    /// If `index` is out of range.
+    /// If `index` is out of range; [`HollowCluster::get`] looks a node up by name.
     pub fn node(&self, index: usize) -> &RunningNode {
         &self.nodes[index]
+    }
+
+    /// The node named `name`, if it is one of these.
+    ///
+    /// ```no_run
+    /// # async fn run(client: kube::Client) -> Result<(), hollow_core::node::Error> {
+    /// use hollow_core::node::HollowCluster;
+    ///
+    /// let cluster = HollowCluster::builder("hollow").nodes(2, |_, node| node).start(client).await?;
+    /// assert!(cluster.get("hollow-1").is_some());
+    /// assert!(cluster.get("hollow-2").is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn get(&self, name: &str) -> Option<&RunningNode> {
+        self.nodes.iter().find(|node| node.name() == name)
     }
 
     /// All nodes.
@@ -197,7 +224,33 @@ impl HollowCluster {
         &self.nodes
     }
 
-    /// Stops every node and the shared watch.
+    /// How many nodes there are.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Stops every node, as [`HollowCluster::shutdown`], then deletes their Node objects
+    /// and Leases ([`RunningNode::deregister`]). Every node is tried; the first error is
+    /// returned.
+    pub async fn deregister(mut self) -> Result<(), Error> {
+        self.cancel.cancel();
+        let nodes = std::mem::take(&mut self.nodes);
+        let deregistered = futures::stream::iter(nodes)
+            .map(RunningNode::deregister)
+            .buffer_unordered(DEREGISTRATION_PARALLELISM)
+            .collect::<Vec<_>>()
+            .await;
+        self.shutdown().await;
+        deregistered.into_iter().collect()
+    }
+
+    /// Stops every node and the shared watch. The Node objects stay, and go NotReady
+    /// once their Leases expire, as stopped kubelets' would.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         for node in std::mem::take(&mut self.nodes) {
@@ -205,6 +258,18 @@ impl HollowCluster {
         }
         if let Some(watch) = self.watch.take() {
             let _ = watch.await;
+        }
+    }
+}
+
+impl From<RunningNode> for HollowCluster {
+    /// One node, on its own pod watch, as a set of nodes: a program that runs one node
+    /// or many handles both alike.
+    fn from(node: RunningNode) -> Self {
+        HollowCluster {
+            nodes: vec![node],
+            cancel: CancellationToken::new(),
+            watch: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::HollowNode;
+use super::{HollowNode, TaintEffect};
 use crate::cadvisor::{Cadvisor, FakeCadvisor};
 use crate::lifecycle::{Lifecycle, NodeFacts};
 use crate::node_status::{FakeNodeStatus, NodeStatusProvider};
@@ -18,9 +18,6 @@ use crate::runtime::{FakeRuntime, RuntimeService};
 /// The kubelet version hollow nodes report by default (the control plane they are
 /// tested against).
 pub const DEFAULT_KUBELET_VERSION: &str = "v1.36.5";
-
-/// The annotation hollow puts on the Nodes it registers, so it can adopt them later.
-pub const MANAGED_ANNOTATION: &str = "hollow.dev/managed";
 
 /// Errors in a node's configuration, found by [`HollowNodeBuilder::build`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,15 +29,8 @@ pub enum ConfigError {
     )]
     InvalidName(String),
     /// A taint effect is not NoSchedule, PreferNoSchedule or NoExecute.
-    #[error(
-        "invalid taint effect {effect:?} for key {key:?}: must be NoSchedule, PreferNoSchedule or NoExecute"
-    )]
-    InvalidTaintEffect {
-        /// The taint's key.
-        key: String,
-        /// The effect given.
-        effect: String,
-    },
+    #[error("invalid taint effect {0:?}: must be NoSchedule, PreferNoSchedule or NoExecute")]
+    InvalidTaintEffect(String),
     /// A resource quantity cannot be parsed or is negative.
     #[error("invalid quantity {quantity:?} for resource {resource:?}")]
     InvalidQuantity {
@@ -90,6 +80,11 @@ pub(crate) struct Registration {
     pub adopt: bool,
 }
 
+/// How long a node may take to be Ready once started, unless
+/// [`HollowNodeBuilder::ready_timeout`] says otherwise: registration alone retries for
+/// up to two minutes while an API server is unreachable or overloaded.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A node's validated configuration.
 #[derive(Clone)]
 pub(crate) struct NodeConfig {
@@ -105,19 +100,20 @@ pub(crate) struct NodeConfig {
     pub runtime: Arc<dyn RuntimeService>,
     pub cadvisor: Arc<dyn Cadvisor>,
     pub node_status: Arc<dyn NodeStatusProvider>,
-    #[cfg(feature = "kubelet-api")]
-    pub kubelet_api: Option<crate::kubelet_api::KubeletServer>,
+    /// The runtime and cAdvisor, typed, where they are the default fakes.
+    pub default_runtime: Option<FakeRuntime>,
+    pub default_cadvisor: Option<FakeCadvisor>,
 }
 
 /// Configures a [`HollowNode`]; nothing touches the network until
 /// [`HollowNode::start`].
 ///
 /// ```
-/// use hollow_core::node::HollowNode;
+/// use hollow_core::node::{HollowNode, TaintEffect};
 ///
 /// let node = HollowNode::builder("gpu-0")
 ///     .label("accelerator", "h100")
-///     .taint("dedicated", "gpu", "NoSchedule")
+///     .taint("dedicated", "gpu", TaintEffect::NoSchedule)
 ///     .capacity("nvidia.com/gpu", "8")
 ///     .address("127.0.0.2".parse().unwrap())
 ///     .build()?;
@@ -133,7 +129,7 @@ pub struct HollowNodeBuilder {
     name: String,
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
-    taints: Vec<(String, String, String)>,
+    taints: Vec<(String, String, TaintEffect)>,
     capacity: BTreeMap<String, String>,
     allocatable: BTreeMap<String, String>,
     addresses: Vec<IpAddr>,
@@ -147,8 +143,7 @@ pub struct HollowNodeBuilder {
     cadvisor: Option<Arc<dyn Cadvisor>>,
     node_status: Option<Arc<dyn NodeStatusProvider>>,
     lifecycle: Option<Arc<Lifecycle>>,
-    #[cfg(feature = "kubelet-api")]
-    kubelet_api: Option<crate::kubelet_api::KubeletServer>,
+    ready_timeout: Duration,
 }
 
 impl std::fmt::Debug for HollowNodeBuilder {
@@ -182,8 +177,7 @@ impl HollowNodeBuilder {
             cadvisor: None,
             node_status: None,
             lifecycle: None,
-            #[cfg(feature = "kubelet-api")]
-            kubelet_api: None,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
         }
     }
 
@@ -205,9 +199,9 @@ impl HollowNodeBuilder {
         mut self,
         key: impl Into<String>,
         value: impl Into<String>,
-        effect: impl Into<String>,
+        effect: TaintEffect,
     ) -> Self {
-        self.taints.push((key.into(), value.into(), effect.into()));
+        self.taints.push((key.into(), value.into(), effect));
         self
     }
 
@@ -273,7 +267,8 @@ impl HollowNodeBuilder {
         self
     }
 
-    /// The container runtime (default: a fresh [`FakeRuntime`]).
+    /// The container runtime (default: a fresh [`FakeRuntime`], which
+    /// [`RunningNode::fake_runtime`](super::RunningNode::fake_runtime) hands back).
     pub fn runtime(mut self, runtime: Arc<dyn RuntimeService>) -> Self {
         self.runtime = Some(runtime);
         self
@@ -308,12 +303,20 @@ impl HollowNodeBuilder {
         self
     }
 
-    /// Serves the node's kubelet API from `server`, at the node's first address and its
-    /// kubelet port.
-    #[cfg(feature = "kubelet-api")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "kubelet-api")))]
-    pub fn kubelet_api(mut self, server: crate::kubelet_api::KubeletServer) -> Self {
-        self.kubelet_api = Some(server);
+    /// How long [`HollowNode::start`] (and a [`HollowCluster`](super::HollowCluster),
+    /// for each of its nodes) waits for the node to be Ready before it gives up
+    /// (default [`DEFAULT_READY_TIMEOUT`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hollow_core::node::HollowNode;
+    ///
+    /// let node = HollowNode::builder("hollow-0").ready_timeout(Duration::from_secs(30)).build()?;
+    /// # drop(node);
+    /// # Ok::<(), hollow_core::node::ConfigError>(())
+    /// ```
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
         self
     }
 
@@ -330,18 +333,13 @@ impl HollowNodeBuilder {
         let taints = self
             .taints
             .into_iter()
-            .map(|(key, value, effect)| {
-                if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect.as_str()) {
-                    return Err(ConfigError::InvalidTaintEffect { key, effect });
-                }
-                Ok(Taint {
-                    key,
-                    value: (!value.is_empty()).then_some(value),
-                    effect,
-                    time_added: None,
-                })
+            .map(|(key, value, effect)| Taint {
+                key,
+                value: (!value.is_empty()).then_some(value),
+                effect: effect.to_string(),
+                time_added: None,
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
         let timing = self.timing;
         if timing.status_update.is_zero()
             || timing.lease_renew.is_zero()
@@ -356,13 +354,23 @@ impl HollowNodeBuilder {
         } else {
             self.addresses
         };
-        let runtime = self.runtime.unwrap_or_else(|| {
-            let fake = FakeRuntime::default().with_call_record_limit(0);
-            if let Some(lifecycle) = &self.lifecycle {
-                fake.set_lifecycle(lifecycle.clone());
+        let (runtime, default_runtime): (Arc<dyn RuntimeService>, _) = match self.runtime {
+            Some(runtime) => (runtime, None),
+            None => {
+                let fake = FakeRuntime::default().with_call_record_limit(0);
+                if let Some(lifecycle) = &self.lifecycle {
+                    fake.set_lifecycle(lifecycle.clone());
+                }
+                (Arc::new(fake.clone()), Some(fake))
             }
-            Arc::new(fake)
-        });
+        };
+        let (cadvisor, default_cadvisor): (Arc<dyn Cadvisor>, _) = match self.cadvisor {
+            Some(cadvisor) => (cadvisor, None),
+            None => {
+                let fake = FakeCadvisor::default();
+                (Arc::new(fake.clone()), Some(fake))
+            }
+        };
         let node_status = match (self.node_status, &self.lifecycle) {
             (Some(provider), _) => provider,
             (None, None) => Arc::new(FakeNodeStatus::default()),
@@ -394,14 +402,15 @@ impl HollowNodeBuilder {
             kubelet_version: self.kubelet_version,
             timing,
             runtime,
-            cadvisor: self
-                .cadvisor
-                .unwrap_or_else(|| Arc::new(FakeCadvisor::default())),
+            cadvisor,
             node_status,
-            #[cfg(feature = "kubelet-api")]
-            kubelet_api: self.kubelet_api,
+            default_runtime,
+            default_cadvisor,
         };
-        Ok(HollowNode { config })
+        Ok(HollowNode {
+            config,
+            ready_timeout: self.ready_timeout,
+        })
     }
 }
 
@@ -464,13 +473,10 @@ mod tests {
         for bad in ["", "Upper", "under_score", "-start", "end-", "a..b"] {
             assert!(!is_dns_subdomain(bad), "{bad}");
         }
-        let error = HollowNode::builder("n")
-            .taint("k", "v", "Sometimes")
-            .build()
-            .err()
-            .unwrap();
-        assert!(matches!(error, ConfigError::InvalidTaintEffect { .. }));
-        assert!(error.to_string().contains("NoExecute"));
+        assert_eq!(
+            "Sometimes".parse::<TaintEffect>(),
+            Err(ConfigError::InvalidTaintEffect("Sometimes".into()))
+        );
     }
 
     #[test]

@@ -13,10 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::lifecycle::{ConditionStatus, ConditionStep};
 
-/// Conditions to report, as `Type=Status[:Reason]` separated by commas.
-pub const CONDITIONS_ANNOTATION: &str = "hollow.dev/conditions";
-/// `stopped` stops the node's heartbeats.
-pub const HEARTBEAT_ANNOTATION: &str = "hollow.dev/heartbeat";
+use crate::annotations::{CONDITIONS as CONDITIONS_ANNOTATION, HEARTBEAT as HEARTBEAT_ANNOTATION};
 
 /// The faults a Node's annotations ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -206,11 +206,7 @@ pub(crate) async fn observe(shared: &NodeShared) -> Observed {
             return Observed::Failed;
         }
     };
-    let annotated = shared
-        .annotated
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let annotated = shared.annotated.lock().clone();
     report.conditions.extend(annotated.conditions);
     let stopped = report.heartbeats_stopped || annotated.heartbeats_stopped;
     if shared.heartbeats_stopped.swap(stopped, Ordering::Relaxed) != stopped {

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower_test::mock::{Handle, SendResponse};
 
-use super::config::MANAGED_ANNOTATION;
 use super::shared::NodeShared;
 use super::{HollowNode, NodeTiming, heartbeat, register};
+use crate::annotations::MANAGED as MANAGED_ANNOTATION;
 use crate::cadvisor::{Cadvisor, FakeCadvisor};
 
 type MockHandle = Handle<Request<Body>, Response<Body>>;

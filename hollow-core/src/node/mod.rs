@@ -24,10 +24,13 @@ mod config;
 mod faults;
 mod heartbeat;
 mod node_status;
+mod phases;
 mod pod_status;
 mod pods;
 mod register;
 mod shared;
+mod taint_effect;
+mod view;
 mod worker;
 
 #[cfg(test)]
@@ -43,17 +46,19 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::quantity::is_quantity;
 pub use cluster::{HollowCluster, HollowClusterBuilder, process_node_names};
 pub use config::{
-    ConfigError, DEFAULT_KUBELET_VERSION, HollowNodeBuilder, MANAGED_ANNOTATION, NodeTiming,
+    ConfigError, DEFAULT_KUBELET_VERSION, DEFAULT_READY_TIMEOUT, HollowNodeBuilder, NodeTiming,
 };
-pub use faults::{CONDITIONS_ANNOTATION, HEARTBEAT_ANNOTATION};
 pub use heartbeat::LEASE_NAMESPACE;
+pub use phases::PodPhaseCounts;
+pub use register::deregister;
+pub use taint_effect::TaintEffect;
+pub use view::NodeView;
 
 use config::NodeConfig;
 use pods::PodRouter;
-pub(crate) use shared::NodeShared;
+use shared::NodeShared;
 
 /// How long registration retries transient errors before it gives up.
 const REGISTRATION_PATIENCE: Duration = Duration::from_secs(120);
@@ -89,15 +94,14 @@ pub enum Error {
         #[source]
         source: crate::Error,
     },
-    /// The node's kubelet API could not be served.
-    #[cfg(feature = "kubelet-api")]
-    #[error("cannot serve the kubelet API of node {node}")]
-    KubeletApi {
+    /// The node's Node object or Lease could not be deleted.
+    #[error("cannot deregister node {node}")]
+    Deregistration {
         /// The node.
         node: String,
-        /// Why.
+        /// The API error.
         #[source]
-        source: crate::kubelet_api::Error,
+        source: kube::Error,
     },
     /// The node did not become Ready in time.
     #[error("node {node} was not Ready within {timeout:?}")]
@@ -109,14 +113,10 @@ pub enum Error {
     },
 }
 
-/// Exponential backoff delays: `initial`, doubling, capped at `max`.
-pub(crate) fn backoff(initial: Duration, max: Duration) -> impl Iterator<Item = Duration> {
-    std::iter::successors(Some(initial), move |d| Some((*d * 2).min(max)))
-}
-
 /// A configured hollow node, not started. Built with [`HollowNode::builder`].
 pub struct HollowNode {
     pub(crate) config: NodeConfig,
+    ready_timeout: Duration,
 }
 
 impl std::fmt::Debug for HollowNode {
@@ -140,21 +140,28 @@ impl HollowNode {
 
     /// Registers the node and starts its heartbeats and its own pod watch
     /// (`spec.nodeName=<name>`, as a kubelet's), so it works with a node's own
-    /// credentials. Returns once the Node object exists.
+    /// credentials. Returns once the node is Ready (it has written a Ready status and
+    /// holds its Lease); if it is not within
+    /// [`HollowNodeBuilder::ready_timeout`], the node is stopped and
+    /// [`Error::NotReady`] returned.
     pub async fn start(self, client: kube::Client) -> Result<RunningNode, Error> {
+        let ready_timeout = self.ready_timeout;
         let router = Arc::new(PodRouter::default());
         let node = self.start_with(client.clone(), router.clone()).await?;
         let selector = format!("spec.nodeName={}", node.name());
         let own_node = format!("metadata.name={}", node.name());
         let cancel = node.shared.cancel.clone();
-        let mut tasks = node.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        tasks.spawn(router.clone().run(client.clone(), selector, cancel.clone()));
-        tasks.spawn(router.run_nodes(client, Some(own_node), cancel));
-        drop(tasks);
+        {
+            let mut tasks = node.tasks.lock();
+            tasks.spawn(router.clone().run(client.clone(), selector, cancel.clone()));
+            tasks.spawn(router.run_nodes(client, Some(own_node), cancel));
+        }
+        node.wait_ready(ready_timeout).await?;
         Ok(node)
     }
 
     /// Registers the node and starts its heartbeats; pods come through `router`.
+    /// Returns once the Node object exists, before the node is Ready.
     pub(crate) async fn start_with(
         self,
         client: kube::Client,
@@ -211,21 +218,11 @@ impl HollowNode {
         }
         let tasks = JoinSet::new();
         router.heartbeats().add(&shared, node_uid, written);
-        #[cfg(feature = "kubelet-api")]
-        if let Some(api) = &shared.config.kubelet_api
-            && let Err(source) = api.register(shared.clone()).await
-        {
-            shared.cancel.cancel();
-            return Err(Error::KubeletApi {
-                node: shared.config.name.clone(),
-                source,
-            });
-        }
         router.add(shared.clone());
         Ok(RunningNode {
             shared,
             router,
-            tasks: std::sync::Mutex::new(tasks),
+            tasks: parking_lot::Mutex::new(tasks),
         })
     }
 }
@@ -235,7 +232,7 @@ impl HollowNode {
 pub struct RunningNode {
     shared: Arc<NodeShared>,
     router: Arc<PodRouter>,
-    tasks: std::sync::Mutex<JoinSet<()>>,
+    tasks: parking_lot::Mutex<JoinSet<()>>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -277,11 +274,15 @@ impl RunningNode {
         self.shared.pod_uids().len()
     }
 
-    /// How many of the node's pods are in each phase, as `(phase, count)` for Pending,
-    /// Running, Succeeded, Failed and Unknown.
-    pub fn pods_by_phase(&self) -> [(&'static str, usize); 5] {
-        let counts = self.shared.pods_by_phase();
-        std::array::from_fn(|i| (shared::PHASES[i], counts[i]))
+    /// How many of the node's pods are in each phase.
+    pub fn pods_by_phase(&self) -> PodPhaseCounts {
+        self.shared.pods_by_phase()
+    }
+
+    /// A read-only view of the node, for what serves it from outside the engine (the
+    /// kubelet API's `KubeletServer::serve`).
+    pub fn view(&self) -> NodeView {
+        NodeView::new(self.shared.clone())
     }
 
     /// Stops heartbeats (Lease renewals and status writes), as a node that lost its
@@ -302,26 +303,53 @@ impl RunningNode {
         self.shared.route_event(Err(RecvError::Lagged(0)));
     }
 
-    /// The node's runtime, e.g. to script a [`FakeRuntime`](crate::runtime::FakeRuntime)
-    /// you did not keep a handle on.
+    /// The node's runtime, whatever it is.
     pub fn runtime(&self) -> Arc<dyn crate::runtime::RuntimeService> {
         self.shared.config.runtime.clone()
+    }
+
+    /// The node's [`FakeRuntime`](crate::runtime::FakeRuntime), to script, when it runs
+    /// the default one (no [`HollowNodeBuilder::runtime`] was given).
+    ///
+    /// ```no_run
+    /// # async fn run(client: kube::Client) -> Result<(), hollow_core::node::Error> {
+    /// use hollow_core::node::HollowNode;
+    ///
+    /// let node = HollowNode::builder("hollow-0").build()?.start(client).await?;
+    /// let fake = node.fake_runtime().expect("the default runtime is a fake");
+    /// fake.fail_pulls_of("example.com/broken:1", "manifest unknown");
+    /// # Ok(()) }
+    /// ```
+    pub fn fake_runtime(&self) -> Option<&crate::runtime::FakeRuntime> {
+        self.shared.config.default_runtime.as_ref()
+    }
+
+    /// The node's [`FakeCadvisor`](crate::cadvisor::FakeCadvisor), when it runs the
+    /// default one (no [`HollowNodeBuilder::cadvisor`] was given).
+    pub fn fake_cadvisor(&self) -> Option<&crate::cadvisor::FakeCadvisor> {
+        self.shared.config.default_cadvisor.as_ref()
     }
 
     /// Stops the node's tasks (heartbeats, pod workers, its pod watch). The Node object
     /// stays, and goes NotReady once its Lease expires, as a stopped kubelet's would.
     pub async fn shutdown(self) {
         self.stop();
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut tasks = std::mem::take(&mut *self.tasks.lock());
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Stops the node, as [`RunningNode::shutdown`], then deletes its Node object and
+    /// its Lease, as `kubectl delete node` after draining a machine would: its pods are
+    /// left to the control plane (the pod garbage collector deletes them).
+    pub async fn deregister(self) -> Result<(), Error> {
+        let client = self.shared.client.clone();
+        let name = self.name().to_string();
+        self.shutdown().await;
+        register::deregister(&client, &name).await
     }
 
     fn stop(&self) {
         self.router.remove(self.name());
-        #[cfg(feature = "kubelet-api")]
-        if let Some(api) = &self.shared.config.kubelet_api {
-            api.unregister(self.name());
-        }
         self.shared.cancel.cancel();
     }
 }

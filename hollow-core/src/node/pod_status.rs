@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::runtime::{ContainerKind, ContainerState};
+use crate::pod::ContainerKind;
+use crate::runtime::ContainerState;
 
 /// The conditions the kubelet owns, in the order it writes them.
 const OWNED_CONDITIONS: [&str; 4] = [

@@ -3,8 +3,9 @@
 //! each pod to its node's worker; and likewise the Node metadata watch that carries
 //! fault annotations to each node.
 
+use parking_lot::RwLock;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -33,35 +34,20 @@ impl PodRouter {
 
     pub(crate) fn add(&self, node: Arc<NodeShared>) {
         let name = node.config.name.clone();
-        self.nodes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name, node);
+        self.nodes.write().insert(name, node);
     }
 
     pub(crate) fn remove(&self, name: &str) {
-        self.nodes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.nodes.write().remove(name);
     }
 
     fn node_of(&self, pod: &Pod) -> Option<Arc<NodeShared>> {
         let name = pod.spec.as_ref()?.node_name.as_deref()?;
-        self.nodes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.nodes.read().get(name).cloned()
     }
 
     fn all(&self) -> Vec<Arc<NodeShared>> {
-        self.nodes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.nodes.read().values().cloned().collect()
     }
 
     /// Watches pods matching `field_selector` until cancelled, resuming after errors
@@ -145,12 +131,7 @@ impl PodRouter {
                     let Some(name) = node.metadata.name.as_deref() else {
                         continue;
                     };
-                    let shared = self
-                        .nodes
-                        .read()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(name)
-                        .cloned();
+                    let shared = self.nodes.read().get(name).cloned();
                     if let Some(shared) = shared {
                         shared.observe_node_annotations(
                             node.metadata

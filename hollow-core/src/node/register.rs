@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use kube::Api;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::config::{MANAGED_ANNOTATION, Registration};
-use super::{Error, backoff};
+use super::Error;
+use super::config::Registration;
+use crate::annotations::MANAGED as MANAGED_ANNOTATION;
+use crate::backoff::Doubling;
 
 /// The Node object named `name` a kubelet with this configuration creates.
 pub(crate) fn desired_node(name: &str, config: &Registration) -> Node {
@@ -48,6 +51,35 @@ pub(crate) fn is_transient(error: &kube::Error) -> bool {
     }
 }
 
+/// Deletes the Node named `name` and its Lease, as
+/// [`RunningNode::deregister`](super::RunningNode::deregister) does for a running node;
+/// either already gone is no error. For nodes no longer running, such as those that a
+/// start that was interrupted registered.
+///
+/// ```no_run
+/// # async fn run(client: kube::Client) -> Result<(), hollow_core::node::Error> {
+/// hollow_core::node::deregister(&client, "hollow-0").await?;
+/// # Ok(()) }
+/// ```
+pub async fn deregister(client: &kube::Client, name: &str) -> Result<(), Error> {
+    let failed = |source| Error::Deregistration {
+        node: name.to_string(),
+        source,
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), super::LEASE_NAMESPACE);
+    let params = DeleteParams::default();
+    absent_is_fine(nodes.delete(name, &params).await.map(drop)).map_err(failed)?;
+    absent_is_fine(leases.delete(name, &params).await.map(drop)).map_err(failed)
+}
+
+fn absent_is_fine(deleted: Result<(), kube::Error>) -> Result<(), kube::Error> {
+    match deleted {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        other => other,
+    }
+}
+
 /// Creates the Node with `status`, or adopts an existing one hollow registered before
 /// (or any, with `adopt`); says which. Transient errors are retried with backoff for up
 /// to `patience`.
@@ -60,7 +92,7 @@ pub(crate) async fn register(
 ) -> Result<(Node, bool), Error> {
     let mut desired = desired_node(name, config);
     desired.status = status;
-    let mut delays = backoff(Duration::from_millis(100), Duration::from_secs(7));
+    let mut delays = Doubling::new(Duration::from_millis(100), Duration::from_secs(7)).delays();
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let attempt = async {
@@ -129,7 +161,7 @@ mod tests {
     fn the_node_carries_well_known_labels_taints_and_provider_id() {
         let node = HollowNode::builder("n1")
             .label("zone", "a")
-            .taint("dedicated", "", "NoExecute")
+            .taint("dedicated", "", crate::node::TaintEffect::NoExecute)
             .build()
             .unwrap();
         let object = desired_node(&node.config.name, &node.config.registration);

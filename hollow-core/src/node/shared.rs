@@ -1,10 +1,11 @@
 //! The state one node's tasks share: its configuration, client, runtime, pod workers.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -76,7 +77,7 @@ pub(crate) struct PodInbox {
     latest: Mutex<Option<(Arc<Pod>, bool)>>,
     nudged: AtomicBool,
     wake: Notify,
-    /// The phase the worker last computed, as an index into [`PHASES`].
+    /// The phase the worker last computed, as a [`phase_index`](super::phases::phase_index).
     pub phase: AtomicU8,
 }
 
@@ -100,8 +101,8 @@ impl PodInbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Pod>, bool)>> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Option<(Arc<Pod>, bool)>> {
+        self.latest.lock()
     }
 
     /// The latest pod object (`None` once the pod is gone).
@@ -150,14 +151,6 @@ impl PodInbox {
     }
 }
 
-/// The pod phases, in the order [`NodeShared::pods_by_phase`] counts them.
-pub const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
-
-/// The index of a phase in [`PHASES`] (Unknown for anything else).
-pub(crate) fn phase_index(phase: &str) -> u8 {
-    PHASES.iter().position(|p| *p == phase).unwrap_or(4) as u8
-}
-
 /// What the heartbeat last achieved, for [`RunningNode::wait_ready`](super::RunningNode::wait_ready)
 /// and its kin: a flag, a time and one `Notify` (a `watch` channel for each would cost
 /// a node about 0.7 KiB).
@@ -181,7 +174,6 @@ impl Liveness {
         let first = self
             .lease_renewed
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .replace(std::time::Instant::now())
             .is_none();
         if first {
@@ -196,7 +188,7 @@ impl Liveness {
 
     /// When the Lease was last created or renewed.
     pub(crate) fn last_lease_renewal(&self) -> Option<std::time::Instant> {
-        *self.lease_renewed.lock().unwrap_or_else(|p| p.into_inner())
+        *self.lease_renewed.lock()
     }
 
     /// Waits until the node is Ready and has renewed its Lease once.
@@ -215,27 +207,27 @@ impl Liveness {
 }
 
 pub(crate) struct NodeShared {
-    pub config: NodeConfig,
-    pub client: kube::Client,
-    pub runtime_name: String,
-    pub runtime_version: String,
+    pub(super) config: NodeConfig,
+    pub(super) client: kube::Client,
+    pub(super) runtime_name: String,
+    pub(super) runtime_version: String,
     /// Whether the runtime pushes container events; known once the node listens.
-    pub runtime_pushes_events: AtomicBool,
+    pub(super) runtime_pushes_events: AtomicBool,
     /// Set when the node starts listening to its runtime (with its first pod).
     listening: AtomicBool,
-    pub machine: MachineInfo,
-    pub registered_at: Instant,
-    pub cancel: CancellationToken,
+    pub(super) machine: MachineInfo,
+    pub(super) registered_at: Instant,
+    pub(super) cancel: CancellationToken,
     /// Set by [`RunningNode::pause_heartbeats`](super::RunningNode::pause_heartbeats).
-    pub heartbeats_paused: AtomicBool,
+    pub(super) heartbeats_paused: AtomicBool,
     /// Set while the status provider or the Node's annotations stop heartbeats.
-    pub heartbeats_stopped: AtomicBool,
+    pub(super) heartbeats_stopped: AtomicBool,
     /// The node's heartbeat state and its place on the driver.
-    pub heartbeat: super::heartbeat::Slot,
+    pub(super) heartbeat: super::heartbeat::Slot,
     /// The faults the Node object's annotations ask for.
-    pub annotated: Mutex<AnnotatedFaults>,
+    pub(super) annotated: Mutex<AnnotatedFaults>,
     /// Whether the node is Ready and when it last renewed its Lease.
-    pub liveness: Liveness,
+    pub(super) liveness: Liveness,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
     workers: Mutex<HashMap<String, Arc<PodInbox>>>,
 }
@@ -282,7 +274,7 @@ impl NodeShared {
         annotations: &BTreeMap<String, String>,
     ) {
         let faults = super::faults::from_annotations(&self.config.name, annotations);
-        let mut annotated = self.annotated.lock().unwrap_or_else(|p| p.into_inner());
+        let mut annotated = self.annotated.lock();
         if *annotated != faults {
             *annotated = faults;
             drop(annotated);
@@ -301,7 +293,7 @@ impl NodeShared {
             return;
         };
         let pod = Arc::new(slimmed(pod));
-        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut workers = self.workers.lock();
         if let Some(inbox) = workers.get(&uid) {
             inbox.offer(pod);
             return;
@@ -313,11 +305,7 @@ impl NodeShared {
         let shared = self.clone();
         tokio::spawn(async move {
             worker.run().await;
-            shared
-                .workers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&uid);
+            shared.workers.lock().remove(&uid);
         });
     }
 
@@ -336,11 +324,9 @@ impl NodeShared {
     }
 
     /// The latest object of every pod the node runs.
-    #[cfg_attr(not(feature = "kubelet-api"), allow(dead_code))]
     pub(crate) fn pods(&self) -> Vec<Arc<Pod>> {
         self.workers
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .values()
             .filter_map(|inbox| inbox.pod())
             .collect()
@@ -348,11 +334,7 @@ impl NodeShared {
 
     /// Tells a pod's worker the pod is gone from the API: it cleans up and ends.
     pub(crate) fn remove_pod(&self, uid: &str) {
-        let inbox = self
-            .workers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(uid);
+        let inbox = self.workers.lock().remove(uid);
         if let Some(inbox) = inbox {
             inbox.close();
         }
@@ -360,32 +342,23 @@ impl NodeShared {
 
     /// The UIDs of the pods this node has workers for.
     pub(crate) fn pod_uids(&self) -> Vec<String> {
-        self.workers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        self.workers.lock().keys().cloned().collect()
     }
 
-    /// How many of this node's pods are in each of [`PHASES`].
-    pub(crate) fn pods_by_phase(&self) -> [usize; 5] {
-        let mut counts = [0; 5];
-        for inbox in self
-            .workers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
-            counts[usize::from(inbox.phase.load(Ordering::Relaxed)).min(4)] += 1;
-        }
-        counts
+    /// How many of this node's pods are in each phase.
+    pub(crate) fn pods_by_phase(&self) -> super::PodPhaseCounts {
+        let workers = self.workers.lock();
+        super::PodPhaseCounts::count(
+            workers
+                .values()
+                .map(|inbox| inbox.phase.load(Ordering::Relaxed)),
+        )
     }
 
     /// Nudges the worker of the pod whose container changed (or every worker when
     /// events were lost).
     pub(crate) fn route_event(&self, event: Result<ContainerEvent, broadcast::error::RecvError>) {
-        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let workers = self.workers.lock();
         match event {
             Ok(event) => {
                 if let Some(inbox) = workers.get(&event.pod_uid) {

@@ -1,7 +1,8 @@
 //! [`FakeNodeStatus`]: a node of configurable capacity whose health a test switches.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -87,7 +88,7 @@ impl std::fmt::Debug for FakeNodeStatus {
 
 impl FakeNodeStatus {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     /// Sets the capacity of one resource (e.g. `("nvidia.com/gpu", "8")`).

@@ -1,7 +1,8 @@
 //! [`FakeProxier`]: records the rules kube-proxy would program.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Service;
@@ -49,7 +50,7 @@ fn key(namespace: Option<&String>, name: Option<&String>) -> String {
 
 impl FakeProxier {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     /// The rules programmed at the last sync.

@@ -23,9 +23,10 @@
 
 mod watch;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
@@ -120,10 +121,7 @@ impl NodeProxy {
 
     /// Records a change to sync.
     pub(crate) fn changed(&self) {
-        self.pending_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(Instant::now);
+        self.pending_since.lock().get_or_insert_with(Instant::now);
         self.dirty.notify_one();
     }
 }
@@ -208,19 +206,16 @@ async fn sync_loop(
             }
         }
         // Changes that arrive from here on wait for the next sync.
-        *node.pending_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *node.pending_since.lock() = None;
         let started = Instant::now();
         if let Err(error) = node.proxier.sync().await {
             tracing::warn!(node = %node.name, %error, "proxier sync failed");
             node.changed();
         } else {
-            *node.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(SystemTime::now());
+            *node.last_sync.lock() = Some(SystemTime::now());
             node.syncs.fetch_add(1, Ordering::Relaxed);
         }
-        *node
-            .last_sync_seconds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = started.elapsed().as_secs_f64();
+        *node.last_sync_seconds.lock() = started.elapsed().as_secs_f64();
         last = Some(Instant::now());
     }
 }
@@ -250,9 +245,9 @@ impl RunningProxy {
     /// One node's health, as kube-proxy's `/healthz` would report it.
     pub fn health(&self, node: &str) -> Option<ProxyHealth> {
         let node = self.nodes.get(node)?;
-        let pending = *node.pending_since.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = *node.pending_since.lock();
         Some(ProxyHealth {
-            last_updated: *node.last_sync.lock().unwrap_or_else(|p| p.into_inner()),
+            last_updated: *node.last_sync.lock(),
             synced: pending.is_none_or(|since| since.elapsed() < self.sync_period * 2),
             node_eligible: node.eligible.load(Ordering::Relaxed),
         })
@@ -269,11 +264,7 @@ impl RunningProxy {
     pub fn last_sync_durations(&self) -> Vec<f64> {
         self.nodes
             .values()
-            .map(|n| {
-                *n.last_sync_seconds
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-            })
+            .map(|n| *n.last_sync_seconds.lock())
             .collect()
     }
 
@@ -314,7 +305,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let syncs = proxier.sync_count();
         assert!((1..=3).contains(&syncs), "{syncs} syncs for 100 changes");
-        assert!(node.pending_since.lock().unwrap().is_none());
+        assert!(node.pending_since.lock().is_none());
 
         // Without changes, a full sync every sync period.
         tokio::time::sleep(Duration::from_secs(31)).await;

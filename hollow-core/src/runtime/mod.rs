@@ -16,9 +16,7 @@
 //! # drop(runtime);
 //! ```
 
-pub mod annotations;
 mod fake;
-mod fake_streaming;
 mod streaming;
 mod types;
 
@@ -29,12 +27,12 @@ use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
 
-pub use fake::{Behavior, FakeRuntime, RuntimeCall};
-pub use fake_streaming::ExecOutput;
+pub use fake::annotations;
+pub use fake::{Behavior, ExecOutput, FakeRuntime, RuntimeCall, RuntimeMethod};
 pub use streaming::{Input, Output, PortStream, Process, ProcessIo, TerminalSize};
 pub use types::{
-    ContainerConfig, ContainerEvent, ContainerKind, ContainerState, ContainerStatus, LogLine,
-    PodAction, PodActionKind, PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
+    ContainerConfig, ContainerEvent, ContainerState, ContainerStatus, LogLine, PodAction,
+    PodActionKind, PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
 };
 
 /// Pod sandboxes and containers, as the CRI's `RuntimeService` and `ImageService`
@@ -161,13 +159,5 @@ mod mock_tests {
             runtime.pull_image("x", &PodSandboxConfig::default()).await,
             Err(Error::InvalidInput(_))
         ));
-        // Every trait has its mock.
-        let cadvisor: Arc<dyn crate::cadvisor::Cadvisor> =
-            Arc::new(crate::cadvisor::MockCadvisor::new());
-        drop(cadvisor);
-        let _status: Arc<dyn crate::node_status::NodeStatusProvider> =
-            Arc::new(crate::node_status::MockNodeStatusProvider::new());
-        let _proxier: Arc<dyn crate::proxier::Proxier> =
-            Arc::new(crate::proxier::MockProxier::new());
     }
 }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use crate::pod::ContainerKind;
+
 /// A runtime's name and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeVersion {
@@ -48,19 +50,6 @@ pub struct PodSandboxStatus {
     pub state: SandboxState,
     /// Its IP addresses (empty for host-network pods: they take the node's).
     pub ips: Vec<IpAddr>,
-}
-
-/// Which part of a pod a container plays (`init`, `sidecar` or `regular` in files).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ContainerKind {
-    /// An init container: runs to completion before the next one starts.
-    Init,
-    /// A restartable init container (`restartPolicy: Always`): a sidecar.
-    Sidecar,
-    /// A regular container.
-    #[default]
-    Regular,
 }
 
 /// What the engine asks of a container.

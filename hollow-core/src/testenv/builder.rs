@@ -1,8 +1,8 @@
 //! The builder that configures and starts a test environment.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use super::component::{

@@ -33,9 +33,9 @@ mod ports;
 mod probe;
 mod process;
 
+use parking_lot::{Mutex, MutexGuard};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -242,9 +242,7 @@ impl TestEnv {
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<ComponentProcess>> {
-        self.processes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.processes.lock()
     }
 
     fn with_process<T>(

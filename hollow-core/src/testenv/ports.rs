@@ -1,8 +1,9 @@
 //! Free loopback ports, never handed out twice at once within a process.
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 fn reserved() -> &'static Mutex<HashSet<u16>> {
     static RESERVED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
@@ -13,7 +14,7 @@ fn reserved() -> &'static Mutex<HashSet<u16>> {
 /// process; it stays reserved until [`release`].
 pub(crate) fn reserve_free_port() -> std::io::Result<u16> {
     const ATTEMPTS: usize = 64;
-    let mut reserved = reserved().lock().unwrap_or_else(|p| p.into_inner());
+    let mut reserved = reserved().lock();
     for _ in 0..ATTEMPTS {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
@@ -30,7 +31,7 @@ pub(crate) fn reserve_free_port() -> std::io::Result<u16> {
 
 /// Returns ports to the pool.
 pub(crate) fn release(ports: &[u16]) {
-    let mut reserved = reserved().lock().unwrap_or_else(|p| p.into_inner());
+    let mut reserved = reserved().lock();
     for port in ports {
         reserved.remove(port);
     }
@@ -46,10 +47,6 @@ mod tests {
         let unique: HashSet<u16> = ports.iter().copied().collect();
         assert_eq!(unique.len(), ports.len());
         release(&ports);
-        assert!(
-            ports
-                .iter()
-                .all(|p| !reserved().lock().unwrap().contains(p))
-        );
+        assert!(ports.iter().all(|p| !reserved().lock().contains(p)));
     }
 }

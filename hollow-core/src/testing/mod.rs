@@ -14,8 +14,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::pod::ContainerKind;
 use crate::runtime::{
-    ContainerConfig, ContainerKind, ContainerState, PodSandboxConfig, RuntimeService, SandboxState,
+    ContainerConfig, ContainerState, PodSandboxConfig, RuntimeService, SandboxState,
 };
 
 /// A conformance check that failed.

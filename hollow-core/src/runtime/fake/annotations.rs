@@ -1,13 +1,8 @@
 //! Per-pod behaviour of [`FakeRuntime`](super::FakeRuntime) containers, set by pod
 //! annotations, so plain manifests can script what hollow pods do:
 //!
-//! | annotation | value | effect |
-//! |---|---|---|
-//! | `hollow.dev/exit-after` | a duration: `500ms`, `5s`, `2m`, `1h` | regular containers exit that long after they start |
-//! | `hollow.dev/exit-code` | an integer (default 0) | the exit code they exit with |
-//! | `hollow.dev/pull-error` | a message | every image pull of the pod fails with it (ErrImagePull, then ImagePullBackOff) |
-//! | `hollow.dev/logs` | lines separated by newlines | every container logs them when it starts (after a start line; then a line every 10 s, and one at exit) |
-//! | `hollow.dev/steps` | lifecycle [container steps](crate::lifecycle::ContainerStep) in YAML or JSON | regular containers play them from their start |
+//! `hollow.dev/exit-after`, `exit-code`, `pull-error`, `logs` and `steps`, listed with
+//! their values in [`crate::annotations`].
 //!
 //! For example `hollow.dev/exit-after: 5s` with restartPolicy Never completes a pod;
 //! `hollow.dev/exit-code: "1"` with restartPolicy Always crash-loops it;
@@ -20,11 +15,12 @@
 //!
 //! ```
 //! use std::time::Duration;
+//! use hollow_core::annotations::{EXIT_AFTER, EXIT_CODE};
 //! use hollow_core::runtime::{Behavior, ContainerConfig, annotations};
 //!
 //! let mut config = ContainerConfig::default();
-//! config.annotations.insert(annotations::EXIT_AFTER.into(), "5s".into());
-//! config.annotations.insert(annotations::EXIT_CODE.into(), "1".into());
+//! config.annotations.insert(EXIT_AFTER.into(), "5s".into());
+//! config.annotations.insert(EXIT_CODE.into(), "1".into());
 //! assert_eq!(
 //!     annotations::behavior(&config)?,
 //!     Some(Behavior::Exit { after: Duration::from_secs(5), code: 1 })
@@ -34,20 +30,12 @@
 
 use std::time::Duration;
 
-use super::fake::Behavior;
-use super::types::{ContainerConfig, ContainerKind};
+use super::behavior::Behavior;
+use crate::annotations::{EXIT_AFTER, EXIT_CODE, STEPS};
 use crate::error::{Error, Result};
-
-/// Regular containers exit this long after they start.
-pub const EXIT_AFTER: &str = "hollow.dev/exit-after";
-/// The code they exit with (default 0).
-pub const EXIT_CODE: &str = "hollow.dev/exit-code";
-/// Every image pull of the pod fails with this message.
-pub const PULL_ERROR: &str = "hollow.dev/pull-error";
-/// Lines every container of the pod logs when it starts (separated by newlines).
-pub const LOGS: &str = "hollow.dev/logs";
-/// Container steps, as in a lifecycle file (`[{wait: 5s}, {exit: {code: 1}}]`).
-pub const STEPS: &str = "hollow.dev/steps";
+use crate::lifecycle::parse_duration;
+use crate::pod::ContainerKind;
+use crate::runtime::types::ContainerConfig;
 
 /// The behaviour the pod's annotations ask of this container, if any; a malformed
 /// annotation is [`Error::InvalidInput`] naming it.
@@ -90,8 +78,6 @@ pub fn behavior(config: &ContainerConfig) -> Result<Option<Behavior>> {
         }
     }
 }
-
-pub use crate::lifecycle::parse_duration;
 
 #[cfg(test)]
 mod tests {

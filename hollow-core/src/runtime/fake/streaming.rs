@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::streaming::{Output, PortStream, Process, ProcessIo};
-use super::{ContainerState, RuntimeService};
 use crate::error::{Error, Result};
+use crate::runtime::streaming::{Output, PortStream, Process, ProcessIo};
+use crate::runtime::{ContainerState, RuntimeService};
 
 /// The longest `sleep` the fake shell honours.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
@@ -209,14 +209,14 @@ async fn copy(
     }
 }
 
-/// Attached to a container: its log as it grows, until it stops running.
-pub(super) struct FakeAttach {
-    pub(super) runtime: super::FakeRuntime,
+/// Attached to a container of `runtime`: its log as it grows, until it stops running.
+pub(super) struct FakeAttach<R> {
+    pub(super) runtime: R,
     pub(super) container_id: String,
 }
 
 #[async_trait]
-impl Process for FakeAttach {
+impl<R: RuntimeService> Process for FakeAttach<R> {
     async fn run(self: Box<Self>, mut io: ProcessIo) -> Result<i32> {
         let mut seen = SystemTime::now();
         let mut ticker = tokio::time::interval(ATTACH_PERIOD);

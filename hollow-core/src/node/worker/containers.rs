@@ -1,0 +1,303 @@
+//! The worker's runtime side: the pod's sandbox and containers, started, restarted, stopped.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Backoff, PodWorker, RETRY_DELAY};
+use crate::node::pod_status::{ContainerRecord, restart_policy};
+use crate::pod::ContainerKind;
+use crate::runtime::ContainerConfig;
+
+impl PodWorker {
+    /// Reads the current containers' states from the runtime.
+    pub(super) async fn refresh(&mut self) {
+        let runtime = self.shared.config.runtime.clone();
+        for record in self.init.iter_mut().chain(self.regular.iter_mut()) {
+            if let Some(id) = &record.id {
+                match runtime.container_status(id).await {
+                    Ok(status) => {
+                        record.state = Some(status.state);
+                        record.runtime_ready = status.ready;
+                    }
+                    Err(error) if error.is_not_found() => {
+                        record.id = None;
+                        record.state = None;
+                    }
+                    Err(error) => tracing::debug!(%error, "container status failed"),
+                }
+            }
+        }
+    }
+
+    pub(super) async fn ensure_sandbox(&mut self) -> bool {
+        if self.sandbox.is_some() {
+            return true;
+        }
+        if self.retry_at.is_some_and(|at| at > Instant::now()) {
+            return false;
+        }
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let host_network = spec.host_network.unwrap_or(false);
+        if !host_network && !self.shared.ensure_pod_cidr().await {
+            self.retry_at = Some(Instant::now() + RETRY_DELAY);
+            return false;
+        }
+        let config = self.sandbox_config();
+        let runtime = self.shared.config.runtime.clone();
+        let result = async {
+            let id = runtime.run_pod_sandbox(&config).await?;
+            let status = runtime.pod_sandbox_status(&id).await?;
+            Ok::<_, crate::Error>((id, status.ips))
+        }
+        .await;
+        match result {
+            Ok((id, ips)) => {
+                self.sandbox = Some(id);
+                self.pod_ips = if host_network {
+                    self.shared.node_ips().to_vec()
+                } else {
+                    ips
+                };
+                self.retry_at = None;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(pod = %self.name(), %error, "cannot create the pod sandbox");
+                self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                false
+            }
+        }
+    }
+
+    /// Init containers one at a time (sidecars started and left running), then every
+    /// regular container; exited ones restarted as the restart policy says.
+    pub(super) async fn drive_containers(&mut self) {
+        let policy = restart_policy(&self.pod).to_string();
+        for index in 0..self.init.len() {
+            let record = &self.init[index];
+            match record.kind {
+                ContainerKind::Sidecar => {
+                    if record.id.is_none() {
+                        self.start(true, index).await;
+                    } else if record.exit_code().is_some() {
+                        self.restart(true, index).await;
+                    }
+                }
+                _ => match record.exit_code() {
+                    Some(0) => continue,
+                    Some(_) if policy == "Never" => return,
+                    Some(_) => {
+                        self.restart(true, index).await;
+                        return;
+                    }
+                    None if record.id.is_none() => {
+                        self.start(true, index).await;
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+        if self.init.iter().any(|c| !c.init_done()) {
+            return;
+        }
+        for index in 0..self.regular.len() {
+            let record = &self.regular[index];
+            match record.exit_code() {
+                None if record.id.is_none() => self.start(false, index).await,
+                Some(code) if policy == "Always" || (policy == "OnFailure" && code != 0) => {
+                    self.restart(false, index).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn record(&mut self, init: bool, index: usize) -> &mut ContainerRecord {
+        if init {
+            &mut self.init[index]
+        } else {
+            &mut self.regular[index]
+        }
+    }
+
+    /// Restarts an exited container, unless it is in crash-loop back-off.
+    async fn restart(&mut self, init: bool, index: usize) {
+        let now = Instant::now();
+        let name = self.record(init, index).name.clone();
+        if let Some(backoff) = self.restarts.get(&name).copied()
+            && backoff.until() > now
+        {
+            let message = format!(
+                "back-off {}s restarting failed container={name} pod={}_{}({})",
+                backoff.delay.as_secs(),
+                self.name(),
+                self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+                self.uid,
+            );
+            self.record(init, index).waiting = Some(("CrashLoopBackOff".into(), message));
+            return;
+        }
+        let previous = self.restarts.get(&name).copied();
+        self.restarts.insert(name, Backoff::next(previous, now));
+        let runtime = self.shared.config.runtime.clone();
+        let record = self.record(init, index);
+        // The exited container stays for `logs --previous`; the one before it goes.
+        if let Some(older) = record.previous_id.take() {
+            let _ = runtime.remove_container(&older).await;
+        }
+        record.previous_id = record.id.take();
+        record.last_exit = record.state.take();
+        record.restart_count += 1;
+        self.start(init, index).await;
+    }
+
+    /// Pulls, creates and starts a container; failures show as waiting reasons.
+    async fn start(&mut self, init: bool, index: usize) {
+        let Some(sandbox) = self.sandbox.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let runtime = self.shared.config.runtime.clone();
+        let meta = self.pod.metadata.clone();
+        let spec_container = {
+            let spec = self.pod.spec.clone().unwrap_or_default();
+            if init {
+                spec.init_containers.unwrap_or_default().get(index).cloned()
+            } else {
+                spec.containers.get(index).cloned()
+            }
+        };
+        let record = self.record(init, index).clone();
+        if self
+            .start_failures
+            .get(&record.name)
+            .is_some_and(|b| b.until() > now)
+        {
+            // Still backing off from a failed create or start; the waiting reason stays.
+            return;
+        }
+        if let Some(backoff) = self.pulls.get(&record.name)
+            && backoff.until() > now
+        {
+            let message = format!("Back-off pulling image \"{}\"", record.image);
+            self.record(init, index).waiting = Some(("ImagePullBackOff".into(), message));
+            return;
+        }
+        let image_ref = match runtime
+            .pull_image(&record.image, &self.sandbox_config())
+            .await
+        {
+            Ok(image_ref) => {
+                self.pulls.remove(&record.name);
+                image_ref
+            }
+            Err(error) => {
+                let previous = self.pulls.get(&record.name).copied();
+                self.pulls
+                    .insert(record.name.clone(), Backoff::next(previous, now));
+                let message = format!("Failed to pull image \"{}\": {error}", record.image);
+                self.record(init, index).waiting = Some(("ErrImagePull".into(), message));
+                return;
+            }
+        };
+        let ports = spec_container
+            .as_ref()
+            .and_then(|c| c.ports.as_ref())
+            .map(|ports| {
+                ports
+                    .iter()
+                    .filter_map(|p| u16::try_from(p.container_port).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let config = ContainerConfig {
+            ports,
+            name: record.name.clone(),
+            image: record.image.clone(),
+            kind: record.kind,
+            attempt: record.restart_count,
+            pod_uid: self.uid.clone(),
+            pod_namespace: meta.namespace.clone().unwrap_or_default(),
+            pod_name: meta.name.clone().unwrap_or_default(),
+            command: spec_container
+                .map(|c| {
+                    c.command
+                        .unwrap_or_default()
+                        .into_iter()
+                        .chain(c.args.unwrap_or_default())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+            pod_labels: meta.labels.clone().unwrap_or_default(),
+        };
+        let started = async {
+            let id = runtime
+                .create_container(&sandbox, &config)
+                .await
+                .map_err(|e| ("CreateContainerError", e))?;
+            if let Err(error) = runtime.start_container(&id).await {
+                // Leave nothing behind: the next attempt creates a fresh container.
+                let _ = runtime.remove_container(&id).await;
+                return Err(("RunContainerError", error));
+            }
+            let status = runtime
+                .container_status(&id)
+                .await
+                .map_err(|e| ("RunContainerError", e))?;
+            Ok::<_, (&str, crate::Error)>((id, status))
+        }
+        .await;
+        let record = self.record(init, index);
+        record.image_ref = Some(image_ref);
+        match started {
+            Ok((id, status)) => {
+                record.id = Some(id);
+                record.state = Some(status.state);
+                record.runtime_ready = status.ready;
+                record.waiting = None;
+                let name = record.name.clone();
+                self.start_failures.remove(&name);
+            }
+            Err((reason, error)) => {
+                record.waiting = Some((reason.into(), error.to_string()));
+                let name = record.name.clone();
+                let previous = self.start_failures.get(&name).copied();
+                self.start_failures
+                    .insert(name, Backoff::next(previous, now));
+            }
+        }
+    }
+
+    /// Stops every container (all at once, as the kubelet kills a pod) and the
+    /// sandbox, giving containers `grace` to exit.
+    pub(super) async fn stop_everything(&mut self, grace: Duration) {
+        let runtime = self.shared.config.runtime.clone();
+        let mut running = Vec::new();
+        for record in self.init.iter_mut().chain(self.regular.iter_mut()) {
+            record.waiting = None;
+            if let (Some(id), true) = (&record.id, record.is_running()) {
+                running.push(id.clone());
+            }
+        }
+        let stops = running.iter().map(|id| runtime.stop_container(id, grace));
+        futures::future::join_all(stops).await;
+        if let Some(sandbox) = &self.sandbox
+            && !self.sandbox_stopped
+        {
+            let _ = runtime.stop_pod_sandbox(sandbox).await;
+            self.sandbox_stopped = true;
+        }
+        self.refresh().await;
+    }
+
+    pub(super) async fn remove_from_runtime(&mut self) {
+        if let Some(sandbox) = self.sandbox.take() {
+            let runtime = self.shared.config.runtime.clone();
+            let _ = runtime.stop_pod_sandbox(&sandbox).await;
+            let _ = runtime.remove_pod_sandbox(&sandbox).await;
+        }
+    }
+}

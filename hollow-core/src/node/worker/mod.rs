@@ -1,0 +1,282 @@
+//! One pod's worker: drives the pod's containers through the runtime as the kubelet's
+//! pod workers do, and writes the status the kubelet would.
+
+mod containers;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use tokio::time::Instant;
+
+use super::pod_status::{ContainerRecord, phase};
+use super::shared::{Delivery, NodeShared, PodInbox};
+use crate::backoff::Doubling;
+use crate::pod::ContainerKind;
+use crate::runtime::PodSandboxConfig;
+
+/// Restart delays of a crashing container or a failing pull: 10 s doubling to 5 min,
+/// the kubelet's `backOffPeriod` and `MaxContainerBackOff`.
+const BACKOFF: Doubling = Doubling::new(Duration::from_secs(10), Duration::from_secs(300));
+/// How often a runtime that pushes no events is relisted.
+const RELIST_PERIOD: Duration = Duration::from_secs(10);
+/// Retry delay for failed API writes and sandbox creation.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    /// When the last restart or pull attempt happened.
+    since: Instant,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn until(&self) -> Instant {
+        self.since + self.delay
+    }
+
+    fn next(previous: Option<Backoff>, now: Instant) -> Backoff {
+        let delay = BACKOFF.after(previous.map(|b| b.delay));
+        Backoff { since: now, delay }
+    }
+}
+
+pub(crate) struct PodWorker {
+    shared: Arc<NodeShared>,
+    pod: Arc<Pod>,
+    /// Newer pod objects, nudges, and where the phase last computed is published.
+    inbox: Arc<PodInbox>,
+    uid: String,
+    sandbox: Option<String>,
+    sandbox_stopped: bool,
+    pod_ips: Vec<IpAddr>,
+    init: Vec<ContainerRecord>,
+    regular: Vec<ContainerRecord>,
+    /// Crash-restart backoff by container name.
+    restarts: HashMap<String, Backoff>,
+    /// Image-pull backoff by container name.
+    pulls: HashMap<String, Backoff>,
+    /// Create/start-failure backoff by container name.
+    start_failures: HashMap<String, Backoff>,
+    start_time: Timestamp,
+    /// Set once the pod reached Succeeded or Failed: nothing runs any more.
+    terminal: bool,
+    /// Set once the final delete was sent.
+    deleted: bool,
+    retry_at: Option<Instant>,
+}
+
+fn records(
+    containers: &[Container],
+    kind_of: impl Fn(&Container) -> ContainerKind,
+) -> Vec<ContainerRecord> {
+    containers
+        .iter()
+        .map(|c| {
+            let delay = |probe: Option<&k8s_openapi::api::core::v1::Probe>| {
+                probe
+                    .and_then(|p| p.initial_delay_seconds)
+                    .and_then(|s| u64::try_from(s).ok())
+                    .map_or(Duration::ZERO, Duration::from_secs)
+            };
+            ContainerRecord {
+                kind: kind_of(c),
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                startup_delay: delay(c.startup_probe.as_ref()),
+                readiness_delay: delay(c.readiness_probe.as_ref()),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+impl PodWorker {
+    pub(crate) fn new(shared: Arc<NodeShared>, inbox: Arc<PodInbox>) -> Self {
+        let pod = inbox.pod().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let init = records(spec.init_containers.as_deref().unwrap_or_default(), |c| {
+            if c.restart_policy.as_deref() == Some("Always") {
+                ContainerKind::Sidecar
+            } else {
+                ContainerKind::Init
+            }
+        });
+        let regular = records(&spec.containers, |_| ContainerKind::Regular);
+        // A pod already finished before this worker (e.g. before a restart) stays so.
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        Self {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            shared,
+            pod,
+            inbox,
+            sandbox: None,
+            sandbox_stopped: false,
+            pod_ips: Vec::new(),
+            init,
+            regular,
+            restarts: HashMap::new(),
+            pulls: HashMap::new(),
+            start_failures: HashMap::new(),
+            start_time: Timestamp::now(),
+            terminal,
+            deleted: false,
+            retry_at: None,
+        }
+    }
+
+    /// What the runtime is told of the pod's sandbox (made when needed rather than
+    /// kept: it copies the pod's labels and annotations).
+    fn sandbox_config(&self) -> PodSandboxConfig {
+        let meta = &self.pod.metadata;
+        PodSandboxConfig {
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            uid: self.uid.clone(),
+            host_network: self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false),
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The pods of this pod's namespace. Made for each request rather than kept: a worker
+    /// lives as long as its pod, and an `Api` is 272 bytes.
+    fn pods_api(&self) -> Api<Pod> {
+        let namespace = self.pod.metadata.namespace.as_deref().unwrap_or("default");
+        Api::namespaced(self.shared.client.clone(), namespace)
+    }
+
+    pub(crate) async fn run(mut self) {
+        // The first pass drives the containers; later ones do only when the runtime
+        // reported a change, a timer is due, or the pod is being deleted. A plain status
+        // update (our own write's echo, a controller's condition) only gets a status pass.
+        let mut drive = true;
+        loop {
+            // Boxed, so a waiting worker holds only its state, not the larger future of
+            // a pass (kept inline it would cost every pod several KiB all its life).
+            let wake = Box::pin(self.sync(drive)).await;
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            drive = tokio::select! {
+                _ = self.shared.cancel.cancelled() => return,
+                delivery = self.inbox.next() => match delivery {
+                    Delivery::Pod(pod, nudged) => {
+                        self.observe(pod);
+                        nudged || self.pod.metadata.deletion_timestamp.is_some()
+                    }
+                    Delivery::Nudged => true,
+                    Delivery::Gone => break,
+                },
+                _ = sleep => true,
+            };
+        }
+        Box::pin(self.remove_from_runtime()).await;
+    }
+
+    /// Takes a newer pod object (from the watch or a write's response).
+    fn observe(&mut self, pod: Arc<Pod>) {
+        let version = |p: &Pod| {
+            p.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        if version(&pod) >= version(&self.pod) {
+            self.pod = pod;
+        }
+    }
+
+    /// One pass toward the desired state; returns when to wake up without news.
+    async fn sync(&mut self, drive: bool) -> Option<Instant> {
+        if self.retry_at.is_some_and(|at| at <= Instant::now()) {
+            self.retry_at = None;
+        }
+        if self.deleted {
+            return None;
+        }
+        if self.pod.metadata.deletion_timestamp.is_some() {
+            self.terminate_and_delete().await;
+            return self.retry_at;
+        }
+        if drive && !self.terminal {
+            self.refresh().await;
+            if self.ensure_sandbox().await {
+                self.drive_containers().await;
+            }
+            if matches!(
+                phase(&self.pod, &self.init, &self.regular),
+                "Succeeded" | "Failed"
+            ) {
+                self.terminal = true;
+                self.stop_everything(Duration::ZERO).await;
+            }
+        }
+        self.write_status(None).await;
+        self.next_wake()
+    }
+
+    /// The earliest future moment something is due: a back-off ending, a retry, or a
+    /// relist of a runtime that pushes no events. Expired back-offs are not due.
+    fn next_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let retry = self.retry_at.filter(|at| *at > now);
+        if self.terminal {
+            return retry;
+        }
+        // Probes' first successes change `started` and `ready` without a runtime event.
+        let wall = std::time::SystemTime::now();
+        let probes = self
+            .init
+            .iter()
+            .chain(&self.regular)
+            .flat_map(|r| [r.started_by(), r.ready_by()])
+            .flatten()
+            .filter_map(|at| at.duration_since(wall).ok())
+            .filter(|wait| !wait.is_zero())
+            .map(|wait| now + wait);
+        // Half-way through a pull back-off the waiting reason turns from ErrImagePull
+        // to ImagePullBackOff, as the kubelet's next sync shows it.
+        let pull_midpoints = self.pulls.values().map(|b| b.since + b.delay / 2);
+        let backoffs = self
+            .restarts
+            .values()
+            .chain(self.pulls.values())
+            .chain(self.start_failures.values())
+            .map(Backoff::until)
+            .chain(pull_midpoints)
+            .chain(probes);
+        let relist = (!self.shared.runtime_pushes_events.load(Ordering::Relaxed))
+            .then(|| now + RELIST_PERIOD);
+        backoffs
+            .filter(|at| *at > now)
+            .chain(relist)
+            .chain(retry)
+            .min()
+    }
+}

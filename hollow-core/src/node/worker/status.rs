@@ -1,0 +1,143 @@
+//! What the worker writes to the API server: the pod's status, and its final delete.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use super::{PodWorker, RETRY_DELAY};
+use crate::node::phases::phase_index;
+use crate::node::pod_status::{PodFacts, compute};
+use crate::pod::ContainerKind;
+
+impl PodWorker {
+    /// Graceful deletion: stop within the grace period, write the terminal status, then
+    /// delete with grace period 0 and this pod's UID as precondition.
+    pub(super) async fn terminate_and_delete(&mut self) {
+        if self.retry_at.is_some_and(|at| at > Instant::now()) {
+            return;
+        }
+        let grace = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(Duration::from_secs(30), Duration::from_secs);
+        if !self.terminal {
+            self.stop_everything(grace).await;
+            self.terminal = true;
+        }
+        let all_succeeded = self
+            .init
+            .iter()
+            .filter(|c| c.kind != ContainerKind::Init)
+            .chain(&self.regular)
+            .all(|c| c.exit_code().is_none_or(|code| code == 0));
+        let phase = if all_succeeded { "Succeeded" } else { "Failed" };
+        if !self.write_status(Some(phase)).await {
+            self.retry_at = Some(Instant::now() + RETRY_DELAY);
+            return;
+        }
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.pods_api().delete(self.name(), &params).await {
+            Ok(_) => self.deleted = true,
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
+                self.deleted = true
+            }
+            Err(error) => {
+                tracing::warn!(pod = %self.name(), %error, "cannot delete the pod");
+                self.retry_at = Some(Instant::now() + RETRY_DELAY);
+            }
+        }
+    }
+
+    /// Writes the status if it differs from what the API holds; returns false when a
+    /// write failed.
+    pub(super) async fn write_status(&mut self, phase_override: Option<&str>) -> bool {
+        if self.shared.cut_off() {
+            // A node cut off from the API server writes nothing; it catches up on resume.
+            return false;
+        }
+        let host_ips: Vec<IpAddr> = self.shared.node_ips().to_vec();
+        let facts = PodFacts {
+            pod: &self.pod,
+            init: &self.init,
+            regular: &self.regular,
+            sandbox_ready: self.sandbox.is_some() && !self.sandbox_stopped,
+            pod_ips: &self.pod_ips,
+            host_ips: &host_ips,
+            runtime_name: &self.shared.runtime_name,
+            start_time: self.start_time,
+        };
+        let mut status = compute(&facts, Timestamp::now());
+        if let Some(phase) = phase_override {
+            status.phase = Some(phase.into());
+        }
+        let phase = phase_index(status.phase.as_deref().unwrap_or("Unknown"));
+        self.inbox.phase.store(phase, Ordering::Relaxed);
+        let Ok(new) = serde_json::to_value(&status) else {
+            return false;
+        };
+        let observed = serde_json::to_value(self.pod.status.clone().unwrap_or_default())
+            .unwrap_or(Value::Null);
+        let diff = top_level_diff(&observed, &new);
+        if diff.is_empty() {
+            return true;
+        }
+        let patch = json!({ "metadata": { "uid": self.uid }, "status": diff });
+        match self
+            .pods_api()
+            .patch_status(
+                self.name(),
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await
+        {
+            Ok(pod) => {
+                self.observe(Arc::new(crate::node::shared::slimmed(pod)));
+                true
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                self.deleted = true;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(pod = %self.name(), %error, "pod status update failed");
+                self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                false
+            }
+        }
+    }
+}
+
+/// The top-level fields of `new` that differ from `old`, and `null` for the ones `new`
+/// dropped.
+pub(super) fn top_level_diff(old: &Value, new: &Value) -> Map<String, Value> {
+    let empty = Map::new();
+    let old = old.as_object().unwrap_or(&empty);
+    let new = new.as_object().unwrap_or(&empty);
+    let mut diff: Map<String, Value> = new
+        .iter()
+        .filter(|(key, value)| old.get(*key) != Some(value))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            diff.insert(key.clone(), Value::Null);
+        }
+    }
+    diff
+}

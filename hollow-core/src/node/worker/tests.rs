@@ -1,0 +1,30 @@
+//! Tests of the pod worker's status diffs and back-offs.
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::Backoff;
+use super::status::top_level_diff;
+
+#[test]
+fn diffs_cover_changes_and_removals() {
+    let old = json!({ "phase": "Pending", "podIP": "10.0.0.2", "qosClass": "BestEffort" });
+    let new = json!({ "phase": "Running", "qosClass": "BestEffort", "hostIP": "127.0.0.1" });
+    let diff = top_level_diff(&old, &new);
+    assert_eq!(
+        Value::Object(diff),
+        json!({ "phase": "Running", "hostIP": "127.0.0.1", "podIP": null })
+    );
+}
+
+#[test]
+fn backoff_doubles_to_five_minutes() {
+    let now = Instant::now();
+    let mut backoff = Backoff::next(None, now);
+    let mut delays = vec![backoff.delay.as_secs()];
+    for _ in 0..7 {
+        backoff = Backoff::next(Some(backoff), now);
+        delays.push(backoff.delay.as_secs());
+    }
+    assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300, 300]);
+}

@@ -1,0 +1,65 @@
+//! The log a fake container writes, computed from its times, never stored.
+
+use std::time::{Duration, SystemTime};
+
+use super::state::Container;
+use crate::annotations;
+use crate::runtime::types::{ContainerState, LogLine};
+
+/// How often a running fake container writes a log line.
+const LOG_TICK: Duration = Duration::from_secs(10);
+/// How many of those lines are kept (older ones are rotated away).
+const LOG_TICKS_KEPT: u32 = 1000;
+
+/// A fake container's log as of `now`: a start line, the pod's `hollow.dev/logs`
+/// lines, a line every 10 s while it runs, and an exit line. A created container has
+/// logged nothing.
+pub(super) fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
+    let c = &container.config;
+    let (started_at, end, exit) = match &container.state {
+        ContainerState::Created { .. } => return Vec::new(),
+        ContainerState::Running { started_at } => (*started_at, now, None),
+        ContainerState::Exited {
+            started_at,
+            finished_at,
+            exit_code,
+            reason,
+            ..
+        } => (
+            *started_at,
+            *finished_at,
+            Some((*exit_code, reason.as_str())),
+        ),
+    };
+    let line = |time, text: String| LogLine { time, text };
+    let mut lines = vec![line(
+        started_at,
+        format!(
+            "hollow: container {} of pod {}/{} started (attempt {})",
+            c.name, c.pod_namespace, c.pod_name, c.attempt
+        ),
+    )];
+    if let Some(configured) = c.annotations.get(annotations::LOGS) {
+        lines.extend(
+            configured
+                .lines()
+                .map(|text| line(started_at, text.to_string())),
+        );
+    }
+    let ran = end.duration_since(started_at).unwrap_or_default();
+    let ticks = u32::try_from(ran.as_secs() / LOG_TICK.as_secs()).unwrap_or(u32::MAX);
+    for tick in ticks.saturating_sub(LOG_TICKS_KEPT) + 1..=ticks {
+        let after = LOG_TICK * tick;
+        lines.push(line(
+            started_at + after,
+            format!("hollow: {} running for {}s", c.name, after.as_secs()),
+        ));
+    }
+    if let Some((code, reason)) = exit {
+        lines.push(line(
+            end,
+            format!("hollow: {} exited with code {code} ({reason})", c.name),
+        ));
+    }
+    lines
+}

@@ -1,0 +1,307 @@
+//! The [`RuntimeService`] the fake is: each call is recorded, may fail on script, and
+//! works on the in-memory state.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use super::FakeRuntime;
+use super::RuntimeMethod as Method;
+use super::ids::{image_ref, new_id};
+use super::ips::{allocate_ip, parse_cidr, release_ip, set_pod_cidr};
+use super::logs::generated_logs;
+use super::pulls::planned_pull;
+use super::state::{Container, Sandbox};
+use super::steps::behavior_of;
+use super::streaming::{FakeAttach, FakeShell, echo_connection};
+use crate::error::{Error, Result};
+use crate::runtime::RuntimeService;
+use crate::runtime::streaming::{PortStream, Process};
+use crate::runtime::types::{
+    ContainerConfig, ContainerEvent, ContainerState, ContainerStatus, LogLine, PodAction,
+    PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
+};
+
+#[async_trait]
+impl RuntimeService for FakeRuntime {
+    async fn version(&self) -> Result<RuntimeVersion> {
+        let _state = self.enter(Method::Version, "")?;
+        Ok(RuntimeVersion {
+            name: "hollow".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+    }
+
+    async fn update_pod_cidr(&self, cidr: &str) -> Result<()> {
+        let mut state = self.enter(Method::UpdatePodCidr, cidr)?;
+        let parsed = parse_cidr(cidr)?;
+        set_pod_cidr(&mut state, parsed);
+        Ok(())
+    }
+
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
+        let mut state = self.enter(
+            Method::RunPodSandbox,
+            format!("{}/{}", config.namespace, config.name),
+        )?;
+        let ip = if config.host_network {
+            None
+        } else {
+            Some(allocate_ip(&mut state)?)
+        };
+        let id = new_id(&mut state, &config.uid);
+        state.sandboxes.insert(
+            id.clone(),
+            Sandbox {
+                state: SandboxState::Ready,
+                ip,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus> {
+        let state = self.enter(Method::PodSandboxStatus, sandbox_id)?;
+        let sandbox = state
+            .sandboxes
+            .get(sandbox_id)
+            .ok_or_else(|| Error::not_found("sandbox", sandbox_id))?;
+        Ok(PodSandboxStatus {
+            id: sandbox_id.to_string(),
+            state: sandbox.state,
+            ips: sandbox.ip.map(IpAddr::V4).into_iter().collect(),
+        })
+    }
+
+    async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        let events = {
+            let mut state = self.enter(Method::StopPodSandbox, sandbox_id)?;
+            let Some(sandbox) = state.sandboxes.get_mut(sandbox_id) else {
+                return Ok(());
+            };
+            sandbox.state = SandboxState::NotReady;
+            let mut events = Vec::new();
+            for (id, container) in state.containers.iter_mut() {
+                if container.sandbox_id == sandbox_id {
+                    events.extend(container.exit(id, 0, "Completed"));
+                }
+            }
+            events
+        };
+        for event in events {
+            self.inner.emit(event);
+        }
+        Ok(())
+    }
+
+    async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        let mut state = self.enter(Method::RemovePodSandbox, sandbox_id)?;
+        if let Some(sandbox) = state.sandboxes.remove(sandbox_id) {
+            if let Some(ip) = sandbox.ip {
+                release_ip(&mut state, ip);
+            }
+            state.containers.retain(|_, c| c.sandbox_id != sandbox_id);
+        }
+        Ok(())
+    }
+
+    async fn pull_image(&self, image: &str, pod: &PodSandboxConfig) -> Result<String> {
+        let (wait, failure) = {
+            let state = self.enter(Method::PullImage, image)?;
+            planned_pull(&state, image, pod)?
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        match failure {
+            Some(message) => Err(Error::InvalidInput(message)),
+            None => Ok(image_ref(image)),
+        }
+    }
+
+    async fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String> {
+        let mut state = self.enter(
+            Method::CreateContainer,
+            format!("{sandbox_id}/{}", config.name),
+        )?;
+        match state.sandboxes.get(sandbox_id) {
+            None => return Err(Error::not_found("sandbox", sandbox_id)),
+            Some(sandbox) if sandbox.state != SandboxState::Ready => {
+                return Err(Error::InvalidInput(format!(
+                    "sandbox {sandbox_id} is not ready"
+                )));
+            }
+            Some(_) => {}
+        }
+        let id = new_id(
+            &mut state,
+            &format!("{sandbox_id}/{}/{}", config.name, config.attempt),
+        );
+        state.containers.insert(
+            id.clone(),
+            Container {
+                config: config.clone(),
+                sandbox_id: sandbox_id.to_string(),
+                image_ref: image_ref(&config.image),
+                state: ContainerState::Created {
+                    created_at: SystemTime::now(),
+                },
+                ready: None,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start_container(&self, container_id: &str) -> Result<()> {
+        let (behavior, event) = {
+            let mut state = self.enter(Method::StartContainer, container_id)?;
+            let script = state.behavior.clone();
+            let lifecycle = state.lifecycle.clone();
+            let container = state
+                .containers
+                .get_mut(container_id)
+                .ok_or_else(|| Error::not_found("container", container_id))?;
+            if !matches!(container.state, ContainerState::Created { .. }) {
+                return Err(Error::InvalidInput(format!(
+                    "container {container_id} was started before"
+                )));
+            }
+            let behavior = behavior_of(&container.config, script.as_ref(), lifecycle.as_deref())?;
+            container.state = ContainerState::Running {
+                started_at: SystemTime::now(),
+            };
+            (behavior, container.event(container_id))
+        };
+        self.inner.emit(event);
+        let (delay, steps) = behavior.into_script();
+        self.play(container_id.to_string(), delay, steps);
+        Ok(())
+    }
+
+    async fn stop_container(&self, container_id: &str, timeout: Duration) -> Result<()> {
+        drop(self.enter(Method::StopContainer, container_id)?);
+        let code = if timeout.is_zero() {
+            0
+        } else {
+            self.stop_gracefully(container_id, timeout).await
+        };
+        let event = {
+            let mut state = self.lock();
+            let container = state
+                .containers
+                .get_mut(container_id)
+                .ok_or_else(|| Error::not_found("container", container_id))?;
+            let reason = if code == 0 { "Completed" } else { "Error" };
+            container.exit(container_id, code, reason)
+        };
+        if let Some(event) = event {
+            self.inner.emit(event);
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, container_id: &str) -> Result<()> {
+        let mut state = self.enter(Method::RemoveContainer, container_id)?;
+        state.containers.remove(container_id);
+        Ok(())
+    }
+
+    async fn container_status(&self, container_id: &str) -> Result<ContainerStatus> {
+        let state = self.enter(Method::ContainerStatus, container_id)?;
+        state
+            .containers
+            .get(container_id)
+            .map(|container| container.status(container_id))
+            .ok_or_else(|| Error::not_found("container", container_id))
+    }
+
+    async fn list_containers<'a>(
+        &self,
+        sandbox_id: Option<&'a str>,
+    ) -> Result<Vec<ContainerStatus>> {
+        let state = self.enter(Method::ListContainers, sandbox_id.unwrap_or_default())?;
+        Ok(state
+            .containers
+            .iter()
+            .filter(|(_, c)| sandbox_id.is_none_or(|sandbox| c.sandbox_id == sandbox))
+            .map(|(id, c)| c.status(id))
+            .collect())
+    }
+
+    async fn container_logs(
+        &self,
+        container_id: &str,
+        tail: Option<usize>,
+    ) -> Result<Vec<LogLine>> {
+        let state = self.enter(Method::ContainerLogs, container_id)?;
+        let container = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| Error::not_found("container", container_id))?;
+        let lines = generated_logs(container, SystemTime::now());
+        let skip = tail.map_or(0, |tail| lines.len().saturating_sub(tail));
+        Ok(lines.into_iter().skip(skip).collect())
+    }
+
+    async fn exec(
+        &self,
+        container_id: &str,
+        command: &[String],
+        _tty: bool,
+    ) -> Result<Box<dyn Process>> {
+        let state = self.enter(Method::Exec, container_id)?;
+        if state.streaming_disabled {
+            return Err(Error::Unsupported("exec"));
+        }
+        let container = state.running_container(container_id)?;
+        Ok(Box::new(FakeShell {
+            command: command.to_vec(),
+            hostname: container.config.pod_name.clone(),
+            scripted: state.exec_outputs.clone(),
+        }))
+    }
+
+    async fn attach(&self, container_id: &str, _tty: bool) -> Result<Box<dyn Process>> {
+        let state = self.enter(Method::Attach, container_id)?;
+        if state.streaming_disabled {
+            return Err(Error::Unsupported("attach"));
+        }
+        state.running_container(container_id)?;
+        Ok(Box::new(FakeAttach {
+            runtime: self.clone(),
+            container_id: container_id.to_string(),
+        }))
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<Box<dyn PortStream>> {
+        let state = self.enter(Method::PortForward, sandbox_id)?;
+        if state.streaming_disabled {
+            return Err(Error::Unsupported("port forward"));
+        }
+        if !state.sandboxes.contains_key(sandbox_id) {
+            return Err(Error::not_found("sandbox", sandbox_id));
+        }
+        let listening = state.containers.values().any(|c| {
+            c.sandbox_id == sandbox_id
+                && matches!(c.state, ContainerState::Running { .. })
+                && c.config.ports.contains(&port)
+        });
+        if !listening {
+            return Err(Error::InvalidInput(format!(
+                "failed to connect to localhost:{port} inside the pod's network: \
+                 connection refused (no running container declares port {port})"
+            )));
+        }
+        Ok(echo_connection())
+    }
+
+    fn subscribe(&self) -> Option<broadcast::Receiver<ContainerEvent>> {
+        Some(self.inner.subscribe_events())
+    }
+
+    fn subscribe_actions(&self) -> Option<broadcast::Receiver<PodAction>> {
+        Some(self.inner.subscribe_actions())
+    }
+}

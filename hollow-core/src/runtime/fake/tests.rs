@@ -1,0 +1,279 @@
+//! The fake as a node uses it: through [`RuntimeService`] calls.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::{Behavior, FakeRuntime, RuntimeMethod};
+use crate::error::Error;
+use crate::lifecycle::Lifecycle;
+use crate::runtime::RuntimeService;
+use crate::runtime::types::{ContainerConfig, ContainerState, PodActionKind, PodSandboxConfig};
+
+#[tokio::test]
+async fn ips_are_allocated_and_released() {
+    let fake = FakeRuntime::default();
+    let config = PodSandboxConfig::default();
+    assert!(matches!(
+        fake.run_pod_sandbox(&config).await,
+        Err(Error::InvalidInput(_))
+    ));
+    fake.update_pod_cidr("10.0.0.0/30").await.unwrap();
+    let first = fake.run_pod_sandbox(&config).await.unwrap();
+    // A /30 has one usable pod address after the gateway.
+    assert!(fake.run_pod_sandbox(&config).await.is_err());
+    fake.remove_pod_sandbox(&first).await.unwrap();
+    let again = fake.run_pod_sandbox(&config).await.unwrap();
+    let ips = fake.pod_sandbox_status(&again).await.unwrap().ips;
+    assert_eq!(ips, vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
+    let host = PodSandboxConfig {
+        host_network: true,
+        ..Default::default()
+    };
+    let sandbox = fake.run_pod_sandbox(&host).await.unwrap();
+    assert!(
+        fake.pod_sandbox_status(&sandbox)
+            .await
+            .unwrap()
+            .ips
+            .is_empty()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn scripted_exits_are_pushed_as_events() {
+    let fake = FakeRuntime::default();
+    fake.set_behavior(|_| Behavior::Exit {
+        after: Duration::from_secs(5),
+        code: 3,
+    });
+    let mut events = fake.subscribe().unwrap();
+    fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
+    let sandbox = fake
+        .run_pod_sandbox(&PodSandboxConfig::default())
+        .await
+        .unwrap();
+    let config = ContainerConfig {
+        name: "c".into(),
+        pod_uid: "uid-1".into(),
+        ..Default::default()
+    };
+    let id = fake.create_container(&sandbox, &config).await.unwrap();
+    fake.start_container(&id).await.unwrap();
+    let started = events.recv().await.unwrap();
+    assert!(matches!(started.state, ContainerState::Running { .. }));
+    let exited = events.recv().await.unwrap();
+    assert_eq!(exited.pod_uid, "uid-1");
+    match exited.state {
+        ContainerState::Exited {
+            exit_code, reason, ..
+        } => {
+            assert_eq!((exit_code, reason.as_str()), (3, "Error"));
+        }
+        other => panic!("expected an exit, got {other:?}"),
+    }
+}
+
+async fn started(fake: &FakeRuntime, config: ContainerConfig) -> String {
+    fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
+    let sandbox = fake
+        .run_pod_sandbox(&PodSandboxConfig::default())
+        .await
+        .unwrap();
+    let id = fake.create_container(&sandbox, &config).await.unwrap();
+    fake.start_container(&id).await.unwrap();
+    id
+}
+
+fn regular(pod: &str) -> ContainerConfig {
+    ContainerConfig {
+        name: "app".into(),
+        image: "nginx".into(),
+        pod_name: pod.into(),
+        pod_namespace: "default".into(),
+        pod_uid: format!("uid-{pod}"),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifecycle_steps_flap_readiness_and_ask_for_actions() {
+    let lifecycle = Lifecycle::from_yaml(
+        "containers:\n  - delay: 1s\n    steps: [ {ready: false}, {event: {type: Warning, reason: Flap}}, {wait: 2s}, {ready: true}, {wait: 2s}, repeat ]\n",
+        "t",
+    )
+    .unwrap();
+    let fake = FakeRuntime::default().with_lifecycle(lifecycle);
+    let mut actions = fake.subscribe_actions().unwrap();
+    let id = started(&fake, regular("p")).await;
+    assert_eq!(fake.container_status(&id).await.unwrap().ready, None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fake.container_status(&id).await.unwrap().ready, Some(false));
+    let action = actions.recv().await.unwrap();
+    assert_eq!(
+        (action.name.as_str(), action.pod_uid.as_str()),
+        ("p", "uid-p")
+    );
+    assert!(matches!(action.kind, PodActionKind::Event(ref e) if e.reason == "Flap"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.container_status(&id).await.unwrap().ready, Some(true));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.container_status(&id).await.unwrap().ready, Some(false));
+    // Stopping the container ends the play.
+    fake.stop_container(&id, Duration::ZERO).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(matches!(
+        fake.container_status(&id).await.unwrap().state,
+        ContainerState::Exited { exit_code: 0, .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifecycle_oom_kills_and_pull_errors() {
+    let lifecycle = Lifecycle::from_yaml(
+        "containers:\n  - steps: [ {wait: 3s}, oomKill ]\npulls:\n  - match: {images: [broken]}\n    steps: [ {wait: 1s}, {pullError: manifest unknown} ]\n",
+        "t",
+    )
+    .unwrap();
+    let fake = FakeRuntime::default().with_lifecycle(lifecycle);
+    let id = started(&fake, regular("p")).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    match fake.container_status(&id).await.unwrap().state {
+        ContainerState::Exited {
+            exit_code, reason, ..
+        } => assert_eq!((exit_code, reason.as_str()), (137, "OOMKilled")),
+        other => panic!("expected an OOM kill, got {other:?}"),
+    }
+    let pod = PodSandboxConfig::default();
+    let before = tokio::time::Instant::now();
+    let error = fake.pull_image("broken", &pod).await.unwrap_err();
+    assert!(error.to_string().contains("manifest unknown"), "{error}");
+    assert!(before.elapsed() >= Duration::from_secs(1));
+    assert!(fake.pull_image("nginx", &pod).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn deletion_rules_stop_within_the_grace_period() {
+    let lifecycle = Lifecycle::from_yaml(
+        "deletions:\n  - match: {containers: [slow]}\n    steps: [ {wait: 1m}, {exit: {code: 0}} ]\n  - match: {containers: [app]}\n    steps: [ {wait: 2s}, removeFinalizers, {exit: {code: 143}} ]\n",
+        "t",
+    )
+    .unwrap();
+    let fake = FakeRuntime::default().with_lifecycle(lifecycle);
+    let mut actions = fake.subscribe_actions().unwrap();
+    let app = started(&fake, regular("p")).await;
+    let before = tokio::time::Instant::now();
+    fake.stop_container(&app, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(before.elapsed().as_secs(), 2);
+    assert_eq!(
+        actions.recv().await.unwrap().kind,
+        PodActionKind::RemoveFinalizers
+    );
+    let exit_code = |state| match state {
+        ContainerState::Exited { exit_code, .. } => exit_code,
+        other => panic!("expected an exit, got {other:?}"),
+    };
+    assert_eq!(
+        exit_code(fake.container_status(&app).await.unwrap().state),
+        143
+    );
+    let slow = started(
+        &fake,
+        ContainerConfig {
+            name: "slow".into(),
+            ..regular("q")
+        },
+    )
+    .await;
+    let before = tokio::time::Instant::now();
+    fake.stop_container(&slow, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        before.elapsed().as_secs(),
+        5,
+        "killed at the end of the grace period"
+    );
+    assert_eq!(
+        exit_code(fake.container_status(&slow).await.unwrap().state),
+        137
+    );
+}
+
+#[tokio::test]
+async fn faults_fail_the_next_calls_only() {
+    let fake = FakeRuntime::default();
+    fake.inject_fault(RuntimeMethod::Version, 1);
+    assert!(matches!(fake.version().await, Err(Error::Injected(_))));
+    assert!(fake.version().await.is_ok());
+    assert_eq!(fake.calls_to(RuntimeMethod::Version), 2);
+    fake.fail_pulls_of("bad:1", "manifest unknown");
+    assert!(
+        fake.pull_image("bad:1", &PodSandboxConfig::default())
+            .await
+            .is_err()
+    );
+    fake.allow_pulls_of("bad:1");
+    assert!(
+        fake.pull_image("bad:1", &PodSandboxConfig::default())
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn unknown_ids_are_not_found() {
+    let fake = FakeRuntime::default();
+    assert!(
+        fake.container_status("nope")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        fake.start_container("nope")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        fake.pod_sandbox_status("nope")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(fake.remove_pod_sandbox("nope").await.is_ok());
+}
+
+#[tokio::test]
+async fn calls_are_recorded_with_their_method_and_main_argument() {
+    let fake = FakeRuntime::default();
+    fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
+    let sandbox = fake
+        .run_pod_sandbox(&PodSandboxConfig {
+            namespace: "ns".into(),
+            name: "p".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    fake.inject_fault(RuntimeMethod::StopPodSandbox, 1);
+    let error = fake.stop_pod_sandbox(&sandbox).await.unwrap_err();
+    assert!(matches!(error, Error::Injected(ref method) if method == "stop_pod_sandbox"));
+    let methods: Vec<_> = fake.calls().iter().map(|call| call.method).collect();
+    assert_eq!(
+        methods,
+        [
+            RuntimeMethod::UpdatePodCidr,
+            RuntimeMethod::RunPodSandbox,
+            RuntimeMethod::StopPodSandbox
+        ]
+    );
+    assert_eq!(fake.calls()[1].arg, "ns/p");
+    assert_eq!(fake.calls_to(RuntimeMethod::StopPodSandbox), 1);
+    assert_eq!(
+        RuntimeMethod::StopPodSandbox.to_string(),
+        "stop_pod_sandbox"
+    );
+}
