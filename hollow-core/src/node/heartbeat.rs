@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
 
-use super::node_status::{StatusInputs, Written, compute, stamp};
+use super::node_status::{StatusInputs, Written, compute, ready_digest, stamp};
 use super::shared::NodeShared;
 
 /// The namespace kubelets keep their Leases in.
@@ -56,6 +56,12 @@ pub(crate) struct Slot {
     generation: AtomicU64,
     /// Set when a beat is asked for at once: it renews and writes whatever is due.
     resumed: AtomicBool,
+    /// The status of the Node's Ready condition as the API server last showed it (a
+    /// digest; 0 until seen), from the process's Node watch: when someone else changed
+    /// it (the node lifecycle controller's `Unknown` after a freeze or late renewals),
+    /// the next status period writes the node's own again, as the kubelet, which
+    /// compares with the Node it reads, does.
+    server_ready: AtomicU64,
     driver: OnceLock<Heartbeats>,
 }
 
@@ -99,6 +105,19 @@ impl Heartbeats {
             let generation = slot.generation.load(Ordering::Relaxed);
             let _ = self.due.send((shared.clone(), Instant::now(), generation));
         }
+    }
+}
+
+/// Records the Node's conditions as the API server holds them now (a Node watch event):
+/// a Ready condition other than the one the node wrote is written again within a
+/// status period.
+pub(crate) fn observe_server_conditions(shared: &NodeShared, conditions: &[NodeCondition]) {
+    let ready = ready_digest(conditions);
+    if ready != 0 {
+        shared
+            .heartbeat
+            .server_ready
+            .store(ready, Ordering::Relaxed);
     }
 }
 
@@ -300,7 +319,16 @@ impl State {
         };
         let due = self.report_due.is_none_or(|at| Instant::now() >= at);
         let changed = self.written.as_ref().is_none_or(|old| old.differs(&status));
-        if !(changed || due || self.force_write) {
+        let server_ready = shared.heartbeat.server_ready.load(Ordering::Relaxed);
+        let overwritten = server_ready != 0
+            && self
+                .written
+                .as_ref()
+                .is_some_and(|old| old.ready_differs(server_ready));
+        if overwritten {
+            tracing::info!(node = %config.name, "the API server holds another Ready condition than the node wrote: writing it again");
+        }
+        if !(changed || due || self.force_write || overwritten) {
             return;
         }
         stamp(&mut status, self.written.as_ref(), Timestamp::now());

@@ -274,6 +274,16 @@ impl Written {
         }
     }
 
+    /// Whether the API server's Ready condition, as [`ready_digest`] of its status,
+    /// says something else than the written one.
+    pub(crate) fn ready_differs(&self, server_ready: u64) -> bool {
+        let ready = digest_of("Ready");
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == ready)
+            .is_some_and(|c| c.status != server_ready)
+    }
+
     /// Whether `status` differs from the written one in anything but condition times.
     pub(crate) fn differs(&self, status: &NodeStatus) -> bool {
         status_digest(status) != self.digest
@@ -288,6 +298,14 @@ impl Written {
             .filter(|c| c.status == status)
             .and_then(|c| c.since)
     }
+}
+
+/// A digest of the status of the Ready condition among `conditions` (0: none).
+pub(crate) fn ready_digest(conditions: &[NodeCondition]) -> u64 {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map_or(0, |c| digest_of(c.status.as_str()))
 }
 
 /// Sets every condition's heartbeat to `now`, and its transition time to `now` where

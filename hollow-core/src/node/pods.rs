@@ -10,7 +10,6 @@ use std::sync::{Arc, OnceLock};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
@@ -103,15 +102,16 @@ impl PodRouter {
         }
     }
 
-    /// Watches the metadata of Nodes matching `field_selector` (only metadata: the
-    /// fault annotations are all a node needs) until cancelled.
+    /// Watches the Nodes matching `field_selector` until cancelled: their fault
+    /// annotations, and their Ready condition as the API server holds it (which the
+    /// node writes again when someone else changed it).
     pub(crate) async fn run_nodes(
         self: Arc<Self>,
         client: kube::Client,
         field_selector: Option<String>,
         cancel: CancellationToken,
     ) {
-        let api: Api<PartialObjectMeta<Node>> = Api::all(client);
+        let api: Api<Node> = Api::all(client);
         let mut config = watcher::Config::default();
         if let Some(selector) = &field_selector {
             config = config.fields(selector);
@@ -139,6 +139,11 @@ impl PodRouter {
                                 .as_ref()
                                 .unwrap_or(&Default::default()),
                         );
+                        if let Some(conditions) =
+                            node.status.as_ref().and_then(|s| s.conditions.as_deref())
+                        {
+                            super::heartbeat::observe_server_conditions(&shared, conditions);
+                        }
                     }
                 }
                 Some(Err(error)) => tracing::warn!(%error, "node watch failed; retrying"),
