@@ -190,6 +190,23 @@ async fn three_nodes_run_a_deployment_of_thirty() -> anyhow::Result<()> {
                 "PodScheduled"
             ]
         );
+        // Conditions that turned True keep no reason or message from when they were
+        // False: the kubelet's status patch removes what is gone.
+        for condition in status.conditions.as_ref().unwrap() {
+            assert_eq!(condition.status, "True", "{condition:?}");
+            assert!(
+                condition.reason.is_none() && condition.message.is_none(),
+                "stale condition text: {condition:?}"
+            );
+        }
+        let state = status.container_statuses.as_ref().unwrap()[0]
+            .state
+            .clone()
+            .unwrap();
+        assert!(
+            state.running.is_some() && state.waiting.is_none() && state.terminated.is_none(),
+            "a running container has only its running state: {state:?}"
+        );
         let node_name = pod.spec.as_ref().unwrap().node_name.clone().unwrap();
         let cidr = nodes.get(&node_name).await?.spec.unwrap().pod_cidr.unwrap();
         let ip = status.pod_ip.clone().unwrap();
@@ -523,11 +540,28 @@ async fn a_node_runs_with_its_own_certificate_under_node_restriction() -> anyhow
         .await?;
     node.wait_ready(WAIT).await?;
     let pods: Api<Pod> = Api::namespaced(env.client(), "default");
-    let spec =
-        json!({ "nodeName": "restricted", "containers": [{ "name": "c", "image": "busybox" }] });
+    // Ready 2 s after it runs: written not ready (ContainersNotReady), then Ready.
+    let spec = json!({ "nodeName": "restricted", "containers": [{
+        "name": "c", "image": "busybox",
+        "readinessProbe": { "exec": { "command": ["true"] }, "initialDelaySeconds": 2 },
+    }] });
     pods.create(&PostParams::default(), &pod("mine", spec))
         .await?;
-    wait_pod(&pods, "mine", "mine Running", |p| phase(p) == "Running").await;
+    let mine = wait_pod(&pods, "mine", "mine Running and Ready", |p| {
+        phase(p) == "Running" && condition(p, "Ready") == Some("True")
+    })
+    .await;
+    // Bound by spec.nodeName, no scheduler saw it: the kubelet writes PodScheduled.
+    assert_eq!(condition(&mine, "PodScheduled"), Some("True"));
+    // Conditions that turned True keep no reason or message from when they were False:
+    // the kubelet's status patch removes what is gone.
+    for condition in mine.status.as_ref().unwrap().conditions.as_ref().unwrap() {
+        assert_eq!(condition.status, "True", "{condition:?}");
+        assert!(
+            condition.reason.is_none() && condition.message.is_none(),
+            "stale condition text: {condition:?}"
+        );
+    }
     pods.delete("mine", &Default::default()).await?;
     eventually("mine to be deleted by the node", WAIT, || async {
         match pods.get_opt("mine").await.map_err(|e| e.to_string())? {
@@ -858,6 +892,54 @@ async fn sick_and_pressured_nodes_are_seen_by_the_scheduler_and_controllers() ->
         phase(p) == "Running"
     })
     .await;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// A pod past its `activeDeadlineSeconds` is killed and failed by the kubelet's active
+/// deadline handler (pkg/kubelet/active_deadline.go): phase Failed, reason
+/// DeadlineExceeded and its message, containers terminated; a pod without a deadline
+/// on the same node runs on.
+#[tokio::test]
+async fn a_pod_past_its_active_deadline_fails_as_the_kubelet_fails_it() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().scheduler(false).start().await?;
+    let node = HollowNode::builder("deadline")
+        .build()?
+        .start(env.client())
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    for (name, deadline) in [("bounded", Some(3)), ("unbounded", None)] {
+        let spec = json!({
+            "nodeName": "deadline",
+            "activeDeadlineSeconds": deadline,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{ "name": "c", "image": "busybox" }],
+        });
+        pods.create(&PostParams::default(), &pod(name, spec))
+            .await?;
+    }
+    let failed = wait_pod(&pods, "bounded", "bounded Failed", |p| phase(p) == "Failed").await;
+    let status = failed.status.as_ref().unwrap();
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+    let started = status.start_time.as_ref().unwrap().0;
+    let container = &status.container_statuses.as_ref().unwrap()[0];
+    let terminated = container.state.as_ref().unwrap().terminated.as_ref();
+    assert!(terminated.is_some(), "{container:?}");
+    let finished = terminated.unwrap().finished_at.as_ref().unwrap().0;
+    assert!(
+        finished.duration_since(started).as_secs_f64() >= 3.0,
+        "killed {:?} after its start, before its 3 s deadline",
+        finished.duration_since(started)
+    );
+    assert!(!container.ready);
+    assert_eq!(condition(&failed, "Ready"), Some("False"));
+    let unbounded = pods.get("unbounded").await?;
+    assert_eq!(phase(&unbounded), "Running");
     node.shutdown().await;
     Ok(())
 }

@@ -15,12 +15,16 @@ use k8s_openapi::jiff::Timestamp;
 use crate::pod::ContainerKind;
 use crate::runtime::ContainerState;
 
-/// The conditions the kubelet owns, in the order it writes them.
-const OWNED_CONDITIONS: [&str; 4] = [
+/// The conditions the kubelet owns, in the order it writes them
+/// (`generateAPIPodStatus` in pkg/kubelet/kubelet_pods.go). PodScheduled is among them:
+/// the kubelet writes it True for every pod it runs, so a pod bound by `spec.nodeName`,
+/// which no scheduler saw, has it too.
+const OWNED_CONDITIONS: [&str; 5] = [
     "PodReadyToStartContainers",
     "Initialized",
     "Ready",
     "ContainersReady",
+    "PodScheduled",
 ];
 
 /// What the engine knows of one container of the pod (one per spec entry).
@@ -368,6 +372,9 @@ fn owned_conditions(facts: &PodFacts<'_>, phase: &str, now: SystemTime) -> Vec<P
         initialized,
         ready,
         containers_ready,
+        // Its transition time is the scheduler's where it already said True
+        // (`updateLastTransitionTime` in pkg/kubelet/status/status_manager.go).
+        condition("PodScheduled", true, None, None),
     ]
 }
 

@@ -66,6 +66,26 @@ fn status(pod: &Pod, init: &[ContainerRecord], regular: &[ContainerRecord]) -> s
 }
 
 #[test]
+fn a_pod_bound_by_node_name_gets_pod_scheduled_from_the_kubelet() {
+    let mut pod = pod(json!({ "containers": [{ "name": "web", "image": "nginx:1.27" }] }));
+    pod.status = None;
+    let got = status(&pod, &[], &[running("web", 3)]);
+    let scheduled = got["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .cloned();
+    assert_eq!(
+        scheduled,
+        Some(
+            json!({ "type": "PodScheduled", "status": "True", "observedGeneration": 1,
+                     "lastTransitionTime": "2026-01-01T00:00:05Z" })
+        )
+    );
+}
+
+#[test]
 fn a_running_pod_matches_the_kubelet() {
     let pod = pod(json!({
         "containers": [
@@ -86,7 +106,10 @@ fn a_running_pod_matches_the_kubelet() {
               "lastTransitionTime": "2026-01-01T00:00:05Z" },
             { "type": "ContainersReady", "status": "True", "observedGeneration": 1,
               "lastTransitionTime": "2026-01-01T00:00:05Z" },
-            { "type": "PodScheduled", "status": "True",
+            // The kubelet's own PodScheduled (pkg/kubelet/kubelet_pods.go), with the
+            // pod's generation (PodObservedGenerationTracking, pkg/api/v1/pod/util.go)
+            // and the scheduler's transition time, its status being the same.
+            { "type": "PodScheduled", "status": "True", "observedGeneration": 1,
               "lastTransitionTime": "2026-01-01T00:00:00Z" },
         ],
         "hostIP": "127.0.0.1",

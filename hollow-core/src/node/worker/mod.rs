@@ -70,6 +70,8 @@ pub(crate) struct PodWorker {
     start_time: Timestamp,
     /// Set once the pod reached Succeeded or Failed: nothing runs any more.
     terminal: bool,
+    /// Set once the pod ran past its `activeDeadlineSeconds` and was killed for it.
+    deadline_exceeded: bool,
     /// Set once the final delete was sent.
     deleted: bool,
     retry_at: Option<Instant>,
@@ -132,6 +134,7 @@ impl PodWorker {
             start_failures: HashMap::new(),
             start_time: Timestamp::now(),
             terminal,
+            deadline_exceeded: false,
             deleted: false,
             retry_at: None,
         }
@@ -224,6 +227,18 @@ impl PodWorker {
             self.terminate_and_delete().await;
             return self.retry_at;
         }
+        if !self.terminal
+            && self
+                .active_deadline()
+                .is_some_and(|at| at <= Instant::now())
+        {
+            // The kubelet's active deadline handler evicts the pod: its containers are
+            // killed with the pod's grace period, and it fails (pkg/kubelet/active_deadline.go,
+            // applied in generateAPIPodStatus, pkg/kubelet/kubelet_pods.go).
+            self.deadline_exceeded = true;
+            self.terminal = true;
+            self.stop_everything(self.grace_period()).await;
+        }
         if drive && !self.terminal {
             self.refresh().await;
             if self.ensure_sandbox().await {
@@ -241,8 +256,36 @@ impl PodWorker {
         self.next_wake()
     }
 
-    /// The earliest future moment something is due: a back-off ending, a retry, or a
-    /// relist of a runtime that pushes no events. Expired back-offs are not due.
+    /// When the pod has been active on the node for its `activeDeadlineSeconds`, counted
+    /// from its start time, as the kubelet counts it.
+    fn active_deadline(&self) -> Option<Instant> {
+        let seconds = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let started = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map_or(self.start_time, |t| t.0);
+        let deadline = started + Duration::from_secs(u64::try_from(seconds).ok()?);
+        let left = std::time::SystemTime::from(deadline)
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Some(Instant::now() + left)
+    }
+
+    /// The pod's termination grace period (30 s unless its spec says otherwise).
+    fn grace_period(&self) -> Duration {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(Duration::from_secs(30), Duration::from_secs)
+    }
+
+    /// The earliest future moment something is due: a back-off ending, a retry, the
+    /// pod's active deadline, or a relist of a runtime that pushes no events. Expired
+    /// back-offs are not due.
     fn next_wake(&self) -> Option<Instant> {
         let now = Instant::now();
         let retry = self.retry_at.filter(|at| *at > now);
@@ -274,6 +317,7 @@ impl PodWorker {
         let relist = (!self.shared.runtime_pushes_events.load(Ordering::Relaxed))
             .then(|| now + RELIST_PERIOD);
         backoffs
+            .chain(self.active_deadline())
             .filter(|at| *at > now)
             .chain(relist)
             .chain(retry)

@@ -85,13 +85,20 @@ impl PodWorker {
         if let Some(phase) = phase_override {
             status.phase = Some(phase.into());
         }
+        if self.deadline_exceeded {
+            status.phase = Some("Failed".into());
+            status.reason = Some("DeadlineExceeded".into());
+            status.message =
+                Some("Pod was active on the node longer than the specified deadline".into());
+        }
         let phase = phase_index(status.phase.as_deref().unwrap_or("Unknown"));
         self.inbox.phase.store(phase, Ordering::Relaxed);
-        let Ok(new) = serde_json::to_value(&status) else {
+        let Ok(mut new) = serde_json::to_value(&status) else {
             return false;
         };
         let observed = serde_json::to_value(self.pod.status.clone().unwrap_or_default())
             .unwrap_or(Value::Null);
+        null_removed(&observed, &mut new);
         let diff = top_level_diff(&observed, &new);
         if diff.is_empty() {
             return true;
@@ -119,6 +126,56 @@ impl PodWorker {
                 self.retry_at = Some(Instant::now() + RETRY_DELAY);
                 false
             }
+        }
+    }
+}
+
+/// The key the API server merges the items of list `field` by in a strategic merge
+/// patch (the `patchMergeKey` of the pod status types), if it does.
+fn merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "conditions" => Some("type"),
+        "containerStatuses" | "initContainerStatuses" | "ephemeralContainerStatuses" => {
+            Some("name")
+        }
+        "resourceClaimStatuses" => Some("name"),
+        "podIPs" | "hostIPs" => Some("ip"),
+        "volumeMounts" => Some("mountPath"),
+        _ => None,
+    }
+}
+
+/// Sets `null` in `new` for every field that `old` has and `new` dropped, inside
+/// objects and inside the items of lists merged by key, so that a strategic merge patch
+/// of `new` removes them. The kubelet's status manager patches with a two-way merge
+/// patch from the old status to the new (`strategicpatch.CreateTwoWayMergePatch`, via
+/// `statusutil.PatchPodStatus` in pkg/kubelet/status/status_manager.go), which does the
+/// same: a condition that turned True loses its reason and message, a container that
+/// started loses its waiting state.
+pub(super) fn null_removed(old: &Value, new: &mut Value) {
+    let (Value::Object(old), Value::Object(new)) = (old, new) else {
+        return;
+    };
+    for (key, old_value) in old {
+        match new.get_mut(key) {
+            None => {
+                new.insert(key.clone(), Value::Null);
+            }
+            Some(new_value @ Value::Object(_)) => null_removed(old_value, new_value),
+            Some(Value::Array(items)) => {
+                let (Some(merge_key), Value::Array(old_items)) = (merge_key(key), old_value) else {
+                    continue;
+                };
+                for item in items.iter_mut() {
+                    let same = old_items
+                        .iter()
+                        .find(|old_item| old_item.get(merge_key) == item.get(merge_key));
+                    if let Some(old_item) = same {
+                        null_removed(old_item, item);
+                    }
+                }
+            }
+            Some(_) => {}
         }
     }
 }

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::Backoff;
-use super::status::top_level_diff;
+use super::status::{null_removed, top_level_diff};
 
 #[test]
 fn diffs_cover_changes_and_removals() {
@@ -14,6 +14,43 @@ fn diffs_cover_changes_and_removals() {
     assert_eq!(
         Value::Object(diff),
         json!({ "phase": "Running", "hostIP": "127.0.0.1", "podIP": null })
+    );
+}
+
+#[test]
+fn fields_gone_from_conditions_and_container_states_are_patched_away() {
+    let old = json!({
+        "conditions": [
+            { "type": "Ready", "status": "False", "reason": "ContainersNotReady",
+              "message": "containers with unready status: [app]" },
+            { "type": "PodScheduled", "status": "True" },
+        ],
+        "containerStatuses": [
+            { "name": "app", "state": { "waiting": { "reason": "ContainerCreating" } } },
+        ],
+    });
+    let mut new = json!({
+        "conditions": [
+            { "type": "Ready", "status": "True" },
+            { "type": "PodScheduled", "status": "True" },
+        ],
+        "containerStatuses": [
+            { "name": "app", "state": { "running": { "startedAt": "2026-01-01T00:00:03Z" } } },
+        ],
+    });
+    null_removed(&old, &mut new);
+    assert_eq!(
+        new,
+        json!({
+            "conditions": [
+                { "type": "Ready", "status": "True", "reason": null, "message": null },
+                { "type": "PodScheduled", "status": "True" },
+            ],
+            "containerStatuses": [
+                { "name": "app", "state": {
+                    "running": { "startedAt": "2026-01-01T00:00:03Z" }, "waiting": null } },
+            ],
+        })
     );
 }
 
