@@ -943,3 +943,73 @@ async fn a_pod_past_its_active_deadline_fails_as_the_kubelet_fails_it() -> anyho
     node.shutdown().await;
     Ok(())
 }
+
+/// Pods bound to a node they do not fit (by `spec.nodeName`, past the scheduler) are
+/// rejected at the kubelet's admission: Failed, the kubelet's reason and message, no
+/// container run (pkg/kubelet/lifecycle/predicate.go).
+#[tokio::test]
+async fn pods_that_do_not_fit_are_rejected_at_admission() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().scheduler(false).start().await?;
+    let node = HollowNode::builder("small")
+        .capacity("cpu", "1")
+        .build()?
+        .start(env.client())
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    let create = |name: &'static str, cpu: &'static str, host_port: Option<i32>| {
+        let pods = pods.clone();
+        async move {
+            let spec = json!({
+                "nodeName": "small",
+                "containers": [{
+                    "name": "c", "image": "busybox",
+                    "resources": { "requests": { "cpu": cpu } },
+                    "ports": [{ "containerPort": 80, "hostPort": host_port }],
+                }],
+            });
+            pods.create(&PostParams::default(), &pod(name, spec)).await
+        }
+    };
+    create("fits", "600m", Some(8080)).await?;
+    wait_pod(&pods, "fits", "fits Running", |p| phase(p) == "Running").await;
+    create("too-big", "600m", None).await?;
+    create("port-taken", "100m", Some(8080)).await?;
+    for (name, reason, message) in [
+        (
+            "too-big",
+            "OutOfcpu",
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 600, used: 600, capacity: 1000",
+        ),
+        (
+            "port-taken",
+            "NodePorts",
+            "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports",
+        ),
+    ] {
+        let rejected = wait_pod(&pods, name, "rejected", |p| phase(p) == "Failed").await;
+        let status = rejected.status.unwrap();
+        assert_eq!(status.reason.as_deref(), Some(reason), "{name}");
+        assert_eq!(status.message.as_deref(), Some(message), "{name}");
+        assert_eq!(status.qos_class.as_deref(), Some("Burstable"));
+        assert!(status.container_statuses.is_none(), "{name} ran nothing");
+        assert!(status.start_time.is_none(), "{name} never started");
+    }
+    assert_eq!(phase(&pods.get("fits").await?), "Running");
+    // A rejected pod is deleted as any finished pod is.
+    pods.delete("too-big", &Default::default()).await?;
+    eventually(
+        "the rejected pod to be deleted by the node",
+        WAIT,
+        || async {
+            match pods.get_opt("too-big").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(p) => Err(format!("{:?}", p.status.and_then(|s| s.phase))),
+            }
+        },
+    )
+    .await;
+    assert_eq!(phase(&pods.get("port-taken").await?), "Failed");
+    node.shutdown().await;
+    Ok(())
+}

@@ -19,6 +19,7 @@
 //! ```
 
 mod actions;
+mod admission;
 mod cluster;
 mod config;
 mod faults;

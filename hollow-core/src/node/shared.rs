@@ -332,6 +332,26 @@ impl NodeShared {
             .collect()
     }
 
+    /// The other pods the node runs that are not finished and came before `pod` (by
+    /// creation time, then name), which its admission counts as using the node: the
+    /// kubelet admits pods one at a time in that order.
+    pub(crate) fn pods_admitted_before(&self, pod: &Pod) -> Vec<Arc<Pod>> {
+        let key = |p: &Pod| {
+            (
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                p.metadata.name.clone(),
+            )
+        };
+        let own = key(pod);
+        self.workers
+            .lock()
+            .values()
+            .filter(|inbox| !matches!(inbox.phase.load(Ordering::Relaxed), 2 | 3))
+            .filter_map(|inbox| inbox.pod())
+            .filter(|other| other.metadata.uid != pod.metadata.uid && key(other) < own)
+            .collect()
+    }
+
     /// Tells a pod's worker the pod is gone from the API: it cleans up and ends.
     pub(crate) fn remove_pod(&self, uid: &str) {
         let inbox = self.workers.lock().remove(uid);

@@ -18,6 +18,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use tokio::time::Instant;
 
+use super::admission::{Rejection, admit};
+use super::heartbeat::{Observed, observe};
 use super::pod_status::{ContainerRecord, phase};
 use super::shared::{Delivery, NodeShared, PodInbox};
 use crate::backoff::Doubling;
@@ -72,6 +74,8 @@ pub(crate) struct PodWorker {
     terminal: bool,
     /// Set once the pod ran past its `activeDeadlineSeconds` and was killed for it.
     deadline_exceeded: bool,
+    /// Why the node refused the pod, if it did: it never runs.
+    rejected: Option<Box<Rejection>>,
     /// Set once the final delete was sent.
     deleted: bool,
     retry_at: Option<Instant>,
@@ -135,6 +139,7 @@ impl PodWorker {
             start_time: Timestamp::now(),
             terminal,
             deadline_exceeded: false,
+            rejected: None,
             deleted: false,
             retry_at: None,
         }
@@ -170,7 +175,40 @@ impl PodWorker {
         Api::namespaced(self.shared.client.clone(), namespace)
     }
 
+    /// Admits the pod as the kubelet does before it runs anything; a pod that does not
+    /// fit is failed with the kubelet's reason and message instead. Pods a kubelet
+    /// already started (they have a start time: admitted before this process started)
+    /// are not checked again.
+    async fn admit(&mut self) {
+        if self.terminal
+            || self.pod.metadata.deletion_timestamp.is_some()
+            || self
+                .pod
+                .status
+                .as_ref()
+                .is_some_and(|s| s.start_time.is_some())
+        {
+            return;
+        }
+        let Observed::Status(node) = observe(&self.shared).await else {
+            return;
+        };
+        let earlier = self.shared.pods_admitted_before(&self.pod);
+        let earlier: Vec<&k8s_openapi::api::core::v1::Pod> =
+            earlier.iter().map(AsRef::as_ref).collect();
+        let allocatable = node.allocatable.unwrap_or_default();
+        if let Err(rejection) = admit(&self.pod, &allocatable, &earlier) {
+            tracing::info!(pod = %self.name(), reason = %rejection.reason, "pod rejected at admission");
+            self.inbox
+                .phase
+                .store(super::phases::phase_index("Failed"), Ordering::Relaxed);
+            self.rejected = Some(Box::new(rejection));
+            self.terminal = true;
+        }
+    }
+
     pub(crate) async fn run(mut self) {
+        Box::pin(self.admit()).await;
         // The first pass drives the containers; later ones do only when the runtime
         // reported a change, a timer is due, or the pod is being deleted. A plain status
         // update (our own write's echo, a controller's condition) only gets a status pass.

@@ -12,8 +12,9 @@ use tokio::time::Instant;
 
 use super::{PodWorker, RETRY_DELAY};
 use crate::node::phases::phase_index;
-use crate::node::pod_status::{PodFacts, compute};
+use crate::node::pod_status::{PodFacts, compute, qos_class};
 use crate::pod::ContainerKind;
+use k8s_openapi::api::core::v1::PodStatus;
 
 impl PodWorker {
     /// Graceful deletion: stop within the grace period, write the terminal status, then
@@ -81,8 +82,20 @@ impl PodWorker {
             runtime_name: &self.shared.runtime_name,
             start_time: self.start_time,
         };
-        let mut status = compute(&facts, Timestamp::now());
-        if let Some(phase) = phase_override {
+        let mut status = match &self.rejected {
+            // The kubelet's `rejectPod` sets the phase, reason, message and QoS class and
+            // nothing else; the conditions stay as they were.
+            Some(rejection) => PodStatus {
+                phase: Some("Failed".into()),
+                reason: Some(rejection.reason.clone()),
+                message: Some(rejection.status_message()),
+                qos_class: Some(qos_class(&self.pod).into()),
+                conditions: self.pod.status.as_ref().and_then(|s| s.conditions.clone()),
+                ..Default::default()
+            },
+            None => compute(&facts, Timestamp::now()),
+        };
+        if let Some(phase) = phase_override.filter(|_| self.rejected.is_none()) {
             status.phase = Some(phase.into());
         }
         if self.deadline_exceeded {
