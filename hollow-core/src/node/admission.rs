@@ -5,13 +5,13 @@
 //! pkg/scheduler/eventhandlers.go and `noderesources.Fits`; the status written is
 //! `Kubelet.rejectPod`'s in pkg/kubelet/kubelet.go).
 //!
-//! Not yet checked: required node affinity and node selectors, and untolerated
-//! NoExecute taints (both need the Node's labels and taints, which a node does not
-//! keep).
+//! A pod with a node selector or required node affinity is matched against the Node as
+//! read when it is admitted (the kubelet's `getNodeAnyWay`). Not yet checked:
+//! untolerated NoExecute taints.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::quantity::parse_quantity;
@@ -125,11 +125,14 @@ fn conflict(a: &(String, String, i32), b: &(String, String, i32)) -> bool {
 const FIRST_CHECKED: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 
 /// Admits `pod` to a node with `allocatable` that already runs `admitted` (its other
-/// pods that are not finished), or says why the kubelet would refuse it.
+/// pods that are not finished), or says why the kubelet would refuse it. `node` is the
+/// Node object, for a pod that [constrains its node](super::affinity::constrains_node)
+/// (unchecked without it).
 pub(crate) fn admit(
     pod: &Pod,
     allocatable: &BTreeMap<String, Quantity>,
     admitted: &[&Pod],
+    node: Option<&Node>,
 ) -> Result<(), Rejection> {
     let insufficient = |resource: &str, requested: i64, used: i64, capacity: i64| Rejection {
         reason: match resource {
@@ -179,6 +182,17 @@ pub(crate) fn admit(
         if requested + used > capacity {
             return Err(insufficient(resource, requested, used, capacity));
         }
+    }
+    if let Some(node) = node
+        && super::affinity::constrains_node(pod)
+        && !super::affinity::matches(pod, node)
+    {
+        return Err(Rejection {
+            reason: "NodeAffinity".into(),
+            message:
+                "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
+                    .into(),
+        });
     }
     let taken: Vec<_> = admitted.iter().flat_map(|p| host_ports(p)).collect();
     if host_ports(pod)
@@ -233,23 +247,29 @@ mod tests {
     fn a_pod_that_does_not_fit_is_refused_as_the_kubelet_refuses_it() {
         let node = allocatable(&[("cpu", "1"), ("memory", "1Gi"), ("pods", "2")]);
         let running = with_requests("600m", "100Mi");
-        let rejection = admit(&with_requests("500m", "100Mi"), &node, &[&running]).unwrap_err();
+        let rejection =
+            admit(&with_requests("500m", "100Mi"), &node, &[&running], None).unwrap_err();
         assert_eq!(rejection.reason, "OutOfcpu");
         assert_eq!(
             rejection.status_message(),
             "Pod was rejected: Node didn't have enough resource: cpu, requested: 500, used: 600, capacity: 1000"
         );
-        let rejection = admit(&with_requests("1m", "2Gi"), &node, &[]).unwrap_err();
+        let rejection = admit(&with_requests("1m", "2Gi"), &node, &[], None).unwrap_err();
         assert_eq!(rejection.reason, "OutOfmemory");
-        let rejection =
-            admit(&with_requests("1m", "1Mi"), &node, &[&running, &running]).unwrap_err();
+        let rejection = admit(
+            &with_requests("1m", "1Mi"),
+            &node,
+            &[&running, &running],
+            None,
+        )
+        .unwrap_err();
         assert_eq!(rejection.reason, "OutOfpods");
         assert_eq!(
             rejection.message,
             "Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2"
         );
         assert_eq!(
-            admit(&with_requests("400m", "100Mi"), &node, &[&running]),
+            admit(&with_requests("400m", "100Mi"), &node, &[&running], None),
             Ok(())
         );
     }
@@ -259,9 +279,9 @@ mod tests {
         let gpu = pod(json!({ "containers": [{ "name": "c", "image": "i",
             "resources": { "requests": { "nvidia.com/gpu": "2" }, "limits": { "nvidia.com/gpu": "2" } } }] }));
         let without = allocatable(&[("cpu", "1"), ("pods", "10")]);
-        assert_eq!(admit(&gpu, &without, &[]), Ok(()));
+        assert_eq!(admit(&gpu, &without, &[], None), Ok(()));
         let one = allocatable(&[("cpu", "1"), ("pods", "10"), ("nvidia.com/gpu", "1")]);
-        let rejection = admit(&gpu, &one, &[]).unwrap_err();
+        let rejection = admit(&gpu, &one, &[], None).unwrap_err();
         assert_eq!(rejection.reason, "OutOfnvidia.com/gpu");
     }
 
@@ -273,13 +293,16 @@ mod tests {
                 "ports": [{ "containerPort": 80, "hostPort": 8080, "hostIP": ip }] }] }))
         };
         let holder = web(None);
-        let rejection = admit(&web(Some("127.0.0.1")), &node, &[&holder]).unwrap_err();
+        let rejection = admit(&web(Some("127.0.0.1")), &node, &[&holder], None).unwrap_err();
         assert_eq!(rejection.reason, "NodePorts");
         assert_eq!(
             rejection.status_message(),
             "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
         );
         let elsewhere = web(Some("127.0.0.2"));
-        assert_eq!(admit(&elsewhere, &node, &[&web(Some("127.0.0.1"))]), Ok(()));
+        assert_eq!(
+            admit(&elsewhere, &node, &[&web(Some("127.0.0.1"))], None),
+            Ok(())
+        );
     }
 }

@@ -20,6 +20,7 @@
 
 mod actions;
 mod admission;
+mod affinity;
 mod cluster;
 mod config;
 mod faults;

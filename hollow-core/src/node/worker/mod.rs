@@ -197,7 +197,15 @@ impl PodWorker {
         let earlier: Vec<&k8s_openapi::api::core::v1::Pod> =
             earlier.iter().map(AsRef::as_ref).collect();
         let allocatable = node.allocatable.unwrap_or_default();
-        if let Err(rejection) = admit(&self.pod, &allocatable, &earlier) {
+        // A pod that constrains its node's labels is matched against the Node as the
+        // API server holds it now, as the kubelet's `getNodeAnyWay` reads it.
+        let node_object = if super::affinity::constrains_node(&self.pod) {
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.shared.client.clone());
+            nodes.get(&self.shared.config.name).await.ok()
+        } else {
+            None
+        };
+        if let Err(rejection) = admit(&self.pod, &allocatable, &earlier, node_object.as_ref()) {
             tracing::info!(pod = %self.name(), reason = %rejection.reason, "pod rejected at admission");
             self.inbox
                 .phase
