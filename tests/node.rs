@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hollow_core::node::{HollowCluster, HollowNode, LEASE_NAMESPACE};
+use hollow_core::node::{HollowCluster, HollowNode, LEASE_NAMESPACE, TaintEffect};
 use hollow_core::testenv::{Component, TestEnv};
 use hollow_tests::{eventually, init_tracing, node_ready, pod};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -950,7 +950,22 @@ async fn a_pod_past_its_active_deadline_fails_as_the_kubelet_fails_it() -> anyho
 #[tokio::test]
 async fn pods_that_do_not_fit_are_rejected_at_admission() -> anyhow::Result<()> {
     init_tracing();
-    let env = TestEnv::builder().scheduler(false).start().await?;
+    // No controller manager: its taint eviction would delete the intolerant pod below
+    // before the test reads its status.
+    let env = TestEnv::builder()
+        .scheduler(false)
+        .controller_manager(false)
+        .start()
+        .await?;
+    // Which also makes the default ServiceAccount pods need.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(env.client(), "default");
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": "default" } }))?,
+        )
+        .await?;
     let node = HollowNode::builder("small")
         .label("topology.kubernetes.io/zone", "a")
         .capacity("cpu", "1")
@@ -1029,5 +1044,41 @@ async fn pods_that_do_not_fit_are_rejected_at_admission() -> anyhow::Result<()> 
     .await;
     assert_eq!(phase(&pods.get("port-taken").await?), "Failed");
     node.shutdown().await;
+
+    // A NoExecute taint the pod does not tolerate.
+    let tainted = HollowNode::builder("tainted")
+        .taint("dedicated", "db", TaintEffect::NoExecute)
+        .build()?
+        .start(env.client())
+        .await?;
+    for (name, tolerations) in [
+        ("intolerant", json!([])),
+        (
+            "tolerant",
+            json!([{ "key": "dedicated", "value": "db", "effect": "NoExecute" }]),
+        ),
+    ] {
+        let spec = json!({
+            "nodeName": "tainted",
+            "tolerations": tolerations,
+            "containers": [{ "name": "c", "image": "busybox" }],
+        });
+        pods.create(&PostParams::default(), &pod(name, spec))
+            .await?;
+    }
+    wait_pod(&pods, "tolerant", "tolerant Running", |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    let rejected = wait_pod(&pods, "intolerant", "rejected", |p| phase(p) == "Failed").await;
+    let status = rejected.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("TaintToleration"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some(
+            "Pod was rejected: Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
+        )
+    );
+    tainted.shutdown().await;
     Ok(())
 }

@@ -6,8 +6,8 @@
 //! `Kubelet.rejectPod`'s in pkg/kubelet/kubelet.go).
 //!
 //! A pod with a node selector or required node affinity is matched against the Node as
-//! read when it is admitted (the kubelet's `getNodeAnyWay`). Not yet checked:
-//! untolerated NoExecute taints.
+//! read when it is admitted (the kubelet's `getNodeAnyWay`), and so is a pod admitted
+//! while the node has a NoExecute taint, which it must tolerate.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -127,7 +127,7 @@ const FIRST_CHECKED: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 /// Admits `pod` to a node with `allocatable` that already runs `admitted` (its other
 /// pods that are not finished), or says why the kubelet would refuse it. `node` is the
 /// Node object, for a pod that [constrains its node](super::affinity::constrains_node)
-/// (unchecked without it).
+/// or while the Node has NoExecute taints (those checks are skipped without it).
 pub(crate) fn admit(
     pod: &Pod,
     allocatable: &BTreeMap<String, Quantity>,
@@ -202,6 +202,16 @@ pub(crate) fn admit(
         return Err(Rejection {
             reason: "NodePorts".into(),
             message: "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports".into(),
+        });
+    }
+    if let Some(node) = node
+        && !super::affinity::tolerates_no_execute_taints(pod, node)
+    {
+        return Err(Rejection {
+            reason: "TaintToleration".into(),
+            message:
+                "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
+                    .into(),
         });
     }
     Ok(())

@@ -1,9 +1,60 @@
 //! Whether a pod's node selector and required node affinity match a Node, as the
 //! scheduler's `AdmissionCheck` asks it of the kubelet
 //! (`nodeaffinity.GetRequiredNodeAffinity(pod).Match(node)`, in
-//! k8s.io/component-helpers/scheduling/corev1/nodeaffinity).
+//! k8s.io/component-helpers/scheduling/corev1/nodeaffinity), and whether it tolerates
+//! the Node's NoExecute taints (`FindMatchingUntoleratedTaint` in
+//! k8s.io/component-helpers/scheduling/corev1, filtered to NoExecute by
+//! pkg/kubelet/lifecycle/predicate.go).
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+};
+
+/// Whether the Node has a NoExecute taint, which every pod admitted must tolerate.
+pub(crate) fn has_no_execute_taint(node: &Node) -> bool {
+    no_execute_taints(node).next().is_some()
+}
+
+fn no_execute_taints(node: &Node) -> impl Iterator<Item = &Taint> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|t| t.effect == "NoExecute")
+}
+
+/// Whether the pod tolerates every NoExecute taint of the Node.
+pub(crate) fn tolerates_no_execute_taints(pod: &Pod, node: &Node) -> bool {
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default();
+    no_execute_taints(node).all(|taint| tolerations.iter().any(|t| tolerates(t, taint)))
+}
+
+/// `Toleration.ToleratesTaint`: the effect is empty or the taint's; `Exists` with an
+/// empty key tolerates every key; `Equal` (the default) needs the key and value.
+fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration.effect.as_deref().unwrap_or_default();
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or_default();
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match toleration.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => {
+            !key.is_empty()
+                && toleration.value.as_deref().unwrap_or_default()
+                    == taint.value.as_deref().unwrap_or_default()
+        }
+        _ => false,
+    }
+}
 
 /// Whether the pod asks anything of its node's labels or name.
 pub(crate) fn constrains_node(pod: &Pod) -> bool {
@@ -127,5 +178,36 @@ mod tests {
         ]);
         assert!(matches(&affinity(either), &node));
         assert!(!matches(&affinity(json!([{}])), &node));
+    }
+
+    #[test]
+    fn no_execute_taints_need_a_toleration() {
+        let node: Node = serde_json::from_value(json!({ "metadata": { "name": "n1" },
+            "spec": { "taints": [
+                { "key": "dedicated", "value": "db", "effect": "NoExecute" },
+                { "key": "soft", "effect": "NoSchedule" },
+            ] } }))
+        .unwrap();
+        assert!(has_no_execute_taint(&node));
+        let with = |tolerations: serde_json::Value| {
+            pod(json!({ "containers": [], "tolerations": tolerations }))
+        };
+        assert!(!tolerates_no_execute_taints(&with(json!([])), &node));
+        assert!(tolerates_no_execute_taints(
+            &with(json!([{ "key": "dedicated", "value": "db" }])),
+            &node
+        ));
+        assert!(!tolerates_no_execute_taints(
+            &with(json!([{ "key": "dedicated", "value": "web" }])),
+            &node
+        ));
+        assert!(tolerates_no_execute_taints(
+            &with(json!([{ "operator": "Exists" }])),
+            &node
+        ));
+        assert!(!tolerates_no_execute_taints(
+            &with(json!([{ "key": "dedicated", "operator": "Exists", "effect": "NoSchedule" }])),
+            &node
+        ));
     }
 }

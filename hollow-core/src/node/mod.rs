@@ -209,6 +209,12 @@ impl HollowNode {
         )
         .await?;
         let node_uid = registered.metadata.uid.clone().unwrap_or_default();
+        // Known before the Node watch's first event, so the first pods are admitted
+        // against the taints the node registered with.
+        shared.no_execute_taints.store(
+            affinity::has_no_execute_taint(&registered),
+            Ordering::Relaxed,
+        );
         let written = initial.filter(|_| created).map(|status| {
             shared.liveness.set_ready(heartbeat::is_ready(&status));
             node_status::Written::of(&status)

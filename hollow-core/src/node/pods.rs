@@ -139,6 +139,10 @@ impl PodRouter {
                                 .as_ref()
                                 .unwrap_or(&Default::default()),
                         );
+                        shared.no_execute_taints.store(
+                            super::affinity::has_no_execute_taint(&node),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                         if let Some(conditions) =
                             node.status.as_ref().and_then(|s| s.conditions.as_deref())
                         {

@@ -222,6 +222,9 @@ pub(crate) struct NodeShared {
     pub(super) heartbeats_paused: AtomicBool,
     /// Set while the status provider or the Node's annotations stop heartbeats.
     pub(super) heartbeats_stopped: AtomicBool,
+    /// Whether the Node, as the process's Node watch last saw it, has a NoExecute
+    /// taint: pods are then admitted against the Node read afresh.
+    pub(super) no_execute_taints: AtomicBool,
     /// The node's heartbeat state and its place on the driver.
     pub(super) heartbeat: super::heartbeat::Slot,
     /// The faults the Node object's annotations ask for.
@@ -253,6 +256,7 @@ impl NodeShared {
             cancel,
             heartbeats_paused: AtomicBool::new(false),
             heartbeats_stopped: AtomicBool::new(false),
+            no_execute_taints: AtomicBool::new(false),
             heartbeat: Default::default(),
             annotated: Mutex::new(AnnotatedFaults::default()),
             liveness: Liveness::default(),

@@ -199,7 +199,9 @@ impl PodWorker {
         let allocatable = node.allocatable.unwrap_or_default();
         // A pod that constrains its node's labels is matched against the Node as the
         // API server holds it now, as the kubelet's `getNodeAnyWay` reads it.
-        let node_object = if super::affinity::constrains_node(&self.pod) {
+        let node_object = if super::affinity::constrains_node(&self.pod)
+            || self.shared.no_execute_taints.load(Ordering::Relaxed)
+        {
             let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.shared.client.clone());
             nodes.get(&self.shared.config.name).await.ok()
         } else {
