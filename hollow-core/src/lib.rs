@@ -120,6 +120,11 @@ pub mod testing;
 
 pub use error::{Error, Result};
 
+/// What the fuzz tests share (cases, seed corpus, runner); also `tests/fuzz_parsers.rs`'s.
+#[cfg(test)]
+#[path = "../tests/fuzz_support/mod.rs"]
+mod fuzz_support;
+
 #[cfg(all(test, feature = "mock"))]
 mod tests {
     use std::sync::Arc;

@@ -1,17 +1,34 @@
 //! Kubernetes quantities (`500m`, `16Gi`, `1e3`) as numbers.
 
+/// The largest value a Kubernetes quantity holds, 2^63 - 1: the API server reads larger
+/// ones as this.
+pub const MAX_QUANTITY: f64 = i64::MAX as f64;
+
 /// The value of a non-negative Kubernetes quantity: a decimal number with an optional
 /// suffix (`m`, `k`, `M`, `G`, `T`, `P`, `E`, `Ki` .. `Ei`) or exponent; `None` when `s`
-/// is not one.
+/// is not one. Larger values than [`MAX_QUANTITY`] read as it, as the API server reads
+/// them.
 ///
 /// ```
-/// use hollow_core::quantity::parse_quantity;
+/// use hollow_core::quantity::{MAX_QUANTITY, parse_quantity};
 ///
 /// assert_eq!(parse_quantity("250m"), Some(0.25));
 /// assert_eq!(parse_quantity("16Mi"), Some(16.0 * 1024.0 * 1024.0));
 /// assert_eq!(parse_quantity("-1"), None);
+/// assert_eq!(parse_quantity("1e400"), Some(MAX_QUANTITY));
+/// assert_eq!(parse_quantity("0e400"), Some(0.0));
 /// ```
 pub fn parse_quantity(s: &str) -> Option<f64> {
+    let value = unclamped(s)?;
+    // 0 times an exponent too large for an f64 (0e400) is NaN: it is 0.
+    Some(if value.is_nan() {
+        0.0
+    } else {
+        value.min(MAX_QUANTITY)
+    })
+}
+
+fn unclamped(s: &str) -> Option<f64> {
     let digits_end = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());

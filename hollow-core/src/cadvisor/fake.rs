@@ -181,7 +181,7 @@ impl Cadvisor for FakeCadvisor {
                 let after = now.duration_since(since).unwrap_or_default().as_secs_f64()
                     * fixed.cpu_nano_cores as f64;
                 ContainerUsage {
-                    cpu_usage_core_nano_seconds: before + after as u64,
+                    cpu_usage_core_nano_seconds: before.saturating_add(after as u64),
                     ..*fixed
                 }
             }

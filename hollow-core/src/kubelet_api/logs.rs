@@ -39,6 +39,46 @@ fn flag(value: &Option<String>) -> bool {
         .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
 }
 
+/// What a log request asks for, read from its query at `now`. Values the kubelet would
+/// refuse (a negative count, a time it cannot read) are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogOptions {
+    follow: bool,
+    previous: bool,
+    timestamps: bool,
+    /// Lines from then on only.
+    since: Option<SystemTime>,
+    /// The last this many lines only.
+    tail: Option<usize>,
+    /// At most this many bytes.
+    limit: Option<usize>,
+}
+
+impl LogOptions {
+    pub(crate) fn new(query: &LogQuery, now: SystemTime) -> LogOptions {
+        let since = query
+            .since_time
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map(SystemTime::from)
+            .or_else(|| {
+                query
+                    .since_seconds
+                    .and_then(|s| u64::try_from(s).ok())
+                    // Longer ago than the clock reaches: every line.
+                    .and_then(|s| now.checked_sub(Duration::from_secs(s)))
+            });
+        LogOptions {
+            follow: flag(&query.follow),
+            previous: flag(&query.previous),
+            timestamps: flag(&query.timestamps),
+            since,
+            tail: query.tail_lines.and_then(|t| usize::try_from(t).ok()),
+            limit: query.limit_bytes.and_then(|l| usize::try_from(l).ok()),
+        }
+    }
+}
+
 fn text_error(status: StatusCode, message: String) -> Response {
     (status, message).into_response()
 }
@@ -66,6 +106,7 @@ pub(crate) async fn container_logs(
     container: String,
     query: LogQuery,
 ) -> Response {
+    let options = LogOptions::new(&query, SystemTime::now());
     let Some(pod) = node.pods().into_iter().find(|p| {
         p.metadata.namespace.as_deref() == Some(namespace.as_str())
             && p.metadata.name.as_deref() == Some(pod_name.as_str())
@@ -96,7 +137,7 @@ pub(crate) async fn container_logs(
             .collect(),
         Err(error) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     };
-    let previous = flag(&query.previous);
+    let previous = options.previous;
     let Some(chosen) = pick(&statuses, previous) else {
         let message = if previous {
             format!("previous terminated container \"{container}\" in pod \"{pod_name}\" not found")
@@ -116,23 +157,12 @@ pub(crate) async fn container_logs(
         }
         Err(error) => return text_error(StatusCode::NOT_IMPLEMENTED, error.to_string()),
     };
-    let since = query
-        .since_time
-        .as_deref()
-        .and_then(|t| t.parse::<Timestamp>().ok())
-        .map(SystemTime::from)
-        .or_else(|| {
-            query
-                .since_seconds
-                .and_then(|s| u64::try_from(s).ok())
-                .map(|s| SystemTime::now() - Duration::from_secs(s))
-        });
-    let timestamps = flag(&query.timestamps);
+    let timestamps = options.timestamps;
     let mut selected: Vec<LogLine> = lines
         .into_iter()
-        .filter(|l| since.is_none_or(|since| l.time >= since))
+        .filter(|l| options.since.is_none_or(|since| l.time >= since))
         .collect();
-    if let Some(tail) = query.tail_lines.and_then(|t| usize::try_from(t).ok()) {
+    if let Some(tail) = options.tail {
         let skip = selected.len().saturating_sub(tail);
         selected.drain(..skip);
     }
@@ -140,14 +170,14 @@ pub(crate) async fn container_logs(
         .iter()
         .map(|l| format_line(l, timestamps))
         .collect();
-    if let Some(limit) = query.limit_bytes.and_then(|l| usize::try_from(l).ok()) {
+    if let Some(limit) = options.limit {
         let mut cut = limit.min(text.len());
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
         text.truncate(cut);
     }
-    let following = flag(&query.follow) && !previous && is_running(&chosen.state);
+    let following = options.follow && !previous && is_running(&chosen.state);
     if !following {
         return (StatusCode::OK, text).into_response();
     }
@@ -206,3 +236,6 @@ fn follow(
         },
     )
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -44,6 +44,8 @@
 mod auth;
 mod connection;
 mod logs;
+#[cfg(test)]
+mod query_fuzz;
 mod routes;
 mod spdy;
 mod stats;

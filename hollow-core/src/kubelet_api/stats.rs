@@ -45,6 +45,12 @@ impl NodeCpu {
     }
 }
 
+/// The sum of usages, at most `u64::MAX`: usage annotations can be as large as a
+/// quantity (`hollow.dev/memory-usage: 8Ei` on three pods).
+fn total(usages: impl Iterator<Item = u64>) -> u64 {
+    usages.fold(0, u64::saturating_add)
+}
+
 /// One running container's usage.
 pub(crate) struct ContainerSample {
     pub name: String,
@@ -138,7 +144,9 @@ pub(crate) async fn sample(node: &NodeView, cpu: &NodeCpu) -> crate::Result<Node
             .clone()
             .map(|c| c.usage.cpu_nano_cores as f64)
             .sum::<f64>();
-    let memory = NODE_OVERHEAD_BYTES + all.map(|c| c.usage.memory_working_set_bytes).sum::<u64>();
+    let memory = total(
+        std::iter::once(NODE_OVERHEAD_BYTES).chain(all.map(|c| c.usage.memory_working_set_bytes)),
+    );
     let uptime = node.started_at().elapsed().as_secs_f64();
     let fs = cadvisor.root_fs_info().await?;
     Ok(NodeSample {
@@ -278,9 +286,8 @@ pub(crate) fn summary(node: &NodeView, sample: &NodeSample) -> serde_json::Value
                     memory: memory(at, c.usage.memory_working_set_bytes, None),
                 })
                 .collect();
-            let sum = |f: fn(&ContainerUsage) -> u64| {
-                p.containers.iter().map(|c| f(&c.usage)).sum::<u64>()
-            };
+            let sum =
+                |f: fn(&ContainerUsage) -> u64| total(p.containers.iter().map(|c| f(&c.usage)));
             PodStats {
                 pod_ref: PodRef {
                     name: meta.name.clone().unwrap_or_default(),
@@ -427,12 +434,12 @@ pub(crate) fn resource_metrics(sample: &NodeSample) -> String {
         "Cumulative cpu time consumed by the pod in core-seconds",
         pods()
             .map(|(l, p)| {
-                let total: u64 = p
-                    .containers
-                    .iter()
-                    .map(|c| c.usage.cpu_usage_core_nano_seconds)
-                    .sum();
-                (l, total as f64 / 1e9)
+                let cpu = total(
+                    p.containers
+                        .iter()
+                        .map(|c| c.usage.cpu_usage_core_nano_seconds),
+                );
+                (l, cpu as f64 / 1e9)
             })
             .collect(),
     );
@@ -442,12 +449,12 @@ pub(crate) fn resource_metrics(sample: &NodeSample) -> String {
         "Current working set of the pod in bytes",
         pods()
             .map(|(l, p)| {
-                let total: u64 = p
-                    .containers
-                    .iter()
-                    .map(|c| c.usage.memory_working_set_bytes)
-                    .sum();
-                (l, total as f64)
+                let memory = total(
+                    p.containers
+                        .iter()
+                        .map(|c| c.usage.memory_working_set_bytes),
+                );
+                (l, memory as f64)
             })
             .collect(),
     );
@@ -458,4 +465,47 @@ pub(crate) fn resource_metrics(sample: &NodeSample) -> String {
     let _ = writeln!(out, "# TYPE resource_scrape_error gauge");
     let _ = writeln!(out, "resource_scrape_error 0");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usages_at_the_limit_add_up_without_overflow() {
+        // What three pods annotated `hollow.dev/memory-usage: 8Ei` and
+        // `hollow.dev/cpu-usage: 1e12` report (a debug build panicked adding them).
+        let usage = ContainerUsage {
+            cpu_nano_cores: u64::MAX,
+            cpu_usage_core_nano_seconds: u64::MAX,
+            memory_working_set_bytes: 1 << 63,
+        };
+        let container = |name: &str| ContainerSample {
+            name: name.into(),
+            started_at: SystemTime::UNIX_EPOCH,
+            usage,
+        };
+        let sample = NodeSample {
+            time: SystemTime::now(),
+            pods: vec![PodSample {
+                pod: Arc::new(Pod::default()),
+                containers: vec![container("a"), container("b"), container("c")],
+            }],
+            cpu_nano_cores: u64::MAX,
+            cpu_total_nano_seconds: u64::MAX,
+            memory_working_set_bytes: u64::MAX,
+            fs_capacity: 0,
+            fs_available: 0,
+        };
+        let text = resource_metrics(&sample);
+        let pod_memory = text
+            .lines()
+            .find(|l| l.starts_with("pod_memory_working_set_bytes{"))
+            .unwrap();
+        assert!(
+            pod_memory.contains(&format!(" {} ", u64::MAX as f64)),
+            "{pod_memory}"
+        );
+        assert_eq!(total([NODE_OVERHEAD_BYTES, u64::MAX].into_iter()), u64::MAX);
+    }
 }

@@ -74,13 +74,21 @@ fn flag(query: &[(String, String)], name: &str) -> bool {
         .any(|(n, v)| n == name && matches!(v.as_str(), "1" | "true"))
 }
 
-/// The pod a path names, `{namespace}/{pod}[/{uid}]`, and what follows it.
-fn find_pod<'a>(
-    node: &NodeView,
-    segments: &'a [&'a str],
-    with_container: bool,
-) -> Result<(Arc<k8s_openapi::api::core::v1::Pod>, Option<&'a str>), Refused> {
-    let (namespace, name, uid, container) = match (segments, with_container) {
+/// What a streaming path names: `{namespace}/{pod}[/{uid}]`, then the container for
+/// exec and attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PodPath<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    uid: Option<&'a str>,
+    container: Option<&'a str>,
+}
+
+/// Reads the path after `/exec/`, `/attach/` or `/portForward/` (empty segments
+/// skipped, as the kubelet's router does).
+fn pod_path(rest: &str, with_container: bool) -> Result<PodPath<'_>, Refused> {
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let (namespace, name, uid, container) = match (segments.as_slice(), with_container) {
         ([namespace, name, container], true) => (*namespace, *name, None, Some(*container)),
         ([namespace, name, uid, container], true) => {
             (*namespace, *name, Some(*uid), Some(*container))
@@ -89,6 +97,26 @@ fn find_pod<'a>(
         ([namespace, name, uid], false) => (*namespace, *name, Some(*uid), None),
         _ => return Err(refuse(StatusCode::NOT_FOUND, "404 page not found")),
     };
+    Ok(PodPath {
+        namespace,
+        name,
+        uid,
+        container,
+    })
+}
+
+/// The pod a path names, and the container that follows it.
+fn find_pod<'a>(
+    node: &NodeView,
+    rest: &'a str,
+    with_container: bool,
+) -> Result<(Arc<k8s_openapi::api::core::v1::Pod>, Option<&'a str>), Refused> {
+    let PodPath {
+        namespace,
+        name,
+        uid,
+        container,
+    } = pod_path(rest, with_container)?;
     node.pods()
         .into_iter()
         .find(|p| {
@@ -180,6 +208,37 @@ where
         .into_response()
 }
 
+/// What an exec or attach query asks for: its streams, and the command (exec).
+fn exec_query(kind: Kind, query: &[(String, String)]) -> Result<(Options, Vec<String>), Refused> {
+    let mut options = Options {
+        stdin: flag(query, "input"),
+        stdout: flag(query, "output"),
+        stderr: flag(query, "error"),
+        tty: flag(query, "tty"),
+    };
+    if options.tty {
+        options.stderr = false;
+    }
+    if !(options.stdin || options.stdout || options.stderr) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least 1 of stdin, stdout, stderr",
+        ));
+    }
+    let command: Vec<String> = query
+        .iter()
+        .filter(|(n, _)| n == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if kind == Kind::Exec && command.is_empty() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "you must specify a command",
+        ));
+    }
+    Ok((options, command))
+}
+
 /// `/exec/{namespace}/{pod}[/{uid}]/{container}` and `/attach/...`.
 pub(super) async fn exec_or_attach(
     node: NodeView,
@@ -188,31 +247,11 @@ pub(super) async fn exec_or_attach(
     query: Vec<(String, String)>,
     request: Request,
 ) -> Response {
-    let mut options = Options {
-        stdin: flag(&query, "input"),
-        stdout: flag(&query, "output"),
-        stderr: flag(&query, "error"),
-        tty: flag(&query, "tty"),
+    let (options, command) = match exec_query(kind, &query) {
+        Ok(asked) => asked,
+        Err(response) => return *response,
     };
-    if options.tty {
-        options.stderr = false;
-    }
-    if !(options.stdin || options.stdout || options.stderr) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "you must specify at least 1 of stdin, stdout, stderr",
-        );
-    }
-    let command: Vec<String> = query
-        .iter()
-        .filter(|(n, _)| n == "command")
-        .map(|(_, v)| v.clone())
-        .collect();
-    if kind == Kind::Exec && command.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "you must specify a command");
-    }
-    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let (pod, container) = match find_pod(&node, &segments, true) {
+    let (pod, container) = match find_pod(&node, &rest, true) {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -395,8 +434,7 @@ async fn read_resizes(stream: DuplexStream, sizes: mpsc::Sender<TerminalSize>) {
 
 /// `/portForward/{namespace}/{pod}[/{uid}]`.
 pub(super) async fn port_forward(node: NodeView, rest: String, request: Request) -> Response {
-    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let pod = match find_pod(&node, &segments, false) {
+    let pod = match find_pod(&node, &rest, false) {
         Ok((pod, _)) => pod,
         Err(response) => return *response,
     };
@@ -528,6 +566,9 @@ async fn forward(target: Target, port: u16, mut data: DuplexStream, mut error: D
     let _ = data.shutdown().await;
     let _ = error.shutdown().await;
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

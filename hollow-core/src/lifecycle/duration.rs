@@ -6,7 +6,17 @@ use std::time::Duration;
 use serde::de::{Deserializer, Error as _};
 use serde::{Deserialize, Serializer};
 
-/// Parses a whole number followed by `ms`, `s`, `m` or `h`; `None` otherwise.
+/// The longest duration [`parse_duration`] reads: Go's longest, `2562047h47m16.854s`
+/// (about 292 years), as Kubernetes reads durations. Delays, jitter and waits added up
+/// or added to a clock then stay far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_millis(9_223_372_036_854);
+
+/// What a duration must look like, for error messages.
+pub(crate) const EXPECTED_DURATION: &str =
+    "a whole number and a unit, such as 500ms, 5s, 2m or 1h (at most 2562047h)";
+
+/// Parses a whole number followed by `ms`, `s`, `m` or `h`, at most [`MAX_DURATION`];
+/// `None` otherwise.
 ///
 /// ```
 /// use std::time::Duration;
@@ -15,19 +25,21 @@ use serde::{Deserialize, Serializer};
 /// assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
 /// assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
 /// assert_eq!(parse_duration("soon"), None);
+/// assert_eq!(parse_duration("2562048h"), None); // longer than Go's longest duration
 /// ```
 pub fn parse_duration(raw: &str) -> Option<Duration> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = raw.split_at(split);
     let number: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(number)),
-        "s" => Some(Duration::from_secs(number)),
-        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(number.checked_mul(3600)?)),
-        _ => None,
-    }
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number.checked_mul(60)?),
+        "h" => Duration::from_secs(number.checked_mul(3600)?),
+        _ => return None,
+    };
+    (duration <= MAX_DURATION).then_some(duration)
 }
 
 /// The shortest text [`parse_duration`] reads back as `duration` (milliseconds kept).
@@ -56,7 +68,7 @@ pub(crate) mod text {
         let raw = String::deserialize(deserializer)?;
         parse_duration(&raw).ok_or_else(|| {
             D::Error::custom(format!(
-                "invalid duration {raw:?}: expected a whole number and a unit, such as 500ms, 5s, 2m or 1h"
+                "invalid duration {raw:?}: expected {EXPECTED_DURATION}"
             ))
         })
     }
@@ -70,10 +82,30 @@ mod tests {
     fn durations_parse_and_format_back() {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration(" 2m "), Some(Duration::from_secs(120)));
-        for bad in ["", "5", "s", "1.5s", "5 s", "-1s", "3d"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "1.5s",
+            "5 s",
+            "-1s",
+            "3d",
+            "2562048h",
+            "9223372036855ms",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
-        for text in ["0s", "250ms", "1500ms", "5s", "2m", "90s", "1h"] {
+        for text in [
+            "0s",
+            "250ms",
+            "1500ms",
+            "5s",
+            "2m",
+            "90s",
+            "1h",
+            "2562047h",
+            "9223372036854ms",
+        ] {
             let parsed = parse_duration(text).unwrap();
             assert_eq!(format_duration(parsed), text);
         }

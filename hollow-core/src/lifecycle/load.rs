@@ -1,6 +1,10 @@
 //! Reading a [`Lifecycle`] from YAML or JSON, with errors that say where.
 
+use std::borrow::Cow;
+use std::io::Read as _;
 use std::path::Path;
+
+use serde_saphyr::{MessageFormatter, RenderOptions, SnippetMode, UserMessageFormatter};
 
 use super::Lifecycle;
 
@@ -40,11 +44,69 @@ pub enum LoadError {
     Unknown(String),
 }
 
+/// The most of a file read as a lifecycle (a lifecycle is a few kilobytes; this stops
+/// `--lifecycle /dev/zero` from reading until memory runs out).
+const MAX_FILE_BYTES: u64 = 16 << 20;
+
 fn field_prefix(field: &str) -> String {
     if field.is_empty() || field == "." {
         String::new()
     } else {
         format!("{field}: ")
+    }
+}
+
+/// serde-saphyr's error in words for whoever wrote the YAML (its default words advise
+/// Rust callers, e.g. "use Option<String>"), with the location suffix, without snippet.
+pub(crate) fn describe(error: &serde_saphyr::Error) -> String {
+    let mut options = RenderOptions::new(&ForAuthors);
+    options.snippets = SnippetMode::Off;
+    error.render_with_options(options)
+}
+
+/// serde-saphyr's messages for people, with serde's words for steps (externally tagged
+/// enums) and numbers (Rust's types) put in a lifecycle's terms.
+struct ForAuthors;
+
+impl MessageFormatter for ForAuthors {
+    fn format_message<'a>(&self, error: &'a serde_saphyr::Error) -> Cow<'a, str> {
+        use serde_saphyr::Error as E;
+        let plain = match error {
+            E::ExternallyTaggedEnumExpectedScalarOrMapping { .. } => {
+                "expected a name, or one name mapped to its value (e.g. `repeat`, `{wait: 5s}`)"
+            }
+            E::ExpectedStringKeyForExternallyTaggedEnum { .. } => {
+                "expected one name mapped to its value, e.g. `{wait: 5s}`"
+            }
+            E::UnexpectedValueForUnitEnumVariant { .. } => {
+                "this takes no value: write the name alone, e.g. `repeat`"
+            }
+            E::InvalidScalar { ty: "u64", .. } => {
+                "expected a whole number from 0 to 18446744073709551615"
+            }
+            E::InvalidScalar { ty: "u32", .. } => "expected a whole number from 0 to 4294967295",
+            E::InvalidScalar { ty: "i32", .. } => {
+                "expected a whole number from -2147483648 to 2147483647"
+            }
+            E::InvalidScalar { ty: "boolean", .. } => "expected true or false",
+            E::SerdeInvalidValue { expected, .. } if expected == "a nonzero u32" => {
+                "expected a nonzero whole number, from 1 to 4294967295"
+            }
+            E::Unexpected {
+                expected: "sequence start",
+                ..
+            } => "expected a list",
+            E::Unexpected {
+                expected: "mapping start",
+                ..
+            } => "expected a mapping of keys to values",
+            E::Unexpected {
+                expected: "string scalar",
+                ..
+            } => "expected a single value, not a list or a mapping",
+            _ => return UserMessageFormatter.format_message(error),
+        };
+        Cow::Borrowed(plain)
     }
 }
 
@@ -75,7 +137,7 @@ impl Lifecycle {
                     usize::try_from(at.column()).unwrap_or(0),
                 )
             });
-            let message = error.without_snippet().to_string();
+            let message = describe(&error);
             // The location is reported on its own; keep the bare message.
             let message = match message.rsplit_once(" at line ") {
                 Some((bare, _)) => bare.to_string(),
@@ -91,13 +153,23 @@ impl Lifecycle {
         })
     }
 
-    /// Reads a lifecycle from a YAML or JSON file.
+    /// Reads a lifecycle from a YAML or JSON file (of at most 16 MiB).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Lifecycle, LoadError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        let unreadable = |source| LoadError::Read {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+            .map_err(unreadable)?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(unreadable(std::io::Error::other(format!(
+                "larger than {} MiB: not a lifecycle",
+                MAX_FILE_BYTES >> 20
+            ))));
+        }
         Lifecycle::from_yaml(&text, &path.display().to_string())
     }
 
@@ -220,5 +292,11 @@ mod tests {
         assert_eq!(error.to_string(), "empty.yaml:1:1: the lifecycle is empty");
         let error = Lifecycle::from_file("/no/such/lifecycle.yaml").unwrap_err();
         assert!(matches!(error, LoadError::Read { .. }));
+        // An endless file is refused once it is longer than any lifecycle.
+        let error = Lifecycle::from_file("/dev/zero").unwrap_err();
+        let LoadError::Read { source, .. } = error else {
+            panic!("expected Read, got {error:?}");
+        };
+        assert_eq!(source.to_string(), "larger than 16 MiB: not a lifecycle");
     }
 }

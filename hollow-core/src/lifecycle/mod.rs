@@ -55,8 +55,10 @@ mod timeline;
 use serde::{Deserialize, Serialize};
 
 pub use choose::{ContainerFacts, NodeFacts, Plan};
-pub use duration::{format_duration, parse_duration};
+pub(crate) use duration::EXPECTED_DURATION;
+pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use load::LoadError;
+pub(crate) use load::describe;
 pub use model::{
     ConditionStatus, ConditionStep, ContainerRule, ContainerStep, DeletionRule, DeletionStep,
     EventStep, EventType, Heartbeat, MIN_REPEAT_PERIOD, NodeMatch, NodeRule, NodeStep, PodMatch,

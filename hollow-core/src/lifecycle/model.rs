@@ -447,7 +447,11 @@ impl<S: Step> Steps<S> {
             }
         }
         if self.0.last().is_some_and(Step::repeats) {
-            let period: Duration = self.0.iter().map(Step::wait).sum();
+            // Saturating: steps built in code may wait any `Duration`.
+            let period = self
+                .0
+                .iter()
+                .fold(Duration::ZERO, |sum, step| sum.saturating_add(step.wait()));
             if period < MIN_REPEAT_PERIOD {
                 return Err(format!(
                     "a repeating step list must wait at least {MIN_REPEAT_PERIOD:?} in all, this one waits {period:?}"

@@ -79,6 +79,9 @@ fn parse_condition(entry: &str) -> Option<ConditionStep> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -248,7 +248,9 @@ impl RunningProxy {
         let pending = *node.pending_since.lock();
         Some(ProxyHealth {
             last_updated: *node.last_sync.lock(),
-            synced: pending.is_none_or(|since| since.elapsed() < self.sync_period * 2),
+            // Saturating: `hollow-proxy --sync-period` takes any number of seconds.
+            synced: pending
+                .is_none_or(|since| since.elapsed() < self.sync_period.saturating_mul(2)),
             node_eligible: node.eligible.load(Ordering::Relaxed),
         })
     }
@@ -312,5 +314,19 @@ mod tests {
         assert_eq!(proxier.sync_count(), syncs + 1);
         cancel.cancel();
         task.await.unwrap();
+    }
+
+    #[test]
+    fn any_sync_period_gives_a_health() {
+        // `hollow-proxy --sync-period 18446744073709551615` panicked here on a change.
+        let node = Arc::new(NodeProxy::new("n".into(), Arc::new(FakeProxier::default())));
+        node.changed();
+        let proxy = RunningProxy {
+            nodes: Arc::new(HashMap::from([("n".to_string(), node)])),
+            sync_period: Duration::from_secs(u64::MAX),
+            cancel: CancellationToken::new(),
+            tasks: JoinSet::new(),
+        };
+        assert!(proxy.health("n").unwrap().synced);
     }
 }

@@ -171,7 +171,14 @@ impl Inflater {
             if consumed >= input.len() && out.len() < out.capacity() {
                 return Ok(out);
             }
-            if !progressed && consumed >= input.len() {
+            if !progressed {
+                // With room to write, zlib stops only at the end of its stream: bytes
+                // after it would never be read (and looping on them never ends).
+                if consumed < input.len() {
+                    return Err(invalid(
+                        "header block after the end of the compressed stream",
+                    ));
+                }
                 return Ok(out);
             }
         }

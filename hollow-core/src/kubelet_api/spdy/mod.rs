@@ -15,6 +15,8 @@ mod headers;
 #[cfg(test)]
 pub(crate) mod client;
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

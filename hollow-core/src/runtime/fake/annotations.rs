@@ -47,7 +47,10 @@ pub fn behavior(config: &ContainerConfig) -> Result<Option<Behavior>> {
     if let Some(raw) = annotation(STEPS) {
         let steps: crate::lifecycle::Steps<crate::lifecycle::ContainerStep> =
             serde_saphyr::from_str(raw).map_err(|error| {
-                Error::InvalidInput(format!("annotation {STEPS}: {}", error.without_snippet()))
+                Error::InvalidInput(format!(
+                    "annotation {STEPS}: {}",
+                    crate::lifecycle::describe(&error)
+                ))
             })?;
         return Ok(Some(Behavior::Steps {
             delay: Duration::ZERO,
@@ -71,7 +74,8 @@ pub fn behavior(config: &ContainerConfig) -> Result<Option<Behavior>> {
         Some(raw) => {
             let after = parse_duration(raw).ok_or_else(|| {
                 Error::InvalidInput(format!(
-                    "annotation {EXIT_AFTER}={raw:?}: expected a duration such as 500ms, 5s, 2m or 1h"
+                    "annotation {EXIT_AFTER}={raw:?}: expected {}",
+                    crate::lifecycle::EXPECTED_DURATION
                 ))
             })?;
             Ok(Some(Behavior::Exit { after, code }))
