@@ -105,6 +105,15 @@ pub struct Cli {
     #[arg(long, env = "HOLLOW_NODE_IP")]
     pub node_ip: Option<std::net::IpAddr>,
 
+    /// The nodes' hostname, published as their `Hostname` address, which API servers and
+    /// metrics-server that prefer Hostname (kube-apiserver's default does) dial:
+    /// "node-ip" for each node's own InternalIP; or, with one node only, an IP address
+    /// (also the InternalIP without --node-ip, as the kubelet has it) or a name that
+    /// resolves to this process. Default: the node name, which usually does not resolve.
+    /// The node name and its kubernetes.io/hostname label stay.
+    #[arg(long, value_parser = parse_hostname_override)]
+    pub hostname_override: Option<HostnameOverride>,
+
     /// The address the kubelet API listens on; each node is reached at its own
     /// InternalIP on --kubelet-port.
     #[arg(long, default_value = "0.0.0.0")]
@@ -203,6 +212,27 @@ impl IgnoredFlags {
     }
 }
 
+/// What `--hostname-override` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostnameOverride {
+    /// `node-ip`: each node's own first InternalIP.
+    NodeIp,
+    /// One hostname (an IP address or a DNS name), for a single node.
+    Fixed(String),
+}
+
+/// `node-ip`, or a hostname, trimmed and lowercased as the kubelet's
+/// `nodeutil.GetHostname` does, then checked (an IP address or a DNS subdomain).
+pub fn parse_hostname_override(input: &str) -> Result<HostnameOverride, String> {
+    let hostname = input.trim().to_lowercase();
+    if hostname == "node-ip" {
+        return Ok(HostnameOverride::NodeIp);
+    }
+    hollow_core::node::check_hostname(&hostname)
+        .map(|()| HostnameOverride::Fixed(hostname))
+        .map_err(|error| error.to_string())
+}
+
 /// A list of `key=value` pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pairs(pub Vec<(String, String)>);
@@ -218,15 +248,22 @@ fn pairs(input: &str) -> impl Iterator<Item = &str> {
         .filter(|item| !item.is_empty())
 }
 
-/// `k=v,k2=v2`; keys must be non-empty.
 /// A preset name or a lifecycle file, read and checked now, so a bad file stops the
-/// process before anything starts.
+/// process before anything starts. The message gives the causes too ("cannot read
+/// lifecycle file /: Is a directory (os error 21)").
 pub fn parse_lifecycle(input: &str) -> Result<Arc<Lifecycle>, String> {
-    Lifecycle::resolve(input)
-        .map(Arc::new)
-        .map_err(|error| error.to_string())
+    Lifecycle::resolve(input).map(Arc::new).map_err(|error| {
+        let mut message = error.to_string();
+        let mut cause = std::error::Error::source(&error);
+        while let Some(error) = cause {
+            message.push_str(&format!(": {error}"));
+            cause = error.source();
+        }
+        message
+    })
 }
 
+/// `k=v,k2=v2`; keys must be non-empty.
 pub fn parse_labels(input: &str) -> Result<Pairs, String> {
     pairs(input)
         .map(|item| match item.split_once('=') {
@@ -276,6 +313,9 @@ pub fn parse_resources(input: &str) -> Result<Pairs, String> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -323,5 +363,34 @@ mod tests {
         assert!(error(&["--register-with-taints", "a=b:Sometimes"]).contains("effect must be"));
         assert!(error(&["--node-labels", "novalue"]).contains("expected key=value"));
         assert!(error(&["--nodes", "0"]).contains("--nodes"));
+        assert!(
+            error(&["--hostname-override", "a_b"])
+                .contains("invalid hostname \"a_b\": must be an IP address or a DNS name")
+        );
+        assert!(error(&["--hostname-override", ""]).contains("invalid hostname \"\""));
+    }
+
+    #[test]
+    fn hostname_overrides_parse() {
+        let parse = |value: &str| {
+            Cli::try_parse_from(["hollow-kubelet", "--hostname-override", value])
+                .unwrap()
+                .hostname_override
+        };
+        assert_eq!(parse("node-ip"), Some(HostnameOverride::NodeIp));
+        assert_eq!(
+            parse(" Sim-7.Example.com "),
+            Some(HostnameOverride::Fixed("sim-7.example.com".into()))
+        );
+        assert_eq!(
+            parse("10.0.3.7"),
+            Some(HostnameOverride::Fixed("10.0.3.7".into()))
+        );
+        assert_eq!(
+            Cli::try_parse_from(["hollow-kubelet"])
+                .unwrap()
+                .hostname_override,
+            None
+        );
     }
 }

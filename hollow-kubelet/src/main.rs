@@ -24,7 +24,7 @@ use hollow_core::node::{
 use hollow_core::testenv::TestEnv;
 use kube::config::KubeConfigOptions;
 
-use cli::Cli;
+use cli::{Cli, HostnameOverride};
 use metrics::{Metrics, Served};
 
 /// jemalloc rather than glibc's allocator: it returns freed pages and fragments less,
@@ -59,6 +59,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if !cli.http2 && cli.api_connections.is_some() {
         bail!("--api-connections counts HTTP/2 connections; it has no meaning with --http2=false");
     }
+    if let Some(HostnameOverride::Fixed(hostname)) = &cli.hostname_override
+        && cli.nodes > 1
+    {
+        bail!(
+            "--hostname-override={hostname} would give all {} nodes one hostname; use --hostname-override=node-ip for each node's own address",
+            cli.nodes
+        );
+    }
     // Signals are handled from the start, so one during start-up also shuts down cleanly.
     let shutdown = shutdown_signal().context("cannot handle SIGTERM and SIGINT")?;
     tokio::pin!(shutdown);
@@ -78,6 +86,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_idle: cli.max_requests_in_flight as usize,
         ..defaults
     };
+    let mut config = config;
+    hollow_core::connect::set_user_agent(
+        &mut config,
+        &hollow_core::connect::user_agent("hollow-kubelet"),
+    )?;
     let client = metrics.instrument(config, pool, cli.max_requests_in_flight as usize)?;
     tokio::select! {
         reached = wait_for_api(&client, Duration::from_secs(cli.connect_timeout)) => reached?,
@@ -263,6 +276,7 @@ struct NodeSettings {
     /// The kubelet port by node index (one entry: shared by all).
     kubelet_ports: Arc<Vec<u16>>,
     node_ip: Option<IpAddr>,
+    hostname: Option<HostnameOverride>,
 }
 
 impl From<&Cli> for NodeSettings {
@@ -286,6 +300,7 @@ impl From<&Cli> for NodeSettings {
             },
             kubelet_ports: Arc::new(vec![cli.kubelet_port]),
             node_ip: cli.node_ip,
+            hostname: cli.hostname_override.clone(),
         }
     }
 }
@@ -306,10 +321,35 @@ impl NodeSettings {
             [shared] => *shared,
             ports => ports.get(index).copied().unwrap_or(self.kubelet_port),
         };
+        let (address, hostname) = self.address_and_hostname(index);
+        if let Some(hostname) = hostname {
+            node = node.hostname(hostname);
+        }
         node.kubelet_port(port)
             .adopt(self.adopt)
             .lifecycle(self.lifecycle.clone())
-            .address(self.node_ip.unwrap_or_else(|| loopback_address(index)))
+            .address(address)
+    }
+
+    /// Node `index`'s InternalIP, and its hostname where not its name. As the kubelet's
+    /// NodeAddress setter (pkg/kubelet/nodestatus/setters.go) picks the InternalIP: the
+    /// node IP, else a --hostname-override that is an IP address (here, else the
+    /// node's own loopback address).
+    fn address_and_hostname(&self, index: usize) -> (IpAddr, Option<String>) {
+        let fixed = match &self.hostname {
+            Some(HostnameOverride::Fixed(hostname)) => Some(hostname),
+            _ => None,
+        };
+        let address = self
+            .node_ip
+            .or_else(|| fixed.and_then(|hostname| hostname.parse().ok()))
+            .unwrap_or_else(|| loopback_address(index));
+        let hostname = match &self.hostname {
+            None => None,
+            Some(HostnameOverride::NodeIp) => Some(address.to_string()),
+            Some(HostnameOverride::Fixed(hostname)) => Some(hostname.clone()),
+        };
+        (address, hostname)
     }
 }
 
@@ -377,6 +417,46 @@ fn progress_reporter(total: usize) -> impl Fn(usize, usize) + Send + Sync + 'sta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_node_gets_its_address_and_hostname_from_the_flags() {
+        let settings = |args: &[&str]| {
+            let mut argv = vec!["hollow-kubelet"];
+            argv.extend_from_slice(args);
+            NodeSettings::from(&Cli::parse_from(argv))
+        };
+        let published = |args: &[&str], index| {
+            let (address, hostname) = settings(args).address_and_hostname(index);
+            (address.to_string(), hostname)
+        };
+        assert_eq!(published(&[], 1), ("127.1.0.2".into(), None));
+        let node_ip = ["--hostname-override=node-ip"];
+        assert_eq!(
+            published(&node_ip, 1),
+            ("127.1.0.2".into(), Some("127.1.0.2".into()))
+        );
+        let pod_ip = ["--hostname-override=node-ip", "--node-ip=10.0.0.5"];
+        assert_eq!(
+            published(&pod_ip, 1),
+            ("10.0.0.5".into(), Some("10.0.0.5".into()))
+        );
+        // As the kubelet: an IP address as hostname is the InternalIP without --node-ip.
+        let fixed_ip = ["--hostname-override=10.0.0.7"];
+        assert_eq!(
+            published(&fixed_ip, 0),
+            ("10.0.0.7".into(), Some("10.0.0.7".into()))
+        );
+        let both = ["--hostname-override=10.0.0.7", "--node-ip=10.0.0.5"];
+        assert_eq!(
+            published(&both, 0),
+            ("10.0.0.5".into(), Some("10.0.0.7".into()))
+        );
+        let name = ["--hostname-override=sim.example.com"];
+        assert_eq!(
+            published(&name, 0),
+            ("127.1.0.1".into(), Some("sim.example.com".into()))
+        );
+    }
 
     #[test]
     fn loopback_addresses_are_distinct() {

@@ -85,6 +85,8 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
             // Two requests at a time for 50 nodes: the cap queues requests, and the
             // process's long watches do not hold it.
             "--max-requests-in-flight=2",
+            // Each node's Hostname address is its own InternalIP.
+            "--hostname-override=node-ip",
         ],
         None,
         &dir.path().join("kubelet.log"),
@@ -136,6 +138,28 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
         50,
         "each node has its own loopback address"
     );
+    for node in &listed {
+        let published: Vec<(&str, &str)> = node
+            .status
+            .as_ref()
+            .unwrap()
+            .addresses
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|a| (a.type_.as_str(), a.address.as_str()))
+            .collect();
+        let [("InternalIP", ip), ("Hostname", hostname)] = published[..] else {
+            panic!("{published:?}");
+        };
+        assert_eq!(hostname, ip, "--hostname-override=node-ip");
+        // The label stays the node name, which tells nodes apart.
+        let labels = node.metadata.labels.as_ref().unwrap();
+        assert_eq!(
+            Some(&labels["kubernetes.io/hostname"]),
+            node.metadata.name.as_ref()
+        );
+    }
 
     // The process's own /healthz and /metrics.
     let url = served_address(
@@ -236,6 +260,20 @@ async fn the_seeds_kubemark_command_lines_register_and_go_not_ready_on_sigterm()
         log.contains("--containerd is accepted for Kubemark compatibility"),
         "{log}"
     );
+    // Requests carry hollow-kubelet's User-Agent: the API server names the field
+    // manager of what the node wrote after it (the part before the first '/').
+    let node = nodes.get("hollow-node-7d9f").await?;
+    let managers: Vec<(String, Option<String>)> = node
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|f| (f.manager.clone().unwrap_or_default(), f.subresource.clone()))
+        .collect();
+    assert!(
+        managers.contains(&("hollow-kubelet".into(), None)),
+        "the Node was created by hollow-kubelet: {managers:?}"
+    );
 
     terminate(&first);
     assert!(wait_exit(&mut first).await);
@@ -291,6 +329,10 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
         ("--max-requests-in-flight=0", "0 is not in 1..=10000"),
         ("--api-connections=0", "0 is not in 1..=1000"),
         ("--kubelet-api-idle-timeout=0", "0 is not in 1..=86400"),
+        (
+            "--hostname-override=under_score",
+            "invalid hostname \"under_score\": must be an IP address or a DNS name",
+        ),
     ] {
         let (ok, out) = run(&["--kubeconfig", &kubeconfig, flag]).await;
         assert!(!ok && out.contains(expected), "{flag}: {out}");
@@ -304,6 +346,19 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
     .await;
     assert!(
         !ok && out.contains("no meaning with --http2=false"),
+        "{out}"
+    );
+    // One hostname for several nodes is refused before anything registers.
+    let (ok, out) = run(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "--nodes=2",
+        "--hostname-override=10.0.0.7",
+    ])
+    .await;
+    assert!(
+        !ok && out.contains("would give all 2 nodes one hostname")
+            && out.contains("--hostname-override=node-ip"),
         "{out}"
     );
 

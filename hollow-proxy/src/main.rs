@@ -28,6 +28,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+#[cfg(test)]
+mod fuzz_flags;
+
 /// jemalloc, as hollow-kubelet uses: it returns freed pages and fragments less.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -113,6 +116,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("cannot handle SIGTERM and SIGINT")?;
     let config = cluster_config(cli.kubeconfig.as_deref()).await?.context(
         "hollow-proxy needs a cluster: pass --kubeconfig (or set KUBECONFIG, or run it in a pod)",
+    )?;
+    let mut config = config;
+    hollow_core::connect::set_user_agent(
+        &mut config,
+        &hollow_core::connect::user_agent("hollow-proxy"),
     )?;
     let client = kube::Client::try_from(config).context("cannot build a client")?;
     wait_for_api(&client, Duration::from_secs(cli.connect_timeout)).await?;

@@ -42,6 +42,11 @@ pub enum ConfigError {
     /// A timing value is zero or inconsistent.
     #[error("invalid timing: {0}")]
     InvalidTiming(String),
+    /// A hostname is neither a DNS subdomain nor an IP address.
+    #[error(
+        "invalid hostname {0:?}: must be an IP address or a DNS name (lowercase alphanumerics, '-' or '.', at most 253 characters)"
+    )]
+    InvalidHostname(String),
 }
 
 /// The kubelet's timing. The defaults are the kubelet's own.
@@ -93,6 +98,9 @@ pub(crate) struct NodeConfig {
     pub capacity: BTreeMap<String, Quantity>,
     pub allocatable: BTreeMap<String, Quantity>,
     pub addresses: Vec<IpAddr>,
+    /// The `Hostname` address, where it is not the node name (boxed: nothing on the
+    /// heap by default, and nodes keep their configuration for life).
+    pub hostname: Option<Box<str>>,
     pub pod_cidr: Option<String>,
     pub kubelet_port: u16,
     pub kubelet_version: String,
@@ -133,6 +141,7 @@ pub struct HollowNodeBuilder {
     capacity: BTreeMap<String, String>,
     allocatable: BTreeMap<String, String>,
     addresses: Vec<IpAddr>,
+    hostname: Option<String>,
     provider_id: Option<String>,
     pod_cidr: Option<String>,
     kubelet_port: u16,
@@ -167,6 +176,7 @@ impl HollowNodeBuilder {
             capacity: BTreeMap::new(),
             allocatable: BTreeMap::new(),
             addresses: Vec::new(),
+            hostname: None,
             provider_id: None,
             pod_cidr: None,
             kubelet_port: 10250,
@@ -223,9 +233,39 @@ impl HollowNodeBuilder {
         self.capacity("pods", pods.to_string())
     }
 
-    /// Adds an InternalIP address (default 127.0.0.1). Host-network pods take these.
+    /// Adds an InternalIP address (default 127.0.0.1, or the [`hostname`](Self::hostname)
+    /// when that is an IP address). Host-network pods take these.
     pub fn address(mut self, ip: IpAddr) -> Self {
         self.addresses.push(ip);
+        self
+    }
+
+    /// The node's `Hostname` address, published after its InternalIP addresses (default:
+    /// the node name, as a kubelet's hostname is its node name). An API server or
+    /// metrics-server that prefers `Hostname` (kube-apiserver's default
+    /// `--kubelet-preferred-address-types` does) dials it for `kubectl logs`, `exec` and
+    /// `top`, so it must be an IP address or a name that resolves to the kubelet API;
+    /// a node name usually does not. [`build`](Self::build) checks that it is an IP
+    /// address or a DNS subdomain ([`check_hostname`]).
+    ///
+    /// Like the kubelet's `--hostname-override` with an IP address and no `--node-ip`,
+    /// a hostname that is an IP address is also the InternalIP when no
+    /// [`address`](Self::address) is given. Unlike it (whose hostname is also the node
+    /// name and label: `cmd/kubelet/app/server.go`, `RunKubelet`), the node name does
+    /// not change, nor does the `kubernetes.io/hostname` label, which stays the node
+    /// name: nodes of one process may share an address, and pod (anti-)affinity and
+    /// topology spread on that label need it to tell nodes apart.
+    ///
+    /// ```
+    /// use hollow_core::node::HollowNode;
+    ///
+    /// let node = HollowNode::builder("hollow-0").hostname("10.0.3.7").build()?;
+    /// # drop(node);
+    /// assert!(HollowNode::builder("hollow-0").hostname("not a name").build().is_err());
+    /// # Ok::<(), hollow_core::node::ConfigError>(())
+    /// ```
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
         self
     }
 
@@ -349,11 +389,22 @@ impl HollowNodeBuilder {
                 "update and renew periods must be positive and the lease longer than its renew interval".into(),
             ));
         }
+        if let Some(hostname) = &self.hostname {
+            check_hostname(hostname)?;
+        }
+        // As the kubelet's NodeAddress setter (pkg/kubelet/nodestatus/setters.go): the
+        // node IP if set, else a hostname that is an IP address.
         let addresses = if self.addresses.is_empty() {
-            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+            let from_hostname = self.hostname.as_deref().and_then(|h| h.parse().ok());
+            vec![from_hostname.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))]
         } else {
             self.addresses
         };
+        // The node name is the default: nothing to keep.
+        let hostname = self
+            .hostname
+            .filter(|hostname| *hostname != self.name)
+            .map(String::into_boxed_str);
         let (runtime, default_runtime): (Arc<dyn RuntimeService>, _) = match self.runtime {
             Some(runtime) => (runtime, None),
             None => {
@@ -397,6 +448,7 @@ impl HollowNodeBuilder {
             capacity: quantities(self.capacity)?,
             allocatable: quantities(self.allocatable)?,
             addresses,
+            hostname,
             pod_cidr: self.pod_cidr,
             kubelet_port: self.kubelet_port,
             kubelet_version: self.kubelet_version,
@@ -411,6 +463,25 @@ impl HollowNodeBuilder {
             config,
             ready_timeout: self.ready_timeout,
         })
+    }
+}
+
+/// Checks a node's [`hostname`](HollowNodeBuilder::hostname): an IP address or a DNS
+/// subdomain (RFC 1123).
+///
+/// ```
+/// use hollow_core::node::check_hostname;
+///
+/// assert!(check_hostname("10.0.3.7").is_ok());
+/// assert!(check_hostname("fd00::7").is_ok());
+/// assert!(check_hostname("node-7.sim.example.com").is_ok());
+/// assert!(check_hostname("Node_7").is_err());
+/// ```
+pub fn check_hostname(hostname: &str) -> Result<(), ConfigError> {
+    if hostname.parse::<IpAddr>().is_ok() || is_dns_subdomain(hostname) {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidHostname(hostname.into()))
     }
 }
 
@@ -486,5 +557,47 @@ mod tests {
         assert_eq!(node.config.kubelet_port, 10250);
         assert_eq!(node.config.timing.lease_duration, Duration::from_secs(40));
         assert_eq!(node.config.addresses, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        assert_eq!(node.config.hostname, None);
+    }
+
+    #[test]
+    fn hostnames_are_checked_and_an_ip_one_is_the_default_address() {
+        let error = HollowNode::builder("n")
+            .hostname("a_b")
+            .build()
+            .err()
+            .unwrap();
+        assert_eq!(error, ConfigError::InvalidHostname("a_b".into()));
+        assert!(
+            error
+                .to_string()
+                .contains("must be an IP address or a DNS name")
+        );
+        for bad in ["", "Upper", "10.0.0.1:80", "-a", "a b"] {
+            assert!(check_hostname(bad).is_err(), "{bad}");
+        }
+
+        let ip: IpAddr = "10.0.3.7".parse().unwrap();
+        let node = HollowNode::builder("n")
+            .hostname("10.0.3.7")
+            .build()
+            .unwrap();
+        assert_eq!(node.config.hostname.as_deref(), Some("10.0.3.7"));
+        assert_eq!(node.config.addresses, vec![ip]);
+        // A node IP given stays the InternalIP, as the kubelet's --node-ip does.
+        let node = HollowNode::builder("n")
+            .address(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .hostname("10.0.3.7")
+            .build()
+            .unwrap();
+        assert_eq!(node.config.addresses, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        // A name leaves the default address; the node name is kept as no hostname.
+        let node = HollowNode::builder("n")
+            .hostname("n.example")
+            .build()
+            .unwrap();
+        assert_eq!(node.config.addresses, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let node = HollowNode::builder("n").hostname("n").build().unwrap();
+        assert_eq!(node.config.hostname, None);
     }
 }

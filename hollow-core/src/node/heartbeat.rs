@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
 
+use super::config::NodeConfig;
 use super::node_status::{StatusInputs, Written, compute, ready_digest, stamp};
 use super::shared::NodeShared;
 
@@ -234,18 +235,7 @@ pub(crate) async fn observe(shared: &NodeShared) -> Observed {
     if stopped {
         return Observed::Stopped;
     }
-    let addresses: Vec<NodeAddress> = config
-        .addresses
-        .iter()
-        .map(|ip| NodeAddress {
-            type_: "InternalIP".into(),
-            address: ip.to_string(),
-        })
-        .chain(std::iter::once(NodeAddress {
-            type_: "Hostname".into(),
-            address: config.name.clone(),
-        }))
-        .collect();
+    let addresses = node_addresses(config);
     Observed::Status(Box::new(compute(&StatusInputs {
         report: &report,
         configured_addresses: &addresses,
@@ -257,6 +247,25 @@ pub(crate) async fn observe(shared: &NodeShared) -> Observed {
         kubelet_port: config.kubelet_port,
         health,
     })))
+}
+
+/// The node's addresses, as the kubelet's NodeAddress setter
+/// (pkg/kubelet/nodestatus/setters.go, with `--node-ip`) lists them: the InternalIP
+/// addresses, then the hostname, which is the node name unless overridden (its
+/// `--hostname-override`).
+fn node_addresses(config: &NodeConfig) -> Vec<NodeAddress> {
+    config
+        .addresses
+        .iter()
+        .map(|ip| NodeAddress {
+            type_: "InternalIP".into(),
+            address: ip.to_string(),
+        })
+        .chain(std::iter::once(NodeAddress {
+            type_: "Hostname".into(),
+            address: config.hostname.as_deref().unwrap_or(&config.name).into(),
+        }))
+        .collect()
 }
 
 /// Whether a status says the node is Ready.
@@ -454,6 +463,28 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_ips_come_first_then_the_hostname() {
+        let listed = |node: crate::node::HollowNodeBuilder| {
+            node_addresses(&node.build().unwrap().config)
+                .into_iter()
+                .map(|a| format!("{}={}", a.type_, a.address))
+                .collect::<Vec<_>>()
+        };
+        let node = crate::node::HollowNode::builder("n");
+        assert_eq!(
+            listed(node.clone().address("10.0.0.1".parse().unwrap())),
+            ["InternalIP=10.0.0.1", "Hostname=n"]
+        );
+        assert_eq!(
+            listed(
+                node.address("10.0.0.1".parse().unwrap())
+                    .hostname("10.0.0.1")
+            ),
+            ["InternalIP=10.0.0.1", "Hostname=10.0.0.1"]
+        );
+    }
 
     #[test]
     fn the_first_report_period_is_spread_and_later_ones_are_whole() {

@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 pub use cluster::{HollowCluster, HollowClusterBuilder, process_node_names};
 pub use config::{
     ConfigError, DEFAULT_KUBELET_VERSION, DEFAULT_READY_TIMEOUT, HollowNodeBuilder, NodeTiming,
+    check_hostname,
 };
 pub use heartbeat::LEASE_NAMESPACE;
 pub use phases::PodPhaseCounts;

@@ -37,6 +37,11 @@ pub fn default_bin_dir() -> PathBuf {
         .join(format!("kubernetes-{KUBERNETES_VERSION}"))
 }
 
+/// The API server's `--kubelet-preferred-address-types` in a [`TestEnv`] unless
+/// [`TestEnvBuilder::kubelet_preferred_address_types`] says otherwise: InternalIP first,
+/// as kubeadm and kind clusters have it.
+pub const DEFAULT_KUBELET_PREFERRED_ADDRESS_TYPES: [&str; 2] = ["InternalIP", "Hostname"];
+
 /// Configures and starts a [`TestEnv`]. Built with [`TestEnv::builder`].
 ///
 /// ```
@@ -58,6 +63,7 @@ pub struct TestEnvBuilder {
     controller_manager: bool,
     metrics_server: bool,
     node_monitor_grace_period: Duration,
+    kubelet_preferred_address_types: Vec<String>,
     start_timeout: Duration,
     extra_args: BTreeMap<Component, Vec<String>>,
 }
@@ -71,6 +77,9 @@ impl Default for TestEnvBuilder {
             controller_manager: true,
             metrics_server: false,
             node_monitor_grace_period: Duration::from_secs(20),
+            kubelet_preferred_address_types: DEFAULT_KUBELET_PREFERRED_ADDRESS_TYPES
+                .map(String::from)
+                .to_vec(),
             start_timeout: Duration::from_secs(180),
             extra_args: BTreeMap::new(),
         }
@@ -120,6 +129,29 @@ impl TestEnvBuilder {
         self
     }
 
+    /// The API server's `--kubelet-preferred-address-types`: which of a node's addresses
+    /// it dials for `kubectl logs`, `exec`, `attach` and `port-forward`, first found
+    /// first (default [`DEFAULT_KUBELET_PREFERRED_ADDRESS_TYPES`]; kube-apiserver's own
+    /// default puts `Hostname` first). Use this rather than [`arg`](Self::arg): a list
+    /// flag given twice is appended to, not replaced.
+    ///
+    /// ```
+    /// use hollow_core::testenv::TestEnv;
+    ///
+    /// // As a cluster with kube-apiserver's default flags.
+    /// let builder = TestEnv::builder().kubelet_preferred_address_types([
+    ///     "Hostname", "InternalDNS", "InternalIP", "ExternalDNS", "ExternalIP",
+    /// ]);
+    /// # drop(builder);
+    /// ```
+    pub fn kubelet_preferred_address_types(
+        mut self,
+        types: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.kubelet_preferred_address_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// How long each component may take to become ready (default 180 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
@@ -127,7 +159,7 @@ impl TestEnvBuilder {
     }
 
     /// Adds a command-line argument for one component, after the defaults (a later flag
-    /// wins over an earlier one).
+    /// wins over an earlier one, except a list flag, which is appended to).
     pub fn arg(mut self, component: Component, arg: impl Into<String>) -> Self {
         self.extra_args
             .entry(component)
@@ -220,7 +252,9 @@ impl TestEnvBuilder {
     fn args(&self, component: Component, layout: &Layout, ports: &Ports) -> Vec<String> {
         let mut args = match component {
             Component::Etcd => etcd_args(layout, ports),
-            Component::ApiServer => apiserver_args(layout, ports),
+            Component::ApiServer => {
+                apiserver_args(layout, ports, &self.kubelet_preferred_address_types)
+            }
             Component::ControllerManager => {
                 controller_manager_args(layout, ports, self.node_monitor_grace_period)
             }

@@ -65,7 +65,11 @@ pub(crate) fn etcd_args(layout: &Layout, ports: &Ports) -> Vec<String> {
     ]
 }
 
-pub(crate) fn apiserver_args(layout: &Layout, ports: &Ports) -> Vec<String> {
+pub(crate) fn apiserver_args(
+    layout: &Layout,
+    ports: &Ports,
+    kubelet_preferred_address_types: &[String],
+) -> Vec<String> {
     let f = |name: &str| layout.pki_file(name);
     vec![
         format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd_client),
@@ -87,7 +91,10 @@ pub(crate) fn apiserver_args(layout: &Layout, ports: &Ports) -> Vec<String> {
             f("apiserver-kubelet-client.crt")
         ),
         format!("--kubelet-client-key={}", f("apiserver-kubelet-client.key")),
-        "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
+        format!(
+            "--kubelet-preferred-address-types={}",
+            kubelet_preferred_address_types.join(",")
+        ),
         format!("--requestheader-client-ca-file={}", f("ca.crt")),
         "--requestheader-allowed-names=front-proxy-client".into(),
         "--requestheader-username-headers=X-Remote-User".into(),

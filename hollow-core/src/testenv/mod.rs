@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub use builder::{TestEnvBuilder, default_bin_dir};
+pub use builder::{DEFAULT_KUBELET_PREFERRED_ADDRESS_TYPES, TestEnvBuilder, default_bin_dir};
 pub use component::Component;
 pub use error::{Error, Result};
 pub use pki::{CertAndKey, Pki, PkiError};
