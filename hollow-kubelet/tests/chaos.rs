@@ -238,6 +238,10 @@ impl Case {
         })
         .await;
         let took = ended.elapsed();
+        eprintln!(
+            "{}: every node and pod Ready {took:?} after the fault ended",
+            self.name
+        );
         let log = std::fs::read_to_string(&self.log)?;
         assert!(
             took <= RECOVERY,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::heartbeat::Heartbeats;
 use super::shared::NodeShared;
+use crate::backoff::WatchBackoff;
 
 /// Routes pods from one watch to the nodes it serves, whose heartbeats one driver
 /// runs.
@@ -59,7 +60,9 @@ impl PodRouter {
     ) {
         let api: Api<Pod> = Api::all(client);
         let config = watcher::Config::default().fields(&field_selector);
-        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        let mut events = watcher::watcher(api, config)
+            .backoff(WatchBackoff::new())
+            .boxed();
         let mut listed: Option<HashSet<String>> = None;
         loop {
             let event = tokio::select! {
@@ -117,7 +120,7 @@ impl PodRouter {
             config = config.fields(selector);
         }
         let mut events = watcher::watcher(api, config)
-            .default_backoff()
+            .backoff(WatchBackoff::new())
             .applied_objects()
             .boxed();
         loop {
