@@ -445,6 +445,10 @@ nodes:
             },
         )
         .await;
+        // The scheduler sees the taint through its own informer, which on a loaded
+        // machine can trail the API by a moment: a pod created at once may be bound
+        // before the scheduler's cache has the taint (the CI rehearsal saw that once).
+        tokio::time::sleep(Duration::from_secs(3)).await;
         pods.create(&PostParams::default(), &pinned("refused", "fault-1"))
             .await
             .unwrap();
