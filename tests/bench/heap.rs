@@ -5,6 +5,11 @@
 //! node and per pod. With `--profile <file>` it also writes dhat's profile, to be read
 //! with dhat's viewer (allocation sites at the peak). PSS from outside, with allocator
 //! overhead and fragmentation, is `hollow-bench`'s figure; this one says where bytes go.
+//!
+//! With `--soak <seconds>` it then replaces a tenth of the pods every 10 s (as
+//! `hollow-bench`'s soak does) and prints the live heap, and the process's anonymous
+//! PSS, every `--sample-every` seconds: whether memory grows over a long run, and with
+//! `--profile`, which allocation sites hold the bytes at the end.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +22,7 @@ use hollow_tests::eventually;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 #[global_allocator]
@@ -39,6 +44,13 @@ struct Args {
     /// Write dhat's profile here.
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// After counting, churn pods for this many seconds: a tenth of them deleted (and
+    /// replaced by their Deployment) every 10 s.
+    #[arg(long, default_value_t = 0)]
+    soak: u64,
+    /// Seconds between the soak's samples.
+    #[arg(long, default_value_t = 60)]
+    sample_every: u64,
 }
 
 /// Live heap bytes and blocks.
@@ -82,6 +94,9 @@ async fn main() -> anyhow::Result<()> {
     println!("per node (idle): {bytes:.0} bytes in {blocks:.0} blocks");
     if args.pods > 0 {
         count_pods(&client, args.pods, args.settle, idle).await?;
+        if args.soak > 0 {
+            soak(&client, args.pods, &args).await?;
+        }
     }
     // The profile is written while the nodes still run, so its bytes "at end" are the
     // steady state.
@@ -137,4 +152,73 @@ async fn count_pods(
     let (bytes, blocks) = per(live(), idle, replicas);
     println!("per running pod: {bytes:.0} bytes in {blocks:.0} blocks");
     Ok(())
+}
+
+/// Deletes the oldest tenth of the Deployment's pods every 10 s for `args.soak` seconds,
+/// printing a sample line every `args.sample_every` seconds and a last one at the end.
+async fn soak(client: &kube::Client, replicas: usize, args: &Args) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let length = Duration::from_secs(args.soak);
+    let every = Duration::from_secs(args.sample_every.max(1));
+    let started = std::time::Instant::now();
+    let mut next_sample = started;
+    let mut churned = 0usize;
+    let batch = (replicas / 10).max(1);
+    println!("soak: {} s, {batch} pods replaced every 10 s", args.soak);
+    while started.elapsed() < length {
+        if std::time::Instant::now() >= next_sample {
+            print_sample(started.elapsed(), churned);
+            next_sample += every;
+        }
+        match pods.list(&ListParams::default().labels("app=heap")).await {
+            Ok(list) => {
+                let mut items = list.items;
+                items.sort_by(|a, b| {
+                    a.metadata
+                        .creation_timestamp
+                        .cmp(&b.metadata.creation_timestamp)
+                });
+                let oldest = items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter_map(|p| p.metadata.name.as_deref())
+                    .take(batch);
+                for name in oldest {
+                    match pods.delete(name, &DeleteParams::default()).await {
+                        Ok(_) => churned += 1,
+                        Err(error) => eprintln!("soak: deleting {name} failed: {error}"),
+                    }
+                }
+            }
+            Err(error) => eprintln!("soak: listing pods failed: {error}"),
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    print_sample(started.elapsed(), churned);
+    Ok(())
+}
+
+/// One line: seconds since the soak began, pods deleted so far, live heap (dhat) and the
+/// process's anonymous PSS (which includes dhat's own bookkeeping).
+fn print_sample(elapsed: Duration, churned: usize) {
+    let (bytes, blocks) = live();
+    let anon_kib = std::fs::read_to_string("/proc/self/smaps_rollup")
+        .ok()
+        .and_then(|rollup| {
+            rollup
+                .lines()
+                .find_map(|line| line.strip_prefix("Pss_Anon:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .unwrap_or_default();
+    println!(
+        "t={}s churned={churned} heap_bytes={bytes} heap_blocks={blocks} pss_anon_kib={anon_kib}",
+        elapsed.as_secs()
+    );
 }
