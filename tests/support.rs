@@ -3,6 +3,9 @@
 //! Every test here runs against a real control plane started by
 //! `hollow_core::testenv`; build its binaries once with `control-plane/install`.
 
+pub mod kubemark;
+pub mod oracle;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

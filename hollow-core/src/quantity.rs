@@ -77,3 +77,55 @@ fn unclamped(s: &str) -> Option<f64> {
 pub fn is_quantity(s: &str) -> bool {
     parse_quantity(s).is_some()
 }
+
+/// `value` written as the API server writes a quantity computed from `like` (the
+/// quantity a sum started from, whose format it keeps): binary suffixes (`Ki` .. `Ei`)
+/// when `like` has one, decimal ones (`m`, `k` .. `E`) otherwise, with the largest
+/// suffix that keeps the number whole (`resource.Quantity.String`'s canonical form, as
+/// `resourcehelper.PodRequests` sums produce it).
+///
+/// ```
+/// use hollow_core::quantity::format_like;
+///
+/// assert_eq!(format_like(0.3, "100m"), "300m");
+/// assert_eq!(format_like(1.5, "1"), "1500m");
+/// assert_eq!(format_like(2.0, "1"), "2");
+/// assert_eq!(format_like(128.0 * 1024.0 * 1024.0, "64Mi"), "128Mi");
+/// assert_eq!(format_like(200e6, "100M"), "200M");
+/// assert_eq!(format_like(1025.0, "1Ki"), "1025");
+/// ```
+pub fn format_like(value: f64, like: &str) -> String {
+    let value = value.clamp(0.0, MAX_QUANTITY);
+    if like.ends_with('i') && value.fract() == 0.0 && value >= 1024.0 {
+        let whole = value as u128;
+        for (power, suffix) in [
+            (6, "Ei"),
+            (5, "Pi"),
+            (4, "Ti"),
+            (3, "Gi"),
+            (2, "Mi"),
+            (1, "Ki"),
+        ] {
+            let unit = 1024u128.pow(power);
+            if whole.is_multiple_of(unit) {
+                return format!("{}{suffix}", whole / unit);
+            }
+        }
+        return whole.to_string();
+    }
+    let milli = (value * 1000.0).round() as u128;
+    if !milli.is_multiple_of(1000) {
+        return format!("{milli}m");
+    }
+    let whole = milli / 1000;
+    if whole == 0 {
+        return "0".into();
+    }
+    for (power, suffix) in [(6, "E"), (5, "P"), (4, "T"), (3, "G"), (2, "M"), (1, "k")] {
+        let unit = 1000u128.pow(power);
+        if whole.is_multiple_of(unit) {
+            return format!("{}{suffix}", whole / unit);
+        }
+    }
+    whole.to_string()
+}

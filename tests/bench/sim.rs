@@ -1,12 +1,12 @@
 //! The simulators under test, started as their users start them, and stopped.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use hollow_core::testenv::TestEnv;
+use hollow_tests::kubemark::{self, spawn_logged};
 use hollow_tests::process_alive;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -14,7 +14,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// Which simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -40,38 +40,6 @@ pub struct Simulator {
     pub kind: Kind,
     children: Vec<Child>,
     client: kube::Client,
-}
-
-/// Starts `program` with `args`, its output in `<dir>/<log>.log`.
-fn spawn(program: &Path, args: &[String], dir: &Path, log: &str) -> anyhow::Result<Child> {
-    let file = std::fs::File::create(dir.join(format!("{log}.log")))?;
-    Command::new(program)
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start {} (control-plane/install builds it)",
-                program.display()
-            )
-        })
-}
-
-/// A port for Kubemark node `index`'s kubelet, below Linux's ephemeral range
-/// (32768-60999): an ephemeral port picked free can be taken by an outgoing connection
-/// before the kubelet binds it, which once failed a Kubemark node right after 5,000
-/// hollow nodes' connections.
-fn kubelet_port(index: usize) -> anyhow::Result<u16> {
-    let first = 20_000 + 8 * index;
-    (first..first + 8)
-        .filter_map(|port| u16::try_from(port).ok())
-        .find(|port| std::net::TcpListener::bind(("0.0.0.0", *port)).is_ok())
-        .with_context(|| format!("no free port in {first}..{}", first + 8))
 }
 
 /// The hollow-kubelet binary: next to this one (cargo builds both), or as given.
@@ -117,7 +85,7 @@ impl Simulator {
                     "--kubelet-port=0".into(),
                     "--cleanup-on-exit".into(),
                 ];
-                children.push(spawn(&hollow_binary()?, &args, dir, "hollow")?);
+                children.push(spawn_logged(&hollow_binary()?, &args, dir, "hollow")?);
             }
             Kind::Kwok => {
                 let args = [
@@ -133,34 +101,17 @@ impl Simulator {
                     "--server-address=127.0.0.1:0".into(),
                     "--cidr=10.192.0.0/10".into(),
                 ];
-                children.push(spawn(&env.binary("kwok"), &args, dir, "kwok")?);
+                children.push(spawn_logged(&env.binary("kwok"), &args, dir, "kwok")?);
                 create_kwok_nodes(&env.client(), count).await?;
             }
             Kind::Kubemark => {
                 for index in 0..count {
-                    let node_dir = dir.join(format!("kubemark-{index}"));
-                    std::fs::create_dir_all(&node_dir)?;
-                    let args = [
-                        "--morph=kubelet".to_string(),
-                        format!("--name=bench-kubemark-{index}"),
-                        format!("--kubeconfig={kubeconfig}"),
-                        format!("--node-labels={label}"),
-                        format!("--kubelet-port={}", kubelet_port(index)?),
-                        "--kubelet-read-only-port=0".into(),
-                        // Kubemark's own fake image and runtime services, served on this
-                        // socket, as its hollow-node pods run them.
-                        "--use-host-image-service=false".into(),
-                        format!(
-                            "--containerd=unix://{}",
-                            node_dir.join("cri.sock").display()
-                        ),
-                        format!("--cert-dir={}", node_dir.display()),
-                    ];
-                    children.push(spawn(
-                        &env.binary("kubemark"),
-                        &args,
-                        &node_dir,
-                        "kubemark",
+                    children.push(kubemark::start_node(
+                        env,
+                        &format!("bench-kubemark-{index}"),
+                        &label,
+                        &dir.join(format!("kubemark-{index}")),
+                        index,
                     )?);
                 }
             }

@@ -31,6 +31,7 @@ mod pod_status;
 mod pods;
 mod register;
 mod shared;
+mod spec_status;
 mod taint_effect;
 mod view;
 mod worker;

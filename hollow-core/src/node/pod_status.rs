@@ -5,13 +5,14 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{
-    ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
+    Container, ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus as ApiStatus, HostIP, Pod, PodCondition, PodIP,
     PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use super::spec_status;
 use crate::pod::ContainerKind;
 use crate::runtime::ContainerState;
 
@@ -120,6 +121,9 @@ pub(crate) struct PodFacts<'a> {
     pub runtime_name: &'a str,
     /// When the kubelet first accepted the pod.
     pub start_time: Timestamp,
+    /// A phase decided apart from the containers' states: `Failed` for a pod past its
+    /// `activeDeadlineSeconds`, the terminal phase of a pod being deleted.
+    pub forced_phase: Option<&'a str>,
 }
 
 pub(crate) fn restart_policy(pod: &Pod) -> &str {
@@ -256,6 +260,8 @@ fn api_state(state: &ContainerState, container_id: Option<String>) -> ApiState {
 
 fn container_status(
     record: &ContainerRecord,
+    spec: Option<&Container>,
+    previous: Option<&ApiStatus>,
     runtime: &str,
     initialized: bool,
     now: SystemTime,
@@ -281,7 +287,7 @@ fn container_status(
     } else {
         container_id.clone()
     };
-    ApiStatus {
+    let mut status = ApiStatus {
         name: record.name.clone(),
         image: record.image.clone(),
         image_id: record.image_ref.clone().unwrap_or_default(),
@@ -298,7 +304,11 @@ fn container_status(
                 .unwrap_or_default(),
         ),
         ..Default::default()
+    };
+    if let Some(spec) = spec {
+        spec_status::fill_container(&mut status, spec, previous, record.id.is_some());
     }
+    status
 }
 
 fn condition(
@@ -324,6 +334,10 @@ fn names_message(what: &str, names: &[&str]) -> String {
 fn owned_conditions(facts: &PodFacts<'_>, phase: &str, now: SystemTime) -> Vec<PodCondition> {
     let pending = pending_init(facts.init);
     let completed = phase == "Succeeded";
+    // A failed pod's containers are not ready, whatever they say
+    // (`generateContainersReadyConditionForTerminalPhase` in
+    // pkg/kubelet/status/generate.go).
+    let failed = phase == "Failed";
     let initialized = if !pending.is_empty() {
         condition(
             "Initialized",
@@ -349,6 +363,8 @@ fn owned_conditions(facts: &PodFacts<'_>, phase: &str, now: SystemTime) -> Vec<P
         .collect();
     let containers_ready = if completed {
         condition("ContainersReady", false, Some("PodCompleted"), None)
+    } else if failed {
+        condition("ContainersReady", false, Some("PodFailed"), None)
     } else if !pending.is_empty() {
         condition(
             "ContainersReady",
@@ -431,7 +447,9 @@ fn carry_transition_times(
 /// The whole status the kubelet would write now.
 pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
     let pod = facts.pod;
-    let phase = phase(pod, facts.init, facts.regular);
+    let phase = facts
+        .forced_phase
+        .unwrap_or_else(|| phase(pod, facts.init, facts.regular));
     let previous = pod.status.clone().unwrap_or_default();
     let previous_conditions = previous.conditions.clone().unwrap_or_default();
     let generation = pod.metadata.generation;
@@ -453,13 +471,40 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
     let ip_list = |ips: &[IpAddr]| ips.iter().map(IpAddr::to_string).collect::<Vec<_>>();
     let host_ips = ip_list(facts.host_ips);
     let pod_ips = ip_list(facts.pod_ips);
-    let statuses = |records: &[ContainerRecord]| {
+    let spec = pod.spec.as_ref();
+    let statuses = |records: &[ContainerRecord],
+                    specs: Option<&Vec<Container>>,
+                    before: Option<&Vec<ApiStatus>>| {
         let list: Vec<ApiStatus> = records
             .iter()
-            .map(|r| container_status(r, facts.runtime_name, initialized, now_system))
+            .map(|r| {
+                let spec = specs.and_then(|specs| specs.iter().find(|c| c.name == r.name));
+                let previous = before.and_then(|list| list.iter().find(|c| c.name == r.name));
+                container_status(
+                    r,
+                    spec,
+                    previous,
+                    facts.runtime_name,
+                    initialized,
+                    now_system,
+                )
+            })
             .collect();
         (!list.is_empty()).then_some(list)
     };
+    // Init containers in spec order, the others by name
+    // (`convertToAPIContainerStatuses` in pkg/kubelet/kubelet_pods.go).
+    let mut container_statuses = statuses(
+        facts.regular,
+        spec.map(|s| &s.containers),
+        previous.container_statuses.as_ref(),
+    );
+    if let Some(list) = container_statuses.as_mut() {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    // The kubelet looks at the phase the API server holds, not the one it computes.
+    let was_running = previous.phase.as_deref() == Some("Running");
+    let (resources, allocated_resources) = spec_status::pod_resources(pod, was_running);
     PodStatus {
         phase: Some(phase.into()),
         conditions: Some(conditions),
@@ -475,8 +520,14 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
             .then(|| pod_ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
         start_time: previous.start_time.or(Some(Time(facts.start_time))),
         qos_class: Some(qos_class(pod).into()),
-        init_container_statuses: statuses(facts.init),
-        container_statuses: statuses(facts.regular),
+        init_container_statuses: statuses(
+            facts.init,
+            spec.and_then(|s| s.init_containers.as_ref()),
+            previous.init_container_statuses.as_ref(),
+        ),
+        container_statuses,
+        resources: Some(resources),
+        allocated_resources,
         observed_generation: generation,
         // Fields the kubelet does not own are kept.
         nominated_node_name: previous.nominated_node_name,

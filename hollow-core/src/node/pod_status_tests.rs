@@ -52,6 +52,15 @@ fn exited(mut record: ContainerRecord, code: i32) -> ContainerRecord {
 }
 
 fn status(pod: &Pod, init: &[ContainerRecord], regular: &[ContainerRecord]) -> serde_json::Value {
+    status_in(pod, init, regular, None)
+}
+
+fn status_in(
+    pod: &Pod,
+    init: &[ContainerRecord],
+    regular: &[ContainerRecord],
+    forced_phase: Option<&str>,
+) -> serde_json::Value {
     let facts = PodFacts {
         pod,
         init,
@@ -61,6 +70,7 @@ fn status(pod: &Pod, init: &[ContainerRecord], regular: &[ContainerRecord]) -> s
         host_ips: &["127.0.0.1".parse().unwrap()],
         runtime_name: "hollow",
         start_time: "2026-01-01T00:00:01Z".parse().unwrap(),
+        forced_phase,
     };
     serde_json::to_value(compute(&facts, "2026-01-01T00:00:05Z".parse().unwrap())).unwrap()
 }
@@ -89,8 +99,10 @@ fn a_pod_bound_by_node_name_gets_pod_scheduled_from_the_kubelet() {
 fn a_running_pod_matches_the_kubelet() {
     let pod = pod(json!({
         "containers": [
+            // As the API server stores it: requests defaulted from limits.
             { "name": "web", "image": "nginx:1.27",
-              "resources": { "limits": { "cpu": "1", "memory": "1Gi" } } },
+              "resources": { "limits": { "cpu": "1", "memory": "1Gi" },
+                             "requests": { "cpu": "1", "memory": "1Gi" } } },
         ],
     }));
     let got = status(&pod, &[], &[running("web", 3)]);
@@ -128,7 +140,16 @@ fn a_running_pod_matches_the_kubelet() {
             "started": true,
             "state": { "running": { "startedAt": "2026-01-01T00:00:03Z" } },
             "lastState": {},
+            // What the runtime was given (InPlacePodVerticalScaling,
+            // convertToAPIContainerStatuses in pkg/kubelet/kubelet_pods.go).
+            "resources": { "limits": { "cpu": "1", "memory": "1Gi" },
+                           "requests": { "cpu": "1", "memory": "1Gi" } },
+            "allocatedResources": { "cpu": "1", "memory": "1Gi" },
         }],
+        // The pod's own (InPlacePodLevelResourcesVerticalScaling, generateAPIPodStatus).
+        "resources": { "limits": { "cpu": "1", "memory": "1Gi" },
+                       "requests": { "cpu": "1", "memory": "1Gi" } },
+        "allocatedResources": { "cpu": "1", "memory": "1Gi" },
     });
     assert_eq!(got, want, "\n got: {got:#}\nwant: {want:#}");
 }
@@ -411,4 +432,65 @@ fn runtime_readiness_overrides_the_probe_timing() {
     };
     let got = status(&pod, &[], &[early]);
     assert_eq!(got["containerStatuses"][0]["ready"], true);
+}
+
+#[test]
+fn a_failed_pods_containers_are_not_ready_for_reason_pod_failed() {
+    // A pod killed past its activeDeadlineSeconds: the kubelet's terminal-phase
+    // conditions (generateContainersReadyConditionForTerminalPhase and
+    // generatePodReadyConditionForTerminalPhase, pkg/kubelet/status/generate.go), and an
+    // Initialized condition without a reason (only Succeeded has PodCompleted).
+    let pod = pod(json!({ "containers": [{ "name": "web", "image": "nginx:1.27" }] }));
+    let got = status_in(&pod, &[], &[exited(running("web", 3), 0)], Some("Failed"));
+    assert_eq!(got["phase"], "Failed");
+    let condition = |kind: &str| {
+        got["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .cloned()
+            .unwrap()
+    };
+    for kind in ["ContainersReady", "Ready"] {
+        assert_eq!(condition(kind)["status"], "False", "{kind}");
+        assert_eq!(condition(kind)["reason"], "PodFailed", "{kind}");
+    }
+    assert_eq!(condition("Initialized")["status"], "True");
+    assert!(condition("Initialized").get("reason").is_none());
+}
+
+#[test]
+fn container_statuses_are_sorted_by_name_and_init_ones_kept_in_spec_order() {
+    // convertToAPIContainerStatuses (pkg/kubelet/kubelet_pods.go) sorts regular
+    // statuses by name, init ones by their order in the spec.
+    let pod = pod(json!({
+        "initContainers": [
+            { "name": "z-sidecar", "image": "nginx:1.27", "restartPolicy": "Always" },
+            { "name": "a-sidecar", "image": "nginx:1.27", "restartPolicy": "Always" },
+        ],
+        "containers": [
+            { "name": "web", "image": "nginx:1.27" },
+            { "name": "log", "image": "nginx:1.27" },
+        ],
+    }));
+    let sidecar = |name: &str| ContainerRecord {
+        kind: ContainerKind::Sidecar,
+        ..running(name, 2)
+    };
+    let got = status(
+        &pod,
+        &[sidecar("z-sidecar"), sidecar("a-sidecar")],
+        &[running("web", 3), running("log", 3)],
+    );
+    let names = |field: &str| -> Vec<String> {
+        got[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("containerStatuses"), ["log", "web"]);
+    assert_eq!(names("initContainerStatuses"), ["z-sidecar", "a-sidecar"]);
 }

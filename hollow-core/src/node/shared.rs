@@ -35,12 +35,30 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
         spec.containers.shrink_to_fit();
         shrink(&mut spec.init_containers);
         shrink(&mut spec.tolerations);
+        // A container's mounts are kept until its status lists them (the kubelet
+        // writes them once; they are immutable there).
+        let status = pod.status.as_ref();
+        let mounts_in_status = |name: &str| {
+            status
+                .into_iter()
+                .flat_map(|s| {
+                    s.container_statuses
+                        .iter()
+                        .flatten()
+                        .chain(s.init_container_statuses.iter().flatten())
+                })
+                .any(|c| c.name == name && c.volume_mounts.is_some())
+        };
         let containers = spec
             .containers
             .iter_mut()
             .chain(spec.init_containers.iter_mut().flatten());
         for container in containers {
-            container.volume_mounts = None;
+            if mounts_in_status(&container.name) {
+                container.volume_mounts = None;
+            } else {
+                shrink(&mut container.volume_mounts);
+            }
             container.volume_devices = None;
             shrink(&mut container.env);
             shrink(&mut container.ports);
@@ -538,7 +556,8 @@ mod tests {
         assert_eq!(spec.tolerations.unwrap().capacity(), 3);
         assert_eq!(spec.containers[0].env.as_ref().unwrap().capacity(), 1);
         assert_eq!(pod.status.unwrap().conditions.unwrap().capacity(), 1);
-        assert!(spec.volumes.is_none() && spec.containers[0].volume_mounts.is_none());
+        // The status lists no mounts yet: the spec's are kept for it.
+        assert!(spec.volumes.is_none() && spec.containers[0].volume_mounts.is_some());
         assert!(pod.metadata.managed_fields.is_none());
     }
 }

@@ -15,6 +15,7 @@ use crate::node::phases::phase_index;
 use crate::node::pod_status::{PodFacts, compute, qos_class};
 use crate::pod::ContainerKind;
 use k8s_openapi::api::core::v1::PodStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 impl PodWorker {
     /// Graceful deletion: stop within the grace period, write the terminal status, then
@@ -81,25 +82,35 @@ impl PodWorker {
             host_ips: &host_ips,
             runtime_name: &self.shared.runtime_name,
             start_time: self.start_time,
+            forced_phase: if self.deadline_exceeded {
+                Some("Failed")
+            } else {
+                phase_override
+            },
         };
         let mut status = match &self.rejected {
-            // The kubelet's `rejectPod` sets the phase, reason, message and QoS class and
-            // nothing else; the conditions stay as they were.
+            // The kubelet's `rejectPod` sets the phase, reason, message and QoS class,
+            // and its status manager the start time and observed generation
+            // (`updateStatusInternal` in pkg/kubelet/status/status_manager.go); the
+            // conditions stay as they were.
             Some(rejection) => PodStatus {
                 phase: Some("Failed".into()),
                 reason: Some(rejection.reason.clone()),
                 message: Some(rejection.status_message()),
                 qos_class: Some(qos_class(&self.pod).into()),
                 conditions: self.pod.status.as_ref().and_then(|s| s.conditions.clone()),
+                start_time: self
+                    .pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.start_time.clone())
+                    .or(Some(Time(self.start_time))),
+                observed_generation: self.pod.metadata.generation,
                 ..Default::default()
             },
             None => compute(&facts, Timestamp::now()),
         };
-        if let Some(phase) = phase_override.filter(|_| self.rejected.is_none()) {
-            status.phase = Some(phase.into());
-        }
         if self.deadline_exceeded {
-            status.phase = Some("Failed".into());
             status.reason = Some("DeadlineExceeded".into());
             status.message =
                 Some("Pod was active on the node longer than the specified deadline".into());
