@@ -30,6 +30,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    hollow_tests::init_tracing();
     let mut options = Options {
         only: args.only,
         quiet: Duration::from_secs(args.quiet),

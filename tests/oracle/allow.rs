@@ -99,7 +99,7 @@ const FAKE_PROBER_STARTED: Why = Why::KubemarkFake {
 };
 
 const FAKE_PROBER_READY: Why = Why::KubemarkFake {
-    reason: "Kubemark's fake prober marks every regular container ready, terminated ones too, and leaves init containers (sidecars included) unready; the kubelet's prober manager makes a container ready only while it runs, and a started sidecar without a readiness probe ready",
+    reason: "Kubemark's fake prober marks every regular container ready, waiting and terminated ones too (so a pod whose volume or env is missing shows Ready there), and leaves init containers (sidecars included) unready; the kubelet's prober manager makes a container ready only while it runs, and a started sidecar without a readiness probe ready",
     upstream: "pkg/kubelet/prober/prober_manager.go (UpdatePodStatus)",
 };
 
@@ -126,16 +126,6 @@ const FAKE_CADVISOR_IDS: Why = Why::KubemarkFake {
 const KUBEMARK_NO_ATTACH_DETACH: Why = Why::KubemarkFake {
     reason: "Kubemark turns the controller-managed attach/detach off (EnableControllerAttachDetach = false in pkg/kubemark/hollow_kubelet.go); a kubelet with default flags annotates its Node with it",
     upstream: "pkg/kubelet/kubelet_node_status.go (initialNode)",
-};
-
-const VOLUMES_NOT_RESOLVED: Why = Why::OpenInHollow {
-    reason: "hollow does not yet resolve volumes: the kubelet's volume manager keeps a pod whose ConfigMap, Secret or PVC is missing in ContainerCreating (PodReadyToStartContainers False, FailedMount Events) until it appears",
-    issue: 18,
-};
-
-const ENV_NOT_RESOLVED: Why = Why::OpenInHollow {
-    reason: "hollow does not yet resolve env from ConfigMaps and Secrets: the kubelet refuses to create the container (CreateContainerConfigError with the lookup's message)",
-    issue: 18,
 };
 
 const fn pod(cases: &'static str, path: &'static str, values: Values, why: Why) -> Rule {
@@ -166,10 +156,47 @@ pub static RULES: &[Rule] = &[
         Values::KubemarkAbsent,
         FAKE_PROBER_STARTED,
     ),
+    // A container that is not running is never ready; Kubemark's fake prober says it is.
     pod(
-        "active-deadline",
+        "*",
         "containerStatuses[*].ready",
         Values::Kubemark("true"),
+        FAKE_PROBER_READY,
+    ),
+    pod(
+        "configmap-volume-missing",
+        "conditions[type=*Ready].*",
+        Values::Any,
+        FAKE_PROBER_READY,
+    ),
+    pod(
+        "secret-volume-missing",
+        "conditions[type=*Ready].*",
+        Values::Any,
+        FAKE_PROBER_READY,
+    ),
+    pod(
+        "projected-missing",
+        "conditions[type=*Ready].*",
+        Values::Any,
+        FAKE_PROBER_READY,
+    ),
+    pod(
+        "pvc-missing",
+        "conditions[type=*Ready].*",
+        Values::Any,
+        FAKE_PROBER_READY,
+    ),
+    pod(
+        "env-from-missing-secret",
+        "conditions[type=*Ready].*",
+        Values::Any,
+        FAKE_PROBER_READY,
+    ),
+    pod(
+        "env-key-missing-configmap",
+        "conditions[type=*Ready].*",
+        Values::Any,
         FAKE_PROBER_READY,
     ),
     pod(
@@ -201,21 +228,6 @@ pub static RULES: &[Rule] = &[
         "containerStatuses[*].resources.*.memory",
         Values::Kubemark("\"0\""),
         FAKE_RUNTIME_NO_RESOURCES,
-    ),
-    pod("*-volume-missing", "*", Values::Any, VOLUMES_NOT_RESOLVED),
-    pod("projected-missing", "*", Values::Any, VOLUMES_NOT_RESOLVED),
-    pod("pvc-missing", "*", Values::Any, VOLUMES_NOT_RESOLVED),
-    pod(
-        "env-from-missing-secret",
-        "*",
-        Values::Any,
-        ENV_NOT_RESOLVED,
-    ),
-    pod(
-        "env-key-missing-configmap",
-        "*",
-        Values::Any,
-        ENV_NOT_RESOLVED,
     ),
     node(
         "status.nodeInfo.*ID",

@@ -181,19 +181,24 @@ impl Report {
     /// One line: pods equal, fields differing, and how they are judged.
     pub fn summary(&self) -> String {
         let differences: Vec<&Judged> = self.all().flat_map(|p| &p.differences).collect();
-        let open = differences.iter().filter(|d| d.open_in_hollow()).count();
-        let unexplained = self.unexplained();
+        let count = |kind: fn(&Why) -> bool| {
+            differences
+                .iter()
+                .filter(|d| d.rule.is_some_and(|rule| kind(&rule.why)))
+                .count()
+        };
+        let fakes = count(|why| matches!(why, Why::KubemarkFake { .. }));
+        let deliberate = count(|why| matches!(why, Why::Deliberate { .. }));
+        let open = count(|why| matches!(why, Why::OpenInHollow { .. }));
         format!(
             "{}/{} pods equal, {} equal but for accepted differences; {} differing fields: \
-             {} from Kubemark's fakes, {open} open in hollow, {unexplained} unexplained{}",
+             {fakes} from Kubemark's fakes, {deliberate} deliberate, {open} open in hollow, \
+             {} unexplained{}",
             self.pods.iter().filter(|p| p.equal()).count(),
             self.pods.len(),
-            self.pods
-                .iter()
-                .filter(|p| !p.equal() && p.explained())
-                .count(),
+            self.pods.iter().filter(|p| !p.equal() && p.explained()).count(),
             differences.len(),
-            differences.len() - open - differences.iter().filter(|d| d.unexplained()).count(),
+            self.unexplained(),
             if self.settled {
                 ""
             } else {

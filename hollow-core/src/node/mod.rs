@@ -29,6 +29,7 @@ mod node_status;
 mod phases;
 mod pod_status;
 mod pods;
+mod references;
 mod register;
 mod shared;
 mod spec_status;

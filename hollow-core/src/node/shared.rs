@@ -249,6 +249,8 @@ pub(crate) struct NodeShared {
     pub(super) annotated: Mutex<AnnotatedFaults>,
     /// Whether the node is Ready and when it last renewed its Lease.
     pub(super) liveness: Liveness,
+    /// The ConfigMaps, Secrets and claims pods refer to that the node found.
+    pub(super) found: super::references::Found,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
     workers: Mutex<HashMap<String, Arc<PodInbox>>>,
 }
@@ -278,6 +280,7 @@ impl NodeShared {
             heartbeat: Default::default(),
             annotated: Mutex::new(AnnotatedFaults::default()),
             liveness: Liveness::default(),
+            found: Default::default(),
             pod_cidr: tokio::sync::Mutex::new(None),
             workers: Mutex::new(HashMap::new()),
         }
@@ -314,16 +317,18 @@ impl NodeShared {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
-        let pod = Arc::new(slimmed(pod));
         let mut workers = self.workers.lock();
         if let Some(inbox) = workers.get(&uid) {
-            inbox.offer(pod);
+            inbox.offer(Arc::new(slimmed(pod)));
             return;
         }
+        // What the volumes need is read before slimming drops them.
+        let volume_needs = super::references::volume_needs(&pod);
+        let pod = Arc::new(slimmed(pod));
         self.listen_to_runtime();
         let inbox = Arc::new(PodInbox::new(pod));
         workers.insert(uid.clone(), inbox.clone());
-        let worker = PodWorker::new(self.clone(), inbox);
+        let worker = PodWorker::new(self.clone(), inbox, volume_needs);
         let shared = self.clone();
         tokio::spawn(async move {
             worker.run().await;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Backoff, PodWorker, RETRY_DELAY};
+use super::{Backoff, MOUNT_BACKOFF, PodWorker, RETRY_DELAY, SYNC_RETRY};
 use crate::node::pod_status::{ContainerRecord, restart_policy};
 use crate::pod::ContainerKind;
 use crate::runtime::ContainerConfig;
@@ -26,6 +26,46 @@ impl PodWorker {
                     }
                     Err(error) => tracing::debug!(%error, "container status failed"),
                 }
+            }
+        }
+    }
+
+    /// Whether every object the pod's volumes mount exists (a claim: is bound), as the
+    /// kubelet's volume manager waits for them before the sandbox starts; while one is
+    /// missing the pod stays Pending, its containers `ContainerCreating`, and it is
+    /// looked for again after a back-off.
+    pub(super) async fn volumes_mounted(&mut self) -> bool {
+        let Some(needs) = self.volume_needs.as_ref() else {
+            return true;
+        };
+        if self.sandbox.is_some() {
+            self.volume_needs = None;
+            return true;
+        }
+        let now = Instant::now();
+        if self.mount_backoff.is_some_and(|b| b.until() > now) {
+            return false;
+        }
+        let namespace = self.pod.metadata.namespace.as_deref().unwrap_or("default");
+        let missing = self
+            .shared
+            .found
+            .first_unmounted(&self.shared.client, namespace, needs)
+            .await;
+        match missing {
+            None => {
+                self.volume_needs = None;
+                self.mount_backoff = None;
+                true
+            }
+            Some((volume, problem)) => {
+                tracing::info!(pod = %self.name(), volume, %problem, "volume not mountable yet");
+                let previous = self.mount_backoff.map(|b| b.delay);
+                self.mount_backoff = Some(Backoff {
+                    since: now,
+                    delay: MOUNT_BACKOFF.after(previous),
+                });
+                false
             }
         }
     }
@@ -202,6 +242,30 @@ impl PodWorker {
                 return;
             }
         };
+        // The container's env is made before it is created; a missing ConfigMap, Secret
+        // or key fails it (`generateContainerConfig` in
+        // pkg/kubelet/kuberuntime/kuberuntime_container.go), retried on the next sync.
+        if let Some(container) = spec_container.as_ref() {
+            let namespace = meta.namespace.as_deref().unwrap_or("default");
+            let problem = self
+                .shared
+                .found
+                .env_problem(&self.shared.client, namespace, container)
+                .await;
+            if let Some(message) = problem {
+                let record = self.record(init, index);
+                record.waiting = Some(("CreateContainerConfigError".into(), message));
+                let name = record.name.clone();
+                self.start_failures.insert(
+                    name,
+                    Backoff {
+                        since: now,
+                        delay: SYNC_RETRY,
+                    },
+                );
+                return;
+            }
+        }
         let ports = spec_container
             .as_ref()
             .and_then(|c| c.ports.as_ref())

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::admission::{Rejection, admit};
 use super::heartbeat::{Observed, observe};
 use super::pod_status::{ContainerRecord, phase};
+use super::references::VolumeNeed;
 use super::shared::{Delivery, NodeShared, PodInbox};
 use crate::backoff::Doubling;
 use crate::pod::ContainerKind;
@@ -33,6 +34,13 @@ const BACKOFF: Doubling = Doubling::new(Duration::from_secs(10), Duration::from_
 const RELIST_PERIOD: Duration = Duration::from_secs(10);
 /// Retry delay for failed API writes and sandbox creation.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Retries of a volume whose object is missing: 0.5 s doubling to 2 min 2 s, the
+/// volume manager's operation back-off (pkg/util/goroutinemap/exponentialbackoff).
+const MOUNT_BACKOFF: Doubling = Doubling::new(Duration::from_millis(500), Duration::from_secs(122));
+/// When the kubelet's pod worker syncs a pod again after a failed sync
+/// (`backOffPeriod` in pkg/kubelet/kubelet.go), e.g. a container whose env names a
+/// missing ConfigMap.
+const SYNC_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
@@ -79,6 +87,10 @@ pub(crate) struct PodWorker {
     /// Set once the final delete was sent.
     deleted: bool,
     retry_at: Option<Instant>,
+    /// The objects the pod's volumes mount, until all were found.
+    volume_needs: Option<Box<[VolumeNeed]>>,
+    /// When a missing volume is looked for again.
+    mount_backoff: Option<Backoff>,
 }
 
 fn records(
@@ -107,7 +119,11 @@ fn records(
 }
 
 impl PodWorker {
-    pub(crate) fn new(shared: Arc<NodeShared>, inbox: Arc<PodInbox>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<NodeShared>,
+        inbox: Arc<PodInbox>,
+        volume_needs: Option<Box<[VolumeNeed]>>,
+    ) -> Self {
         let pod = inbox.pod().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let init = records(spec.init_containers.as_deref().unwrap_or_default(), |c| {
@@ -118,6 +134,10 @@ impl PodWorker {
             }
         });
         let regular = records(&spec.containers, |_| ContainerKind::Regular);
+        // A pod a kubelet started before this worker (e.g. before a restart) has its
+        // volumes mounted already.
+        let started_before = pod.status.as_ref().is_some_and(|s| s.start_time.is_some());
+        let volume_needs = volume_needs.filter(|_| !started_before);
         // A pod already finished before this worker (e.g. before a restart) stays so.
         let terminal = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -142,6 +162,8 @@ impl PodWorker {
             rejected: None,
             deleted: false,
             retry_at: None,
+            volume_needs,
+            mount_backoff: None,
         }
     }
 
@@ -289,7 +311,7 @@ impl PodWorker {
         }
         if drive && !self.terminal {
             self.refresh().await;
-            if self.ensure_sandbox().await {
+            if self.volumes_mounted().await && self.ensure_sandbox().await {
                 self.drive_containers().await;
             }
             if matches!(
@@ -364,7 +386,9 @@ impl PodWorker {
             .chain(probes);
         let relist = (!self.shared.runtime_pushes_events.load(Ordering::Relaxed))
             .then(|| now + RELIST_PERIOD);
+        let mount = self.mount_backoff.filter(|_| self.volume_needs.is_some());
         backoffs
+            .chain(mount.map(|b| b.until()))
             .chain(self.active_deadline())
             .filter(|at| *at > now)
             .chain(relist)
