@@ -196,7 +196,10 @@ impl Report {
              {} unexplained{}",
             self.pods.iter().filter(|p| p.equal()).count(),
             self.pods.len(),
-            self.pods.iter().filter(|p| !p.equal() && p.explained()).count(),
+            self.pods
+                .iter()
+                .filter(|p| !p.equal() && p.explained())
+                .count(),
             differences.len(),
             self.unexplained(),
             if self.settled {
