@@ -966,6 +966,18 @@ async fn pods_that_do_not_fit_are_rejected_at_admission() -> anyhow::Result<()> 
             &serde_json::from_value(json!({ "metadata": { "name": "default" } }))?,
         )
         .await?;
+    // And the CA bundle every pod's service account volume mounts, which its
+    // root-ca-cert-publisher would publish: without it the kubelet never mounts the
+    // volume, and the pods would wait in ContainerCreating.
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(env.client(), "default")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": "kube-root-ca.crt" },
+                "data": { "ca.crt": "" },
+            }))?,
+        )
+        .await?;
     let node = HollowNode::builder("small")
         .label("topology.kubernetes.io/zone", "a")
         .capacity("cpu", "1")

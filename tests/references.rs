@@ -9,7 +9,9 @@ use hollow_core::node::HollowNode;
 use hollow_core::testenv::TestEnv;
 use hollow_tests::{eventually, init_tracing, pod};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerStatus, Event, PersistentVolumeClaim, Pod, Secret,
+};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
@@ -168,6 +170,32 @@ async fn pods_wait_for_the_configmaps_secrets_and_claims_they_refer_to() -> anyh
         condition(&env_pod, "PodReadyToStartContainers"),
         Some("True")
     );
+    // And the kubelet's Events say why.
+    let events = Api::<Event>::namespaced(client.clone(), "default");
+    eventually("FailedMount and Failed events", WAIT, || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let said = |reason: &str, message: &str| {
+            list.items.iter().any(|e| {
+                e.reason.as_deref() == Some(reason) && e.message.as_deref() == Some(message)
+            })
+        };
+        (said(
+            "FailedMount",
+            "MountVolume.SetUp failed for volume \"config\" : configmap \"late\" not found",
+        ) && said("Failed", "Error: secret \"creds\" not found"))
+        .then_some(())
+        .ok_or(format!(
+            "{:?}",
+            list.items
+                .iter()
+                .map(|e| (e.reason.clone(), e.message.clone()))
+                .collect::<Vec<_>>()
+        ))
+    })
+    .await;
 
     // The objects appear: both pods start.
     let config_map: ConfigMap =

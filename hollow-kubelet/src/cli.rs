@@ -123,6 +123,12 @@ pub struct Cli {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub serve_kubelet_api: bool,
 
+    /// Record Events as a kubelet does (Starting, NodeReady; per pod Pulling, Pulled,
+    /// Created, Started, Killing, BackOff, Failed, FailedMount...). They are a large
+    /// part of a kubelet's API writes; false for the cheapest runs.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub record_events: bool,
+
     /// Seconds a kubelet API connection may wait for its next request before it is
     /// closed. A real kubelet keeps them; here metrics-server's connection to every node
     /// would cost about 20 KiB a node, so one is closed between scrapes.

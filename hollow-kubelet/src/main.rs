@@ -277,6 +277,7 @@ struct NodeSettings {
     kubelet_ports: Arc<Vec<u16>>,
     node_ip: Option<IpAddr>,
     hostname: Option<HostnameOverride>,
+    record_events: bool,
 }
 
 impl From<&Cli> for NodeSettings {
@@ -301,6 +302,7 @@ impl From<&Cli> for NodeSettings {
             kubelet_ports: Arc::new(vec![cli.kubelet_port]),
             node_ip: cli.node_ip,
             hostname: cli.hostname_override.clone(),
+            record_events: cli.record_events,
         }
     }
 }
@@ -326,6 +328,7 @@ impl NodeSettings {
             node = node.hostname(hostname);
         }
         node.kubelet_port(port)
+            .events(self.record_events)
             .adopt(self.adopt)
             .lifecycle(self.lifecycle.clone())
             .address(address)

@@ -269,6 +269,71 @@ fn node_addresses(config: &NodeConfig) -> Vec<NodeAddress> {
 }
 
 /// Whether a status says the node is Ready.
+/// The kubelet's event for a node condition now at `status`
+/// (pkg/kubelet/nodestatus/setters.go, `recordEventFunc` of each condition setter).
+fn condition_event(type_: &str, status: &str) -> Option<&'static str> {
+    let on = status == "True";
+    Some(match type_ {
+        "MemoryPressure" if on => "NodeHasInsufficientMemory",
+        "MemoryPressure" => "NodeHasSufficientMemory",
+        "DiskPressure" if on => "NodeHasDiskPressure",
+        "DiskPressure" => "NodeHasNoDiskPressure",
+        "PIDPressure" if on => "NodeHasInsufficientPID",
+        "PIDPressure" => "NodeHasSufficientPID",
+        "Ready" if on => "NodeReady",
+        "Ready" => "NodeNotReady",
+        _ => return None,
+    })
+}
+
+/// The node's Events for a status just written over `before`: at the first write,
+/// `Starting` (pkg/kubelet/kubelet.go) and `NodeAllocatableEnforced`
+/// (pkg/kubelet/cm/node_container_manager_linux.go); for every condition that is new or
+/// changed, its event ("Node n status is now: NodeReady", `recordNodeStatusEvent` in
+/// pkg/kubelet/kubelet_node_status.go), Ready's last.
+pub(crate) fn record_node_events(
+    shared: &NodeShared,
+    status: &NodeStatus,
+    before: Option<&Written>,
+) {
+    use super::events::Kind;
+    let name = &shared.config.name;
+    if before.is_none() {
+        shared.node_event(Kind::Normal, "Starting", "Starting kubelet.".into());
+    }
+    let changed: Vec<&'static str> = status
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| before.is_none_or(|old| !old.had_condition(&c.type_, &c.status)))
+        .filter_map(|c| condition_event(&c.type_, &c.status))
+        .collect();
+    let (readiness, pressure): (Vec<&str>, Vec<&str>) = changed
+        .into_iter()
+        .partition(|reason| reason.contains("Ready"));
+    for reason in pressure {
+        shared.node_event(
+            Kind::Normal,
+            reason,
+            format!("Node {name} status is now: {reason}"),
+        );
+    }
+    if before.is_none() {
+        shared.node_event(
+            Kind::Normal,
+            "NodeAllocatableEnforced",
+            "Updated Node Allocatable limit across pods".into(),
+        );
+    }
+    for reason in readiness {
+        shared.node_event(
+            Kind::Normal,
+            reason,
+            format!("Node {name} status is now: {reason}"),
+        );
+    }
+}
+
 pub(crate) fn is_ready(status: &NodeStatus) -> bool {
     status
         .conditions
@@ -360,6 +425,7 @@ impl State {
             Ok(node) => {
                 let ready = is_ready(&status);
                 let first = self.written.is_none();
+                record_node_events(shared, &status, self.written.as_ref());
                 self.written = Some(Written::of(&status));
                 self.report_due = Some(report_due(
                     Instant::now(),

@@ -131,7 +131,7 @@ async fn registration_creates_the_node_and_adopts_its_own_on_conflict() {
 #[tokio::test]
 async fn registration_refuses_a_foreign_node() {
     let (client, mut handle) = mock_client();
-    let node = HollowNode::builder("n1").build().unwrap();
+    let node = HollowNode::builder("n1").events(false).build().unwrap();
     let server = tokio::spawn(async move {
         let (_, _, _, _, send) = next(&mut handle).await;
         respond(send, 409, status(409, "AlreadyExists"));
@@ -185,7 +185,12 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
         status_update: Duration::from_secs(60),
         ..Default::default()
     };
-    let node = HollowNode::builder("n1").timing(timing).build().unwrap();
+    // Events are written by tasks of their own; these tests follow the node's requests.
+    let node = HollowNode::builder("n1")
+        .timing(timing)
+        .events(false)
+        .build()
+        .unwrap();
     let cancel = CancellationToken::new();
     let shared = node_shared(node, client, cancel.clone()).await;
     let heartbeats = heartbeat::Heartbeats::start();
@@ -284,7 +289,7 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
 #[tokio::test]
 async fn long_lived_node_tasks_stay_small() {
     let (client, _handle) = mock_client();
-    let node = HollowNode::builder("n1").build().unwrap();
+    let node = HollowNode::builder("n1").events(false).build().unwrap();
     let shared = node_shared(node, client, CancellationToken::new()).await;
     let heartbeat = size_of::<heartbeat::Slot>();
     let listener = super::actions::listen(

@@ -23,6 +23,7 @@ mod admission;
 mod affinity;
 mod cluster;
 mod config;
+mod events;
 mod faults;
 mod heartbeat;
 mod node_status;
@@ -220,6 +221,7 @@ impl HollowNode {
         );
         let written = initial.filter(|_| created).map(|status| {
             shared.liveness.set_ready(heartbeat::is_ready(&status));
+            heartbeat::record_node_events(&shared, &status, None);
             node_status::Written::of(&status)
         });
         if let Some(cidr) = registered.spec.and_then(|spec| spec.pod_cidr) {

@@ -256,6 +256,14 @@ fn status_digest(status: &NodeStatus) -> u64 {
 }
 
 impl Written {
+    /// Whether the written status had a condition of `type_` with `status`.
+    pub(crate) fn had_condition(&self, type_: &str, status: &str) -> bool {
+        let (type_, status) = (digest_of(type_), digest_of(status));
+        self.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == status)
+    }
+
     /// What to keep of a stamped status that was written.
     pub(crate) fn of(status: &NodeStatus) -> Self {
         let conditions = status

@@ -251,6 +251,8 @@ pub(crate) struct NodeShared {
     pub(super) liveness: Liveness,
     /// The ConfigMaps, Secrets and claims pods refer to that the node found.
     pub(super) found: super::references::Found,
+    /// The images pulled on this node (for the kubelet's "already present" event).
+    pub(super) images: Mutex<std::collections::HashSet<Box<str>>>,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
     workers: Mutex<HashMap<String, Arc<PodInbox>>>,
 }
@@ -281,9 +283,41 @@ impl NodeShared {
             annotated: Mutex::new(AnnotatedFaults::default()),
             liveness: Liveness::default(),
             found: Default::default(),
+            images: Mutex::new(Default::default()),
             pod_cidr: tokio::sync::Mutex::new(None),
             workers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records an Event about `object` from this node's kubelet (nothing when the node
+    /// records no events).
+    pub(crate) fn event(
+        &self,
+        object: k8s_openapi::api::core::v1::ObjectReference,
+        kind: super::events::Kind,
+        reason: &str,
+        message: String,
+    ) {
+        if self.config.events {
+            super::events::record(
+                &self.client,
+                &self.config.name,
+                object,
+                kind,
+                reason,
+                message,
+            );
+        }
+    }
+
+    /// Records an Event about the node.
+    pub(crate) fn node_event(&self, kind: super::events::Kind, reason: &str, message: String) {
+        self.event(
+            super::events::node_reference(&self.config.name),
+            kind,
+            reason,
+            message,
+        );
     }
 
     /// Whether the node is cut off from the API server: heartbeats paused or stopped,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Backoff, MOUNT_BACKOFF, PodWorker, RETRY_DELAY, SYNC_RETRY};
+use crate::node::events::{self, Kind};
 use crate::node::pod_status::{ContainerRecord, restart_policy};
 use crate::pod::ContainerKind;
 use crate::runtime::ContainerConfig;
@@ -60,6 +61,12 @@ impl PodWorker {
             }
             Some((volume, problem)) => {
                 tracing::info!(pod = %self.name(), volume, %problem, "volume not mountable yet");
+                // The volume manager's words (pkg/volume/util/operationexecutor).
+                self.pod_event(
+                    Kind::Warning,
+                    "FailedMount",
+                    format!("MountVolume.SetUp failed for volume \"{volume}\" : {problem}"),
+                );
                 let previous = self.mount_backoff.map(|b| b.delay);
                 self.mount_backoff = Some(Backoff {
                     since: now,
@@ -154,6 +161,38 @@ impl PodWorker {
         }
     }
 
+    /// Records an event about one of the pod's containers.
+    fn container_event(
+        &self,
+        init: bool,
+        container: &str,
+        kind: Kind,
+        reason: &str,
+        message: String,
+    ) {
+        let path = events::container_field_path(init, container);
+        self.shared
+            .event(self.event_reference(Some(path)), kind, reason, message);
+    }
+
+    /// Records an event about the pod.
+    pub(super) fn pod_event(&self, kind: Kind, reason: &str, message: String) {
+        self.shared
+            .event(self.event_reference(None), kind, reason, message);
+    }
+
+    fn event_reference(
+        &self,
+        field_path: Option<String>,
+    ) -> k8s_openapi::api::core::v1::ObjectReference {
+        events::pod_reference(
+            self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+            self.name(),
+            &self.uid,
+            field_path,
+        )
+    }
+
     fn record(&mut self, init: bool, index: usize) -> &mut ContainerRecord {
         if init {
             &mut self.init[index]
@@ -177,6 +216,19 @@ impl PodWorker {
                 self.uid,
             );
             self.record(init, index).waiting = Some(("CrashLoopBackOff".into(), message));
+            // pkg/kubelet/kuberuntime/kuberuntime_manager.go (doBackOff).
+            self.container_event(
+                init,
+                &name,
+                Kind::Warning,
+                "BackOff",
+                format!(
+                    "Back-off restarting failed container {name} in pod {}_{}({})",
+                    self.name(),
+                    self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+                    self.uid,
+                ),
+            );
             return;
         }
         let previous = self.restarts.get(&name).copied();
@@ -222,15 +274,68 @@ impl PodWorker {
             && backoff.until() > now
         {
             let message = format!("Back-off pulling image \"{}\"", record.image);
+            self.container_event(init, &record.name, Kind::Normal, "BackOff", message.clone());
+            self.container_event(
+                init,
+                &record.name,
+                Kind::Warning,
+                "Failed",
+                "Error: ImagePullBackOff".into(),
+            );
             self.record(init, index).waiting = Some(("ImagePullBackOff".into(), message));
             return;
         }
+        // The image manager's events (pkg/kubelet/images/image_manager.go): an image
+        // already on the node is not pulled again unless the policy says Always.
+        let always = spec_container
+            .as_ref()
+            .and_then(|c| c.image_pull_policy.as_deref())
+            == Some("Always");
+        let present = !always && self.shared.images.lock().contains(record.image.as_str());
+        if present {
+            self.container_event(
+                init,
+                &record.name,
+                Kind::Normal,
+                "Pulled",
+                format!(
+                    "Container image \"{}\" already present on machine and can be accessed by the pod",
+                    record.image
+                ),
+            );
+        } else {
+            self.container_event(
+                init,
+                &record.name,
+                Kind::Normal,
+                "Pulling",
+                format!("Pulling image \"{}\"", record.image),
+            );
+        }
+        let pull_started = std::time::Instant::now();
         let image_ref = match runtime
             .pull_image(&record.image, &self.sandbox_config())
             .await
         {
             Ok(image_ref) => {
                 self.pulls.remove(&record.name);
+                if !present {
+                    let took = go_duration(pull_started.elapsed());
+                    self.container_event(
+                        init,
+                        &record.name,
+                        Kind::Normal,
+                        "Pulled",
+                        format!(
+                            "Successfully pulled image \"{}\" in {took} ({took} including waiting). Image size: 0 bytes.",
+                            record.image
+                        ),
+                    );
+                    self.shared
+                        .images
+                        .lock()
+                        .insert(record.image.as_str().into());
+                }
                 image_ref
             }
             Err(error) => {
@@ -238,6 +343,14 @@ impl PodWorker {
                 self.pulls
                     .insert(record.name.clone(), Backoff::next(previous, now));
                 let message = format!("Failed to pull image \"{}\": {error}", record.image);
+                self.container_event(init, &record.name, Kind::Warning, "Failed", message.clone());
+                self.container_event(
+                    init,
+                    &record.name,
+                    Kind::Warning,
+                    "Failed",
+                    "Error: ErrImagePull".into(),
+                );
                 self.record(init, index).waiting = Some(("ErrImagePull".into(), message));
                 return;
             }
@@ -253,6 +366,14 @@ impl PodWorker {
                 .env_problem(&self.shared.client, namespace, container)
                 .await;
             if let Some(message) = problem {
+                // pkg/kubelet/kuberuntime/kuberuntime_container.go (startContainer).
+                self.container_event(
+                    init,
+                    &record.name,
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
                 let record = self.record(init, index);
                 record.waiting = Some(("CreateContainerConfigError".into(), message));
                 let name = record.name.clone();
@@ -314,6 +435,34 @@ impl PodWorker {
             Ok::<_, (&str, crate::Error)>((id, status))
         }
         .await;
+        match &started {
+            Ok(_) => {
+                // startContainer's events, in pkg/kubelet/kuberuntime/kuberuntime_container.go.
+                self.container_event(
+                    init,
+                    &record.name,
+                    Kind::Normal,
+                    "Created",
+                    "Container created".into(),
+                );
+                self.container_event(
+                    init,
+                    &record.name,
+                    Kind::Normal,
+                    "Started",
+                    "Container started".into(),
+                );
+            }
+            Err((_, error)) => {
+                self.container_event(
+                    init,
+                    &record.name,
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {error}"),
+                );
+            }
+        }
         let record = self.record(init, index);
         record.image_ref = Some(image_ref);
         match started {
@@ -340,11 +489,18 @@ impl PodWorker {
     pub(super) async fn stop_everything(&mut self, grace: Duration) {
         let runtime = self.shared.config.runtime.clone();
         let mut running = Vec::new();
+        let mut killed = Vec::new();
         for record in self.init.iter_mut().chain(self.regular.iter_mut()) {
             record.waiting = None;
             if let (Some(id), true) = (&record.id, record.is_running()) {
                 running.push(id.clone());
+                killed.push((record.kind != ContainerKind::Regular, record.name.clone()));
             }
+        }
+        // killContainer's event (pkg/kubelet/kuberuntime/kuberuntime_container.go).
+        for (init, name) in killed {
+            let message = format!("Stopping container {name}");
+            self.container_event(init, &name, Kind::Normal, "Killing", message);
         }
         let stops = running.iter().map(|id| runtime.stop_container(id, grace));
         futures::future::join_all(stops).await;
@@ -363,5 +519,41 @@ impl PodWorker {
             let _ = runtime.stop_pod_sandbox(&sandbox).await;
             let _ = runtime.remove_pod_sandbox(&sandbox).await;
         }
+    }
+}
+
+/// A duration as Go prints a `time.Duration` truncated to milliseconds (`1.234s`,
+/// `12ms`, `1m2.5s`, `0s`), as the kubelet's pull events show it.
+fn go_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".into();
+    }
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let minutes = millis / 60_000;
+    let rest = millis % 60_000;
+    let seconds = format!("{}.{:03}", rest / 1000, rest % 1000);
+    let seconds = seconds.trim_end_matches('0').trim_end_matches('.');
+    if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+#[cfg(test)]
+mod go_duration_tests {
+    use super::go_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_go_prints_them() {
+        assert_eq!(go_duration(Duration::from_micros(300)), "0s");
+        assert_eq!(go_duration(Duration::from_millis(12)), "12ms");
+        assert_eq!(go_duration(Duration::from_millis(1234)), "1.234s");
+        assert_eq!(go_duration(Duration::from_millis(2000)), "2s");
+        assert_eq!(go_duration(Duration::from_millis(62_500)), "1m2.5s");
     }
 }

@@ -307,6 +307,11 @@ impl PodWorker {
             // applied in generateAPIPodStatus, pkg/kubelet/kubelet_pods.go).
             self.deadline_exceeded = true;
             self.terminal = true;
+            self.pod_event(
+                crate::node::events::Kind::Normal,
+                "DeadlineExceeded",
+                "Pod was active on the node longer than the specified deadline".into(),
+            );
             self.stop_everything(self.grace_period()).await;
         }
         if drive && !self.terminal {
