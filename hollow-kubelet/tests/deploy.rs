@@ -146,9 +146,19 @@ async fn the_manifests_apply_and_the_statefulset_command_registers_its_nodes() -
     assert_eq!(ip, "127.0.0.1");
     let admin = env.kubeconfig().auth_infos[0].auth_info.clone().unwrap();
     let kubelet = kubelet_client(&format!("https://{ip}:{port}"), admin);
-    let healthz = kubelet
-        .request_text(http::Request::get("/healthz").body(Vec::new())?)
-        .await?;
+    // Retried: on a loaded machine a first connection can be reset while the process
+    // is busy with its 50 nodes' start.
+    let healthz = eventually(
+        "the kubelet API's /healthz",
+        Duration::from_secs(60),
+        || async {
+            kubelet
+                .request_text(http::Request::get("/healthz").body(Vec::new()).unwrap())
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
     assert_eq!(healthz, "ok");
 
     // The proxy container's command, with the same token: it watches what it needs and
