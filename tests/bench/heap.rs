@@ -51,6 +51,9 @@ struct Args {
     /// Seconds between the soak's samples.
     #[arg(long, default_value_t = 60)]
     sample_every: u64,
+    /// Whether the nodes record Events (`--events=false` to count without them).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    events: bool,
 }
 
 /// Live heap bytes and blocks.
@@ -85,7 +88,10 @@ async fn main() -> anyhow::Result<()> {
     let client = pooled_client(config, ConnectionPool::default())?.build();
     let base = live();
     let cluster = HollowCluster::builder("heap")
-        .nodes(args.nodes, |_, node| node)
+        .nodes(args.nodes, {
+            let events = args.events;
+            move |_, node| node.events(events)
+        })
         .start(client.clone())
         .await?;
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
