@@ -4,8 +4,9 @@
 //! and the callers cited at each reason below).
 //!
 //! Writing them never holds a pod or a heartbeat back: each is sent by a task of its
-//! own, at most [`IN_FLIGHT`] at once per process; past [`QUEUED`] waiting, new ones
-//! are dropped, as client-go's broadcaster drops events when its queue is full. An
+//! own, at most [`IN_FLIGHT`] at once per process (one the API server fails for a while
+//! is tried [`WRITE_ATTEMPTS`] times); past [`QUEUED`] waiting, new ones are dropped,
+//! as client-go's broadcaster drops events when its queue is full. An
 //! event identical to one recorded in the last ten minutes (same object, reason,
 //! message and type) updates that one's `count` and `lastTimestamp` instead, as
 //! client-go's `EventCorrelator` does (tools/record/events_cache.go).
@@ -25,11 +26,19 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use super::register::is_transient;
+
 /// Events being written at once, per process.
 pub(crate) const IN_FLIGHT: usize = 16;
 /// Events waiting to be written, per process, past which new ones are dropped
 /// (client-go's `maxQueuedEvents` is 1000 per broadcaster).
 pub(crate) const QUEUED: usize = 1000;
+/// Tries to write an event while the API server answers with a transient error
+/// (client-go's sink tries 12 times, 10 s apart; fewer here, as hollow nodes are many
+/// and their events are held in memory meanwhile).
+const WRITE_ATTEMPTS: u32 = 3;
+/// The wait before a retry, times the attempts so far.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long an identical event is counted on the first one (client-go's
 /// `defaultAggregateIntervalInSeconds` and its LRU's reach).
 const SAME_EVENT_WINDOW: Duration = Duration::from_secs(600);
@@ -104,6 +113,10 @@ pub(crate) fn container_field_path(init: bool, name: &str) -> String {
 }
 
 /// Records an event about `object` from the kubelet on `host`, in the background.
+///
+/// Whether it is new or a repeat is decided here, in the order events are recorded
+/// (as client-go's correlator decides before its sink writes), so two identical
+/// events recorded together make one Event counted twice.
 pub(crate) fn record(
     client: &kube::Client,
     host: &str,
@@ -117,106 +130,149 @@ pub(crate) fn record(
         tracing::debug!(reason, "event dropped: too many waiting");
         return;
     }
-    let client = client.clone();
-    let host = host.to_string();
-    let reason = reason.to_string();
     // Stamped now, not when written: the Event's time and name keep the order events
     // were recorded in, whichever is written first.
-    let now = Timestamp::now();
+    let write = Write::new(host, object, kind, reason, message, Timestamp::now());
+    let api: Api<Event> = Api::namespaced(client.clone(), &write.namespace());
     tokio::spawn(async move {
-        let permit = WRITERS.acquire().await;
-        WAITING.fetch_sub(1, Ordering::Relaxed);
-        if permit.is_err() {
-            return;
-        }
-        if let Err(error) = write(&client, &host, object, kind, &reason, message, now).await {
-            tracing::debug!(%error, reason, "event not recorded");
+        let mut waiting = true;
+        for attempt in 1..=WRITE_ATTEMPTS {
+            let sent = {
+                let permit = WRITERS.acquire().await;
+                if std::mem::take(&mut waiting) {
+                    WAITING.fetch_sub(1, Ordering::Relaxed);
+                }
+                if permit.is_err() {
+                    return;
+                }
+                write.send(&api).await
+            };
+            match sent {
+                Ok(()) => return,
+                Err(error) if attempt < WRITE_ATTEMPTS && is_transient(&error) => {
+                    tracing::debug!(%error, attempt, "event not recorded yet; retrying");
+                    tokio::time::sleep(RETRY_AFTER * attempt).await;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "event not recorded");
+                    return;
+                }
+            }
         }
     });
 }
 
-async fn write(
-    client: &kube::Client,
-    host: &str,
-    object: ObjectReference,
-    kind: Kind,
-    reason: &str,
-    message: String,
-    now: Timestamp,
-) -> Result<(), kube::Error> {
-    let namespace = object
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "default".into());
-    let key = BuildHasherDefault::<DefaultHasher>::default().hash_one((
-        host,
-        &object.kind,
-        &object.namespace,
-        &object.name,
-        &object.uid,
-        &object.field_path,
-        kind.as_str(),
-        reason,
-        &message,
-    ));
-    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    let seen = {
-        let mut recent = RECENT.lock();
-        recent.retain(|_, r| r.at.elapsed() < SAME_EVENT_WINDOW);
-        recent.get_mut(&key).map(|r| {
-            r.count += 1;
-            r.at = Instant::now();
-            r.clone()
-        })
-    };
-    if let Some(seen) = seen {
-        let patch = json!({ "count": seen.count, "lastTimestamp": Time(now), "message": message });
-        api.patch(
-            &seen.name,
-            &PatchParams::default(),
-            &Patch::Strategic(patch),
-        )
-        .await?;
-        return Ok(());
-    }
-    let object_name = object.name.clone().unwrap_or_default();
-    let event = Event {
-        metadata: ObjectMeta {
-            // client-go's `makeEvent`: the object's name and the time in hex nanoseconds.
-            name: Some(format!("{object_name}.{:x}", now.as_nanosecond())),
-            namespace: Some(namespace.clone()),
+/// One event to write: a new Event, or a repeat counted on one recorded before.
+struct Write {
+    event: Event,
+    /// Set when an identical event was recorded within [`SAME_EVENT_WINDOW`].
+    repeat: Option<i32>,
+}
+
+impl Write {
+    fn new(
+        host: &str,
+        object: ObjectReference,
+        kind: Kind,
+        reason: &str,
+        message: String,
+        now: Timestamp,
+    ) -> Self {
+        let key = BuildHasherDefault::<DefaultHasher>::default().hash_one((
+            host,
+            &object.kind,
+            &object.namespace,
+            &object.name,
+            &object.uid,
+            &object.field_path,
+            kind.as_str(),
+            reason,
+            &message,
+        ));
+        // client-go's `makeEvent`: the object's name and the time in hex nanoseconds.
+        let fresh_name = format!(
+            "{}.{:x}",
+            object.name.as_deref().unwrap_or_default(),
+            now.as_nanosecond()
+        );
+        let (name, count) = {
+            let mut recent = RECENT.lock();
+            recent.retain(|_, r| r.at.elapsed() < SAME_EVENT_WINDOW);
+            if recent.len() >= REMEMBERED {
+                recent.clear();
+            }
+            let entry = recent.entry(key).or_insert_with(|| Recent {
+                name: fresh_name,
+                count: 0,
+                at: Instant::now(),
+            });
+            entry.count += 1;
+            entry.at = Instant::now();
+            (entry.name.clone(), entry.count)
+        };
+        let namespace = object.namespace.clone().filter(|n| !n.is_empty());
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(namespace.unwrap_or_else(|| "default".into())),
+                ..Default::default()
+            },
+            involved_object: object,
+            reason: Some(reason.into()),
+            message: Some(message),
+            type_: Some(kind.as_str().into()),
+            count: Some(count),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(host.into()),
+            }),
+            reporting_component: Some("kubelet".into()),
+            reporting_instance: Some(host.into()),
             ..Default::default()
-        },
-        involved_object: object,
-        reason: Some(reason.into()),
-        message: Some(message),
-        type_: Some(kind.as_str().into()),
-        count: Some(1),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        source: Some(EventSource {
-            component: Some("kubelet".into()),
-            host: Some(host.into()),
-        }),
-        reporting_component: Some("kubelet".into()),
-        reporting_instance: Some(host.into()),
-        ..Default::default()
-    };
-    let created = api.create(&PostParams::default(), &event).await?;
-    let mut recent = RECENT.lock();
-    if recent.len() >= REMEMBERED {
-        recent.clear();
+        };
+        Write {
+            event,
+            repeat: (count > 1).then_some(count),
+        }
     }
-    recent.insert(
-        key,
-        Recent {
-            name: created.metadata.name.unwrap_or_default(),
-            count: 1,
-            at: Instant::now(),
-        },
-    );
-    Ok(())
+
+    fn namespace(&self) -> String {
+        self.event.metadata.namespace.clone().unwrap_or_default()
+    }
+
+    fn name(&self) -> &str {
+        self.event.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// Creates the Event, or counts a repeat on it. A repeat that overtakes the
+    /// Event's creation creates it (with the count so far); the creation it overtook
+    /// then finds it there, and that is not an error.
+    async fn send(&self, api: &Api<Event>) -> Result<(), kube::Error> {
+        if let Some(count) = self.repeat {
+            let patch = json!({
+                "count": count,
+                "lastTimestamp": self.event.last_timestamp,
+                "message": self.event.message,
+            });
+            match api
+                .patch(
+                    self.name(),
+                    &PatchParams::default(),
+                    &Patch::Strategic(patch),
+                )
+                .await
+            {
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                other => return other.map(drop),
+            }
+        }
+        match api.create(&PostParams::default(), &self.event).await {
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            other => other.map(drop),
+        }
+    }
 }
 
 #[cfg(test)]
