@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use hollow_core::node::{HollowCluster, HollowNode, LEASE_NAMESPACE, TaintEffect};
 use hollow_core::testenv::{Component, TestEnv};
-use hollow_tests::{eventually, init_tracing, node_ready, pod};
+use hollow_tests::{
+    eventually, init_tracing, node_ready, pod, pod_condition as condition, pod_phase as phase,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -15,23 +17,6 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
-
-fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.as_str())
-}
 
 /// Waits until the controller manager has lifted the not-ready taint it puts on new nodes.
 async fn wait_schedulable(env: &TestEnv, name: &str) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hollow_core::node::HollowNode;
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, init_tracing, pod};
+use hollow_tests::{eventually, init_tracing, pod, pod_condition as condition, pod_phase as phase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerStatus, Event, PersistentVolumeClaim, Pod, Secret,
@@ -25,20 +25,6 @@ fn container(pod: &Pod) -> Option<&ContainerStatus> {
 fn waiting(pod: &Pod) -> Option<(String, Option<String>)> {
     let waiting = container(pod)?.state.as_ref()?.waiting.as_ref()?;
     Some((waiting.reason.clone()?, waiting.message.clone()))
-}
-
-fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.as_str())
-}
-
-fn phase(pod: &Pod) -> Option<&str> {
-    pod.status.as_ref()?.phase.as_deref()
 }
 
 async fn wait_pod(
@@ -140,7 +126,7 @@ async fn pods_wait_for_the_configmaps_secrets_and_claims_they_refer_to() -> anyh
         |p| waiting(p).is_some_and(|(reason, _)| reason == "ContainerCreating"),
     )
     .await;
-    assert_eq!(phase(&mounting), Some("Pending"));
+    assert_eq!(phase(&mounting), "Pending");
     assert_eq!(
         condition(&mounting, "PodReadyToStartContainers"),
         Some("False")
@@ -165,7 +151,7 @@ async fn pods_wait_for_the_configmaps_secrets_and_claims_they_refer_to() -> anyh
         Some("secret \"creds\" not found"),
         "the kubelet's message"
     );
-    assert_eq!(phase(&env_pod), Some("Pending"));
+    assert_eq!(phase(&env_pod), "Pending");
     assert_eq!(
         condition(&env_pod, "PodReadyToStartContainers"),
         Some("True")
@@ -213,7 +199,7 @@ async fn pods_wait_for_the_configmaps_secrets_and_claims_they_refer_to() -> anyh
         &pods,
         "app=mounts-late",
         "the pod running once its ConfigMap exists",
-        |p| phase(p) == Some("Running") && condition(p, "Ready") == Some("True"),
+        |p| phase(p) == "Running" && condition(p, "Ready") == Some("True"),
     )
     .await;
     let mounts = container(&running)
@@ -230,7 +216,7 @@ async fn pods_wait_for_the_configmaps_secrets_and_claims_they_refer_to() -> anyh
         WAIT,
         || async {
             let pod = pods.get("env-late").await.map_err(|e| e.to_string())?;
-            (phase(&pod) == Some("Running"))
+            (phase(&pod) == "Running")
                 .then_some(())
                 .ok_or(format!("{:?}", pod.status))
         },
@@ -239,7 +225,7 @@ async fn pods_wait_for_the_configmaps_secrets_and_claims_they_refer_to() -> anyh
 
     // The claim is still unbound: its pod still waits.
     let claimed = pods.get("claims-unbound").await?;
-    assert_eq!(phase(&claimed), Some("Pending"));
+    assert_eq!(phase(&claimed), "Pending");
     assert_eq!(
         waiting(&claimed).map(|(reason, _)| reason).as_deref(),
         Some("ContainerCreating")

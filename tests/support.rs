@@ -291,3 +291,22 @@ async fn kubectl_output(
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A pod's phase; empty before it has one.
+pub fn pod_phase(pod: &k8s_openapi::api::core::v1::Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// The status (`True`, `False`, `Unknown`) of a pod's condition of `type_`.
+pub fn pod_condition<'a>(pod: &'a k8s_openapi::api::core::v1::Pod, type_: &str) -> Option<&'a str> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
+}
