@@ -83,6 +83,8 @@ pub(crate) struct Registration {
     pub taints: Vec<Taint>,
     pub provider_id: String,
     pub adopt: bool,
+    /// Serve a Node someone else created, as it is: [`HollowNodeBuilder::serve_existing`].
+    pub existing: bool,
 }
 
 /// How long a node may take to be Ready once started, unless
@@ -151,6 +153,7 @@ pub struct HollowNodeBuilder {
     timing: NodeTiming,
     events: bool,
     adopt: bool,
+    existing: bool,
     runtime: Option<Arc<dyn RuntimeService>>,
     cadvisor: Option<Arc<dyn Cadvisor>>,
     node_status: Option<Arc<dyn NodeStatusProvider>>,
@@ -187,6 +190,7 @@ impl HollowNodeBuilder {
             timing: NodeTiming::default(),
             events: true,
             adopt: false,
+            existing: false,
             runtime: None,
             cadvisor: None,
             node_status: None,
@@ -308,6 +312,27 @@ impl HollowNodeBuilder {
     /// Adopts an existing Node of the same name that hollow did not register.
     pub fn adopt(mut self, adopt: bool) -> Self {
         self.adopt = adopt;
+        self
+    }
+
+    /// Serves a Node that someone else created (a cluster autoscaler, Karpenter's KWOK
+    /// provider, `kubectl create`) instead of registering one, as KWOK serves the Nodes
+    /// it manages: the Node is never created (starting fails with
+    /// [`Error::NodeMissing`](super::Error::NodeMissing) while it does not exist), its
+    /// spec, labels, taints and provider ID stay as the creator wrote them (the
+    /// builder's own are not used; only the well-known `kubernetes.io/hostname`, `os`
+    /// and `arch` labels are added where missing, as a kubelet adds them), and the
+    /// capacity and allocatable resources it already lists replace the builder's. The
+    /// node writes its status, its Lease and its pods' statuses as any hollow node.
+    ///
+    /// ```
+    /// use hollow_core::node::HollowNode;
+    ///
+    /// let node = HollowNode::builder("made-by-karpenter").serve_existing(true).build()?;
+    /// # Ok::<(), hollow_core::node::ConfigError>(())
+    /// ```
+    pub fn serve_existing(mut self, existing: bool) -> Self {
+        self.existing = existing;
         self
     }
 
@@ -465,6 +490,7 @@ impl HollowNodeBuilder {
                 annotations: self.annotations,
                 taints,
                 adopt: self.adopt,
+                existing: self.existing,
             },
             name: self.name,
             capacity: quantities(self.capacity)?,

@@ -63,7 +63,7 @@ pub use taint_effect::TaintEffect;
 pub use view::NodeView;
 
 use config::NodeConfig;
-use pods::PodRouter;
+pub(crate) use pods::PodRouter;
 use shared::NodeShared;
 
 /// How long registration retries transient errors before it gives up.
@@ -82,6 +82,9 @@ pub enum Error {
         "node {0} already exists and was not registered by hollow (adopt it explicitly to take it over)"
     )]
     NodeExists(String),
+    /// The Node to serve with [`HollowNodeBuilder::serve_existing`] does not exist.
+    #[error("node {0} does not exist: a node that serves an existing Node never creates it")]
+    NodeMissing(String),
     /// The Node could not be registered.
     #[error("cannot register node {node}")]
     Registration {
@@ -186,6 +189,13 @@ impl HollowNode {
             .await
             .map_err(provider_error)?;
         let nodes: Api<Node> = Api::all(client.clone());
+        let existing = if registration.existing {
+            let node = register::existing(&nodes, &config.name, REGISTRATION_PATIENCE).await?;
+            take_resources_of(&node, &mut config);
+            Some(node)
+        } else {
+            None
+        };
         let shared = Arc::new(NodeShared::new(
             config,
             client,
@@ -204,14 +214,22 @@ impl HollowNode {
             }
             heartbeat::Observed::Stopped | heartbeat::Observed::Failed => None,
         };
-        let (registered, created) = register::register(
-            &nodes,
-            &shared.config.name,
-            &registration,
-            initial.clone(),
-            REGISTRATION_PATIENCE,
-        )
-        .await?;
+        let (registered, created) = match existing {
+            Some(node) => (
+                register::complete_existing(&nodes, node, REGISTRATION_PATIENCE).await?,
+                false,
+            ),
+            None => {
+                register::register(
+                    &nodes,
+                    &shared.config.name,
+                    &registration,
+                    initial.clone(),
+                    REGISTRATION_PATIENCE,
+                )
+                .await?
+            }
+        };
         let node_uid = registered.metadata.uid.clone().unwrap_or_default();
         // Known before the Node watch's first event, so the first pods are admitted
         // against the taints the node registered with.
@@ -238,6 +256,20 @@ impl HollowNode {
             tasks: parking_lot::Mutex::new(tasks),
         })
     }
+}
+
+/// Takes the capacity and allocatable resources a Node's creator listed in place of
+/// the configuration's: allocatable is capacity where the creator gave only capacity.
+fn take_resources_of(node: &Node, config: &mut NodeConfig) {
+    let Some(status) = &node.status else { return };
+    let capacity = status.capacity.clone().unwrap_or_default();
+    let allocatable = status.allocatable.clone().unwrap_or_default();
+    for (name, quantity) in &capacity {
+        config.capacity.insert(name.clone(), quantity.clone());
+        let allocatable = allocatable.get(name).unwrap_or(quantity);
+        config.allocatable.insert(name.clone(), allocatable.clone());
+    }
+    config.allocatable.extend(allocatable);
 }
 
 /// A started hollow node. Dropping it stops the node's tasks, like
@@ -362,7 +394,7 @@ impl RunningNode {
     }
 
     fn stop(&self) {
-        self.router.remove(self.name());
+        self.router.remove(&self.shared);
         self.shared.cancel.cancel();
     }
 }

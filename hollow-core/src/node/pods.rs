@@ -5,11 +5,13 @@
 
 use parking_lot::RwLock;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
+use kube::api::ListParams;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,9 @@ use crate::backoff::WatchBackoff;
 pub(crate) struct PodRouter {
     nodes: RwLock<HashMap<String, Arc<NodeShared>>>,
     heartbeats: OnceLock<Heartbeats>,
+    /// Set once the pod watch has started listing: a node added later lists its own
+    /// pods.
+    listed: AtomicBool,
 }
 
 impl PodRouter {
@@ -32,13 +37,28 @@ impl PodRouter {
         self.heartbeats.get_or_init(Heartbeats::start)
     }
 
+    /// Routes `node`'s pods to it. A node added after the watch listed the pods (one
+    /// that registered late, or that a creator made later) lists its own once, as a
+    /// kubelet's pod reflector does when it starts: pods bound to it before are not
+    /// missed.
     pub(crate) fn add(&self, node: Arc<NodeShared>) {
         let name = node.config.name.clone();
-        self.nodes.write().insert(name, node);
+        self.nodes.write().insert(name, node.clone());
+        if self.listed.load(Ordering::Acquire) {
+            tokio::spawn(list_own_pods(node));
+        }
     }
 
-    pub(crate) fn remove(&self, name: &str) {
-        self.nodes.write().remove(name);
+    /// Stops routing to `node`; a node of the same name added since (a Node deleted
+    /// and made again) stays.
+    pub(crate) fn remove(&self, node: &Arc<NodeShared>) {
+        let mut nodes = self.nodes.write();
+        if nodes
+            .get(&node.config.name)
+            .is_some_and(|routed| Arc::ptr_eq(routed, node))
+        {
+            nodes.remove(&node.config.name);
+        }
     }
 
     fn node_of(&self, pod: &Pod) -> Option<Arc<NodeShared>> {
@@ -79,7 +99,12 @@ impl PodRouter {
                         node.remove_pod(uid);
                     }
                 }
-                Some(Ok(Event::Init)) => listed = Some(HashSet::new()),
+                Some(Ok(Event::Init)) => {
+                    // From here a node added may miss pods the list routes before it
+                    // joins: it lists its own.
+                    self.listed.store(true, Ordering::Release);
+                    listed = Some(HashSet::new());
+                }
                 Some(Ok(Event::InitApply(pod))) => {
                     if let (Some(seen), Some(uid)) = (listed.as_mut(), pod.metadata.uid.clone()) {
                         seen.insert(uid);
@@ -130,37 +155,68 @@ impl PodRouter {
             };
             match event {
                 None => return,
-                Some(Ok(node)) => {
-                    let Some(name) = node.metadata.name.as_deref() else {
-                        continue;
-                    };
-                    let shared = self.nodes.read().get(name).cloned();
-                    if let Some(shared) = shared {
-                        shared.observe_node_annotations(
-                            node.metadata
-                                .annotations
-                                .as_ref()
-                                .unwrap_or(&Default::default()),
-                        );
-                        shared.no_execute_taints.store(
-                            super::affinity::has_no_execute_taint(&node),
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
-                        if let Some(conditions) =
-                            node.status.as_ref().and_then(|s| s.conditions.as_deref())
-                        {
-                            super::heartbeat::observe_server_conditions(&shared, conditions);
-                        }
-                    }
-                }
+                Some(Ok(node)) => self.observe_node(&node),
                 Some(Err(error)) => tracing::warn!(%error, "node watch failed; retrying"),
             }
+        }
+    }
+
+    /// Passes what the API server holds of a Node to the hollow node serving it: its
+    /// fault annotations, whether it has NoExecute taints, and its conditions.
+    pub(crate) fn observe_node(&self, node: &Node) {
+        let Some(name) = node.metadata.name.as_deref() else {
+            return;
+        };
+        let Some(shared) = self.nodes.read().get(name).cloned() else {
+            return;
+        };
+        shared.observe_node_annotations(
+            node.metadata
+                .annotations
+                .as_ref()
+                .unwrap_or(&Default::default()),
+        );
+        shared.no_execute_taints.store(
+            super::affinity::has_no_execute_taint(node),
+            Ordering::Relaxed,
+        );
+        if let Some(conditions) = node.status.as_ref().and_then(|s| s.conditions.as_deref()) {
+            super::heartbeat::observe_server_conditions(&shared, conditions);
         }
     }
 
     fn apply(&self, pod: Pod) {
         if let Some(node) = self.node_of(&pod) {
             node.apply_pod(pod);
+        }
+    }
+}
+
+/// Lists the pods bound to `node` and gives it those it does not know yet; the shared
+/// watch carries every later change. A failure is left to the watch's next re-list.
+async fn list_own_pods(node: Arc<NodeShared>) {
+    let api: Api<Pod> = Api::all(node.client.clone());
+    let params = ListParams::default().fields(&format!("spec.nodeName={}", node.config.name));
+    let listed = tokio::select! {
+        () = node.cancel.cancelled() => return,
+        listed = api.list(&params) => listed,
+    };
+    match listed {
+        Ok(list) => {
+            let known: HashSet<String> = node.pod_uids().into_iter().collect();
+            for pod in list.items {
+                if pod
+                    .metadata
+                    .uid
+                    .as_ref()
+                    .is_some_and(|uid| !known.contains(uid))
+                {
+                    node.apply_pod(pod);
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(node = %node.config.name, %error, "cannot list the node's pods; the watch's next re-list brings them")
         }
     }
 }

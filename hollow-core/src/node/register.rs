@@ -92,30 +92,96 @@ pub(crate) async fn register(
 ) -> Result<(Node, bool), Error> {
     let mut desired = desired_node(name, config);
     desired.status = status;
+    let registered = retry_transient(name, patience, || async {
+        match nodes.create(&PostParams::default(), &desired).await {
+            Ok(node) => Ok(Some((node, true))),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Ok(adopt(nodes, name, config.adopt, &desired)
+                    .await?
+                    .map(|node| (node, false)))
+            }
+            Err(error) => Err(error),
+        }
+    })
+    .await?;
+    registered.ok_or_else(|| Error::NodeExists(name.into()))
+}
+
+/// Reads the Node named `name` that someone else created, for a node that serves it
+/// ([`HollowNodeBuilder::serve_existing`](super::HollowNodeBuilder::serve_existing)).
+/// Transient errors are retried with backoff for up to `patience`.
+pub(crate) async fn existing(
+    nodes: &Api<Node>,
+    name: &str,
+    patience: Duration,
+) -> Result<Node, Error> {
+    retry_transient(name, patience, || nodes.get_opt(name))
+        .await?
+        .ok_or_else(|| Error::NodeMissing(name.into()))
+}
+
+/// Adds to a Node someone else created what a kubelet adds on registration and the
+/// creator left out: the well-known hostname, OS and architecture labels, and the
+/// attach-detach annotation (`updateDefaultLabels` and
+/// `reconcileCMADAnnotationWithExistingNode` in pkg/kubelet/kubelet_node_status.go).
+/// Nothing the creator wrote is changed; a Node that lacks nothing is not written.
+pub(crate) async fn complete_existing(
+    nodes: &Api<Node>,
+    existing: Node,
+    patience: Duration,
+) -> Result<Node, Error> {
+    let name = existing.metadata.name.clone().unwrap_or_default();
+    let missing = |present: &Option<std::collections::BTreeMap<String, String>>,
+                   wanted: &[(&str, &str)]| {
+        wanted
+            .iter()
+            .filter(|(key, _)| present.as_ref().is_none_or(|map| !map.contains_key(*key)))
+            .map(|(key, value)| ((*key).to_string(), serde_json::Value::from(*value)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let labels = missing(
+        &existing.metadata.labels,
+        &[
+            ("kubernetes.io/hostname", name.as_str()),
+            ("kubernetes.io/os", "linux"),
+            ("kubernetes.io/arch", "amd64"),
+        ],
+    );
+    let annotations = missing(
+        &existing.metadata.annotations,
+        &[(
+            "volumes.kubernetes.io/controller-managed-attach-detach",
+            "true",
+        )],
+    );
+    if labels.is_empty() && annotations.is_empty() {
+        return Ok(existing);
+    }
+    let patch =
+        Patch::Merge(json!({ "metadata": { "labels": labels, "annotations": annotations } }));
+    let params = PatchParams::default();
+    retry_transient(&name, patience, || nodes.patch(&name, &params, &patch)).await
+}
+
+/// Runs `attempt` until it succeeds or fails for good, retrying transient errors with
+/// backoff for up to `patience`; a final error is a registration error of `node`.
+async fn retry_transient<T, F, Fut>(node: &str, patience: Duration, attempt: F) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
     let mut delays = Doubling::new(Duration::from_millis(100), Duration::from_secs(7)).delays();
     let deadline = tokio::time::Instant::now() + patience;
     loop {
-        let attempt = async {
-            match nodes.create(&PostParams::default(), &desired).await {
-                Ok(node) => Ok(Some((node, true))),
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    Ok(adopt(nodes, name, config.adopt, &desired)
-                        .await?
-                        .map(|node| (node, false)))
-                }
-                Err(error) => Err(error),
-            }
-        };
-        match attempt.await {
-            Ok(Some(registered)) => return Ok(registered),
-            Ok(None) => return Err(Error::NodeExists(name.into())),
+        match attempt().await {
+            Ok(done) => return Ok(done),
             Err(error) if is_transient(&error) && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(node = %name, %error, "registration failed; retrying");
+                tracing::warn!(%node, %error, "registration failed; retrying");
                 tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(7))).await;
             }
             Err(source) => {
                 return Err(Error::Registration {
-                    node: name.into(),
+                    node: node.into(),
                     source,
                 });
             }
