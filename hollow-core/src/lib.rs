@@ -72,6 +72,8 @@
 //! - The hollow node engine in [`node`]: registration, Lease, node status, pods driven to
 //!   the status a real kubelet writes, graceful deletion; [`node::HollowCluster`] runs many
 //!   nodes on one client and one pod watch.
+//! - [`manage::NodeManager`] serves Nodes that others create (Karpenter's KWOK provider,
+//!   an autoscaler, `kubectl create`), as KWOK does, with the same engine.
 //! - With the `testenv` feature, [`testenv`] starts a real local control plane (etcd,
 //!   kube-apiserver, kube-scheduler, kube-controller-manager) for tests.
 //!
@@ -104,6 +106,7 @@ pub mod error;
 #[cfg_attr(docsrs, doc(cfg(feature = "kubelet-api")))]
 pub mod kubelet_api;
 pub mod lifecycle;
+pub mod manage;
 pub mod node;
 pub mod node_status;
 pub mod pod;

@@ -22,6 +22,7 @@ use hollow_core::lifecycle::{
     NodeFaults, NodeMatch, NodeStep, PodMatch, PullStep, Rule, Steps, format_duration,
     parse_duration,
 };
+use hollow_core::manage::parse_selector;
 use hollow_core::pod::ContainerKind;
 use hollow_core::quantity::{MAX_QUANTITY, is_quantity, parse_quantity};
 use hollow_core::runtime::{Behavior, ContainerConfig, annotations::behavior};
@@ -1468,4 +1469,70 @@ async fn check_usage(
         .map_err(|e| fail(e.to_string()))?;
     prop_assert_eq!(third.cpu_nano_cores, fixed);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Selectors: `--manage-nodes-with-*-selector`
+// ---------------------------------------------------------------------------------------
+
+/// What `parse_selector` promises for any text: a selector that reads back the same from
+/// its own API syntax, or an error that quotes the selector and the requirement.
+fn check_selector(text: &str) -> Result<(), TestCaseError> {
+    match parse_selector(text) {
+        Ok(selector) => {
+            let written = selector.to_string();
+            let again = parse_selector(&written)
+                .map_err(|error| fail(format!("{text:?} wrote {written:?}: {error}")))?;
+            prop_assert_eq!(again, selector, "{:?} wrote {:?}", text, written);
+        }
+        Err(error) => {
+            let shown = error.to_string();
+            prop_assert!(
+                shown.contains(&format!("{text:?}")) && !error.reason.is_empty(),
+                "{}",
+                shown
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Selector-like text: keys, operators, values and sets, nearly right or wrong.
+fn selector_text() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        "[a-z]{1,5}",
+        "[a-z]{1,4}\\.[a-z]{2,3}/[a-z]{1,4}",
+        "[A-Za-z_./-]{0,6}"
+    ];
+    let value = prop_oneof!["[a-z0-9]{0,4}", "[A-Za-z0-9_.-]{0,5}", "[ (),=!]{0,2}"];
+    let requirement = (
+        key,
+        prop::sample::select(vec!["=", "==", "!=", "", "!", " in ", " notin ", " "]),
+        prop::collection::vec(value, 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(key, operator, values, parenthesized)| match operator {
+            "!" => format!("!{key}"),
+            " in " | " notin " if parenthesized => format!("{key}{operator}({})", values.join(",")),
+            _ => format!("{key}{operator}{}", values.join(",")),
+        });
+    prop_oneof![
+        4 => prop::collection::vec(requirement, 0..4).prop_map(|r| r.join(",")),
+        1 => any::<String>(),
+    ]
+}
+
+#[test]
+fn fuzz_selectors() {
+    let seeds: Vec<(String, String)> = corpus("selector")
+        .into_iter()
+        .flat_map(|(file, text)| {
+            text.lines()
+                .map(|line| (file.clone(), line.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    fuzz(file!(), seeds, selector_text(), |text| {
+        check_selector(&text)
+    });
 }

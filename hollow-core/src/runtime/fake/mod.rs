@@ -103,6 +103,21 @@ impl std::fmt::Debug for FakeRuntime {
 }
 
 impl FakeRuntime {
+    /// Checks that `cidr` is a pod CIDR the fake runtime takes (`update_pod_cidr`): an
+    /// IPv4 network with a prefix of 8 to 30 bits. For validating a CIDR early, before
+    /// any node starts.
+    ///
+    /// ```
+    /// use hollow_core::runtime::FakeRuntime;
+    ///
+    /// assert!(FakeRuntime::check_pod_cidr("10.0.0.0/24").is_ok());
+    /// assert!(FakeRuntime::check_pod_cidr("10.0.0.0/31").is_err());
+    /// assert!(FakeRuntime::check_pod_cidr("fd00::/64").is_err());
+    /// ```
+    pub fn check_pod_cidr(cidr: &str) -> crate::error::Result<()> {
+        ips::parse_cidr(cidr).map(drop)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock()
     }
