@@ -49,7 +49,7 @@ pub struct Cli {
 
     /// The kubelet API's port, published in the Node's daemonEndpoints (0: any free
     /// port; a port in use is replaced by a free one, with a warning).
-    #[arg(long, default_value_t = 10250)]
+    #[arg(long, default_value_t = 10250, visible_alias = "node-port")]
     pub kubelet_port: u16,
 
     /// Client QPS (accepted for Kubemark compatibility; hollow's client is not
@@ -165,6 +165,34 @@ pub struct Cli {
     #[arg(long, env = "HOLLOW_LIFECYCLE_SEED")]
     pub lifecycle_seed: Option<u64>,
 
+    /// Serve the Nodes that others create (a cluster autoscaler, Karpenter's KWOK
+    /// provider, kubectl) whose labels match this selector, as KWOK does, instead of
+    /// registering nodes: type=kwok. Their spec, labels and capacity stay the
+    /// creator's; a Node deleted stops being served. Empty: not set (as KWOK's).
+    #[arg(long, value_parser = parse_selector)]
+    pub manage_nodes_with_label_selector: Option<String>,
+
+    /// Serve the Nodes whose annotations match this selector (with the label selector
+    /// too, both must match). KWOK's default: kwok.x-k8s.io/node=fake.
+    #[arg(long, value_parser = parse_selector)]
+    pub manage_nodes_with_annotation_selector: Option<String>,
+
+    /// Serve every Node of the cluster (KWOK's flag; for clusters of fake nodes only).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub manage_all_nodes: bool,
+
+    /// Serve the one Node of this name that someone else created.
+    #[arg(long)]
+    pub manage_single_node: Option<String>,
+
+    /// The pod CIDR of nodes whose Node has none (KWOK's --cidr): pod IPs come from it.
+    #[arg(long, value_parser = parse_cidr)]
+    pub cidr: Option<String>,
+
+    /// The nodes' Lease duration in seconds (KWOK's flag; the kubelet's default is 40).
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(2..=3_600))]
+    pub node_lease_duration_seconds: u64,
+
     /// Kubemark flags that mean nothing here: accepted with a notice.
     #[command(flatten)]
     pub ignored: IgnoredFlags,
@@ -267,6 +295,74 @@ pub fn parse_lifecycle(input: &str) -> Result<Arc<Lifecycle>, String> {
         }
         message
     })
+}
+
+/// An IPv4 pod CIDR, as the fake runtime takes it.
+pub fn parse_cidr(input: &str) -> Result<String, String> {
+    hollow_core::runtime::FakeRuntime::check_pod_cidr(input)
+        .map(|()| input.to_string())
+        .map_err(|error| error.to_string())
+}
+
+/// A selector in the API's syntax (`type=kwok`, `pool in (a,b)`, `!spot`).
+pub fn parse_selector(input: &str) -> Result<String, String> {
+    hollow_core::manage::parse_selector(input)
+        .map(|_| input.to_string())
+        .map_err(|error| error.to_string())
+}
+
+/// Which Nodes others create a process serves (KWOK's --manage-* flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Managed {
+    /// Every Node.
+    All,
+    /// The one Node of this name.
+    Single(String),
+    /// The Nodes matching a label selector, an annotation selector, or both.
+    Selected {
+        labels: Option<String>,
+        annotations: Option<String>,
+    },
+}
+
+impl Cli {
+    /// Which Nodes others create the process serves, if any: empty selectors and names
+    /// and `--manage-all-nodes=false` are unset, as in KWOK's configuration, so its
+    /// command lines mean the same here. Combinations KWOK refuses, and those that
+    /// would register or delete nodes of the process's own, are errors.
+    pub fn managed(&self) -> Result<Option<Managed>, String> {
+        let set = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+        let labels = set(&self.manage_nodes_with_label_selector);
+        let annotations = set(&self.manage_nodes_with_annotation_selector);
+        let single = set(&self.manage_single_node);
+        let managed = match (self.manage_all_nodes, single, labels, annotations) {
+            (false, None, None, None) => return Ok(None),
+            (true, None, None, None) => Managed::All,
+            (false, Some(name), None, None) => Managed::Single(name),
+            (false, None, labels, annotations) => Managed::Selected {
+                labels,
+                annotations,
+            },
+            _ => {
+                return Err(
+                    "--manage-all-nodes, --manage-single-node and the --manage-nodes-with-* selectors exclude each other (as in KWOK)"
+                        .into(),
+                );
+            }
+        };
+        for (given, flag) in [
+            (self.nodes > 1, "--nodes"),
+            (self.adopt, "--adopt"),
+            (self.cleanup_on_exit, "--cleanup-on-exit"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{flag} is about nodes this process registers; it has no meaning when serving Nodes others create (--manage-*)"
+                ));
+            }
+        }
+        Ok(Some(managed))
+    }
 }
 
 /// `k=v,k2=v2`; keys must be non-empty.

@@ -18,14 +18,15 @@ use hollow_cli::shutdown_signal;
 use hollow_core::connect::{cluster_config, wait_for_api};
 use hollow_core::kubelet_api::KubeletServer;
 use hollow_core::lifecycle::Lifecycle;
+use hollow_core::manage::NodeManager;
 use hollow_core::node::{
-    HollowCluster, HollowNode, HollowNodeBuilder, TaintEffect, process_node_names,
+    HollowCluster, HollowNode, HollowNodeBuilder, NodeTiming, TaintEffect, process_node_names,
 };
 use hollow_core::testenv::TestEnv;
 use kube::config::KubeConfigOptions;
 
-use cli::{Cli, HostnameOverride};
-use metrics::{Metrics, Served};
+use cli::{Cli, HostnameOverride, Managed};
+use metrics::{Metrics, Served, ServedNodes};
 
 /// jemalloc rather than glibc's allocator: it returns freed pages and fragments less,
 /// which at 5,000 idle nodes made 47 MiB of anonymous memory 32 (docs/benchmarks.md).
@@ -67,6 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.nodes
         );
     }
+    let managed = cli.managed().map_err(anyhow::Error::msg)?;
     // Signals are handled from the start, so one during start-up also shuts down cleanly.
     let shutdown = shutdown_signal().context("cannot handle SIGTERM and SIGINT")?;
     tokio::pin!(shutdown);
@@ -105,10 +107,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::spawn(async move { metrics::serve(&bind, server).await });
 
     let api = if cli.serve_kubelet_api {
-        Some(start_kubelet_api(&cli, &client).await?)
+        Some(start_kubelet_api(&cli, &client, managed.is_some()).await?)
     } else {
         None
     };
+    if let Some(managed) = managed {
+        let manager = start_manager(&cli, &client, api.as_ref(), managed).await?;
+        *served.nodes.write().await = Some(ServedNodes::Managed(manager));
+        shutdown.await;
+        eprintln!("shutting down");
+        if let Some(ServedNodes::Managed(manager)) = served.nodes.write().await.take() {
+            manager.shutdown().await;
+        }
+        if let Some(env) = local {
+            env.stop();
+        }
+        return Ok(());
+    }
     let started = Instant::now();
     let nodes = tokio::select! {
         nodes = start_nodes(&cli, &client, api.as_ref()) => Some(nodes?),
@@ -127,7 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             eprintln!("kubectl: {}", env.binary("kubectl").display());
         }
-        *served.nodes.write().await = Some(nodes);
+        *served.nodes.write().await = Some(ServedNodes::Registered(nodes));
         shutdown.await;
     } else {
         eprintln!("interrupted while starting the nodes");
@@ -143,7 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     eprintln!("shutting down");
-    if let Some(nodes) = served.nodes.write().await.take() {
+    if let Some(ServedNodes::Registered(nodes)) = served.nodes.write().await.take() {
         let count = nodes.len();
         if cli.cleanup_on_exit {
             match nodes.deregister().await {
@@ -167,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn start_kubelet_api(
     cli: &Cli,
     client: &kube::Client,
+    managing: bool,
 ) -> anyhow::Result<(KubeletServer, Vec<u16>)> {
     let mut builder = KubeletServer::builder()
         .bind_address(cli.address)
@@ -188,6 +204,8 @@ async fn start_kubelet_api(
         .context("cannot start the kubelet API (--serve-kubelet-api=false runs without it)")?;
     let wanted: Vec<u16> = match cli.node_ip {
         None => vec![cli.kubelet_port],
+        // Ports for Nodes that others create open as each is served.
+        Some(_) if managing => Vec::new(),
         Some(_) if cli.kubelet_port == 0 => vec![0; cli.nodes as usize],
         Some(_) => (0..cli.nodes)
             .map(|i| {
@@ -218,6 +236,10 @@ async fn start_kubelet_api(
         );
     }
     match ports.as_slice() {
+        [] => eprintln!(
+            "kubelet API on {} from port {}, a port per node",
+            cli.address, cli.kubelet_port
+        ),
         [one] => eprintln!("kubelet API on {}:{one}", cli.address),
         many => eprintln!(
             "kubelet API on {} ports {}..{}",
@@ -263,6 +285,54 @@ async fn start_nodes(
     Ok(nodes)
 }
 
+/// Serves the Nodes the --manage-* flags select, as they come and go, and their kubelet
+/// API.
+async fn start_manager(
+    cli: &Cli,
+    client: &kube::Client,
+    api: Option<&(KubeletServer, Vec<u16>)>,
+    managed: Managed,
+) -> anyhow::Result<NodeManager> {
+    let mut settings = NodeSettings::from(cli);
+    if let Some((_, ports)) = api {
+        settings.kubelet_ports = Arc::new(ports.clone());
+    }
+    let mut manager = NodeManager::builder()
+        .parallelism(cli.parallelism)
+        .configure(move |index, _node, builder| settings.apply(builder, index));
+    let what = match managed {
+        Managed::All => "every Node of the cluster".to_string(),
+        Managed::Single(name) => {
+            manager = manager.single_node(&name);
+            format!("the Node {name}")
+        }
+        Managed::Selected {
+            labels,
+            annotations,
+        } => {
+            let mut selected = Vec::new();
+            if let Some(selector) = labels {
+                selected.push(format!("labels {selector}"));
+                manager = manager.label_selector(selector);
+            }
+            if let Some(selector) = annotations {
+                selected.push(format!("annotations {selector}"));
+                manager = manager.annotation_selector(selector);
+            }
+            format!("the Nodes with {}", selected.join(" and "))
+        }
+    };
+    if let Some((server, _)) = api {
+        manager = manager.kubelet_api(server.clone());
+    }
+    let manager = manager
+        .start(client.clone())
+        .await
+        .context("cannot watch the Nodes to serve")?;
+    eprintln!("serving {what}, as they are created");
+    Ok(manager)
+}
+
 /// What every node of the process gets from the flags.
 #[derive(Clone)]
 struct NodeSettings {
@@ -278,6 +348,8 @@ struct NodeSettings {
     node_ip: Option<IpAddr>,
     hostname: Option<HostnameOverride>,
     record_events: bool,
+    pod_cidr: Option<String>,
+    lease_duration: Duration,
 }
 
 impl From<&Cli> for NodeSettings {
@@ -303,6 +375,8 @@ impl From<&Cli> for NodeSettings {
             node_ip: cli.node_ip,
             hostname: cli.hostname_override.clone(),
             record_events: cli.record_events,
+            pod_cidr: cli.cidr.clone(),
+            lease_duration: Duration::from_secs(cli.node_lease_duration_seconds),
         }
     }
 }
@@ -321,11 +395,26 @@ impl NodeSettings {
         }
         let port = match self.kubelet_ports.as_slice() {
             [shared] => *shared,
+            // Served Nodes, each on its own port from --kubelet-port.
+            [] => {
+                u16::try_from(usize::from(self.kubelet_port) + index).unwrap_or(self.kubelet_port)
+            }
             ports => ports.get(index).copied().unwrap_or(self.kubelet_port),
         };
         let (address, hostname) = self.address_and_hostname(index);
         if let Some(hostname) = hostname {
             node = node.hostname(hostname);
+        }
+        if let Some(cidr) = &self.pod_cidr {
+            node = node.pod_cidr(cidr);
+        }
+        if self.lease_duration != NodeTiming::default().lease_duration {
+            // Renewed at a quarter of its duration, as the kubelet renews its Lease.
+            node = node.timing(NodeTiming {
+                lease_duration: self.lease_duration,
+                lease_renew: self.lease_duration / 4,
+                ..NodeTiming::default()
+            });
         }
         node.kubelet_port(port)
             .events(self.record_events)

@@ -145,7 +145,7 @@ impl Metrics {
             .build())
     }
 
-    fn render(&self, nodes: &[RunningNode]) -> String {
+    fn render(&self, nodes: &[&RunningNode]) -> String {
         let ready = nodes.iter().filter(|n| n.is_ready()).count();
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.nodes
@@ -184,7 +184,13 @@ impl Metrics {
 /// shutdown).
 pub struct Served {
     pub metrics: Arc<Metrics>,
-    pub nodes: RwLock<Option<hollow_core::node::HollowCluster>>,
+    pub nodes: RwLock<Option<ServedNodes>>,
+}
+
+/// The nodes of the process: registered by it, or created by others and served.
+pub enum ServedNodes {
+    Registered(hollow_core::node::HollowCluster),
+    Managed(hollow_core::manage::NodeManager),
 }
 
 async fn healthz() -> &'static str {
@@ -193,8 +199,16 @@ async fn healthz() -> &'static str {
 
 async fn metrics(State(served): State<Arc<Served>>) -> impl IntoResponse {
     let nodes = served.nodes.read().await;
-    let running: &[RunningNode] = nodes.as_ref().map(|n| n.nodes()).unwrap_or_default();
-    let text = served.metrics.render(running);
+    let managed = match nodes.as_ref() {
+        Some(ServedNodes::Managed(manager)) => manager.nodes(),
+        _ => Vec::new(),
+    };
+    let running: Vec<&RunningNode> = match nodes.as_ref() {
+        Some(ServedNodes::Registered(cluster)) => cluster.nodes().iter().collect(),
+        Some(ServedNodes::Managed(_)) => managed.iter().map(AsRef::as_ref).collect(),
+        None => Vec::new(),
+    };
+    let text = served.metrics.render(&running);
     (
         [(
             CONTENT_TYPE,

@@ -333,6 +333,14 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
             "--hostname-override=under_score",
             "invalid hostname \"under_score\": must be an IP address or a DNS name",
         ),
+        (
+            "--manage-nodes-with-label-selector=type in (kwok",
+            "invalid selector \"type in (kwok\" at \"type in (kwok\": expected a set of values in parentheses",
+        ),
+        (
+            "--manage-nodes-with-annotation-selector=a=b,,c",
+            "empty requirement",
+        ),
     ] {
         let (ok, out) = run(&["--kubeconfig", &kubeconfig, flag]).await;
         assert!(!ok && out.contains(expected), "{flag}: {out}");
@@ -348,6 +356,37 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
         !ok && out.contains("no meaning with --http2=false"),
         "{out}"
     );
+    // Serving others' Nodes excludes registering or deleting nodes of one's own.
+    for (conflicting, expected) in [
+        (
+            ["--manage-all-nodes", "--nodes=3"],
+            "--nodes is about nodes this process registers",
+        ),
+        (
+            [
+                "--manage-nodes-with-label-selector=type=kwok",
+                "--cleanup-on-exit",
+            ],
+            "--cleanup-on-exit is about nodes this process registers",
+        ),
+        (["--manage-single-node=n1", "--adopt"], "--adopt is about"),
+        (
+            ["--manage-all-nodes", "--manage-single-node=n1"],
+            "exclude each other (as in KWOK)",
+        ),
+        (
+            [
+                "--manage-single-node=n1",
+                "--manage-nodes-with-label-selector=a=b",
+            ],
+            "exclude each other",
+        ),
+    ] {
+        let mut args = vec!["--kubeconfig", &kubeconfig];
+        args.extend(conflicting);
+        let (ok, out) = run(&args).await;
+        assert!(!ok && out.contains(expected), "{conflicting:?}: {out}");
+    }
     // One hostname for several nodes is refused before anything registers.
     let (ok, out) = run(&[
         "--kubeconfig",
@@ -499,5 +538,121 @@ async fn sigterm_during_start_up_exits_cleanly_and_cleans_up() -> anyhow::Result
             .starts_with("early-")),
         "--cleanup-on-exit removes nodes registered before the signal"
     );
+    Ok(())
+}
+
+/// KWOK's own command line (its configuration's defaults as flags, `--node-port`
+/// included) serves the Nodes `kubectl create` makes with KWOK's annotation, runs their
+/// pods with `kubectl logs` working, drops the Nodes deleted, and leaves the creator's
+/// Nodes in place on SIGTERM.
+#[tokio::test]
+async fn kwok_command_lines_serve_the_nodes_kubectl_creates() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = env.kubeconfig_path().display().to_string();
+    let log = dir.path().join("kubelet.log");
+    let port = hollow_tests::free_port().to_string();
+    let mut child = spawn(
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--manage-nodes-with-label-selector=",
+            "--manage-single-node=",
+            "--node-port",
+            &port,
+            "--cidr=10.0.0.0/24",
+            "--node-lease-duration-seconds=40",
+            "--metrics-bind-address=127.0.0.1:0",
+        ],
+        None,
+        &log,
+    );
+    // As KWOK's documentation creates fake nodes, plus one that is not KWOK's.
+    let mut manifest = String::new();
+    for i in 0..20 {
+        manifest.push_str(&format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: kwok-node-{i}\n  annotations:\n    kwok.x-k8s.io/node: fake\n  labels:\n    type: kwok\nspec:\n  taints:\n  - key: kwok.x-k8s.io/node\n    value: fake\n    effect: NoSchedule\n"
+        ));
+    }
+    manifest.push_str("---\napiVersion: v1\nkind: Node\nmetadata:\n  name: real-node\n");
+    let file = dir.path().join("nodes.yaml");
+    std::fs::write(&file, manifest)?;
+    hollow_tests::kubectl_ok(&env, &["create", "-f", file.to_str().unwrap()]).await;
+
+    let nodes: Api<Node> = Api::all(env.client());
+    eventually("20 served Nodes Ready", WAIT, || async {
+        let list = nodes
+            .list(&ListParams::default().labels("type=kwok"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|n| node_ready(n) == Some("True"))
+            .count();
+        (ready == 20).then_some(()).ok_or(format!("{ready} Ready"))
+    })
+    .await;
+    let node = nodes.get("kwok-node-3").await?;
+    let endpoint = node
+        .status
+        .as_ref()
+        .and_then(|s| s.daemon_endpoints.as_ref())
+        .and_then(|d| d.kubelet_endpoint.as_ref())
+        .map(|e| e.port.to_string());
+    assert_eq!(endpoint.as_deref(), Some(port.as_str()), "--node-port");
+    assert_eq!(node_ready(&nodes.get("real-node").await?), None);
+
+    // A pod on a served Node runs (its IP from the Node's podCIDR, which the controller
+    // manager allocates here, else from --cidr), and its logs come through the node's
+    // kubelet API.
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "on-kwok" },
+        "spec": {
+            "nodeName": "kwok-node-3",
+            "tolerations": [{ "key": "kwok.x-k8s.io/node", "operator": "Exists" }],
+            "containers": [{ "name": "app", "image": "busybox" }],
+        },
+    }))?;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client(), "default");
+    pods.create(&PostParams::default(), &pod).await?;
+    let ip = eventually("the pod Running", WAIT, || async {
+        let pod = pods.get("on-kwok").await.map_err(|e| e.to_string())?;
+        let status = pod.status.unwrap_or_default();
+        (status.phase.as_deref() == Some("Running"))
+            .then_some(status.pod_ip.unwrap_or_default())
+            .ok_or(format!("{:?}", status.phase))
+    })
+    .await;
+    assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{ip:?}");
+    let (ok, logs) = hollow_tests::kubectl(&env, &["logs", "on-kwok"]).await;
+    assert!(
+        ok,
+        "kubectl logs through the served node's kubelet API: {logs}"
+    );
+
+    // Deleted Nodes are dropped: the process's metrics count 15.
+    let deleted: Vec<String> = (0..5).map(|i| format!("node/kwok-node-1{i}")).collect();
+    let mut args = vec!["delete"];
+    args.extend(deleted.iter().map(String::as_str));
+    hollow_tests::kubectl_ok(&env, &args).await;
+    let url = served_address(&log, "/healthz and /metrics", WAIT).await;
+    eventually("metrics counting 15 served nodes", WAIT, || async {
+        let (_, text) = get(&url, "/metrics").await?;
+        text.contains("hollow_nodes{ready=\"true\"} 15")
+            .then_some(())
+            .ok_or(text)
+    })
+    .await;
+
+    terminate(&child);
+    assert!(wait_exit(&mut child).await, "clean exit on SIGTERM");
+    let left = nodes
+        .list(&ListParams::default().labels("type=kwok"))
+        .await?;
+    assert_eq!(left.items.len(), 15, "the creator's Nodes stay");
     Ok(())
 }

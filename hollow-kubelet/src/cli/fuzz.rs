@@ -238,6 +238,13 @@ const FLAGS: &[&str] = &[
     "--api-connections",
     "--lifecycle",
     "--lifecycle-seed",
+    "--manage-nodes-with-label-selector",
+    "--manage-nodes-with-annotation-selector",
+    "--manage-all-nodes",
+    "--manage-single-node",
+    "--node-port",
+    "--cidr",
+    "--node-lease-duration-seconds",
     "--v",
     "-v",
     "--alsologtostderr",
@@ -285,6 +292,11 @@ const VALUES: &[&str] = &[
     "",
     " ",
     "=",
+    "kwok.x-k8s.io/node=fake",
+    "type in (a,b),!spot",
+    "a in (b",
+    "10.0.0.0/24",
+    "10.0.0.0/31",
 ];
 
 fn argument() -> impl Strategy<Value = String> {
@@ -305,6 +317,10 @@ fn check_command_line(argv: &[String]) -> Result<(), TestCaseError> {
     match Cli::try_parse_from(line) {
         Ok(cli) => {
             let _ = cli.ignored.given();
+            // Which Nodes to serve is decided, or refused with a readable reason.
+            if let Err(reason) = cli.managed() {
+                prop_assert!(reason.contains("--"), "{}", reason);
+            }
             prop_assert!((1..=100_000).contains(&cli.nodes));
             prop_assert!((1..=86_400).contains(&cli.kubelet_api_idle_timeout));
         }
