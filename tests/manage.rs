@@ -99,9 +99,16 @@ async fn nodes_made_by_others_are_served_kept_as_made_and_dropped_when_deleted()
         .await?;
 
     for name in ["kwok-0", "kwok-1"] {
+        // Ready, and completed with the kubelet's labels (written beside the first
+        // status, not before it).
         let node = eventually(&format!("{name} Ready"), WAIT, || async {
             let node = nodes.get(name).await.map_err(|e| e.to_string())?;
-            (node_ready(&node) == Some("True"))
+            let completed = node
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|labels| labels.contains_key("kubernetes.io/os"));
+            (node_ready(&node) == Some("True") && completed)
                 .then_some(node.clone())
                 .ok_or(format!("{:?}", node.status.and_then(|s| s.conditions)))
         })

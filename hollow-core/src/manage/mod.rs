@@ -24,6 +24,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -238,7 +239,7 @@ impl NodeManager {
             .managed
             .lock()
             .iter()
-            .filter(|(_, slot)| slot.running())
+            .filter(|(_, slot)| slot.node.is_some())
             .map(|(name, _)| name.clone())
             .collect();
         names.sort();
@@ -250,7 +251,6 @@ impl NodeManager {
         let managed = self.inner.managed.lock();
         managed
             .values()
-            .filter(|slot| !slot.stop.is_cancelled())
             .filter_map(|slot| slot.node.clone())
             .collect()
     }
@@ -258,7 +258,7 @@ impl NodeManager {
     /// How many Nodes are served now.
     pub fn len(&self) -> usize {
         let managed = self.inner.managed.lock();
-        managed.values().filter(|slot| slot.running()).count()
+        managed.values().filter(|slot| slot.node.is_some()).count()
     }
 
     /// Whether no Node is served now.
@@ -270,9 +270,7 @@ impl NodeManager {
     /// creators'), and go NotReady once their Leases expire.
     pub async fn shutdown(self) {
         self.cancel.cancel();
-        for slot in self.inner.managed.lock().values() {
-            slot.stop.cancel();
-        }
+        self.inner.stop_all();
         self.tasks.close();
         self.tasks.wait().await;
     }
@@ -281,22 +279,17 @@ impl NodeManager {
 impl Drop for NodeManager {
     fn drop(&mut self) {
         self.cancel.cancel();
-        for slot in self.inner.managed.lock().values() {
-            slot.stop.cancel();
-        }
+        self.inner.stop_all();
     }
 }
 
-/// One managed Node: its hollow node once started, stopped when `stop` is cancelled.
+/// One managed Node: the task starting its hollow node, then the node. Nothing runs
+/// per node once it has started but the node's own work.
 struct Slot {
-    stop: CancellationToken,
+    /// Tells this Node's slot from one of a Node made again under the same name.
+    id: u64,
+    starting: Option<AbortHandle>,
     node: Option<Arc<RunningNode>>,
-}
-
-impl Slot {
-    fn running(&self) -> bool {
-        self.node.is_some() && !self.stop.is_cancelled()
-    }
 }
 
 struct Inner {
@@ -308,6 +301,7 @@ struct Inner {
     #[cfg(feature = "kubelet-api")]
     kubelet_api: Option<KubeletServer>,
     managed: Mutex<HashMap<String, Slot>>,
+    /// Nodes served so far: each one's index, and its slot's id.
     counter: AtomicUsize,
     tasks: TaskTracker,
 }
@@ -394,39 +388,41 @@ impl Inner {
             return;
         };
         let index = self.counter.fetch_add(1, Ordering::Relaxed);
-        let builder =
-            (self.configure)(index, node, HollowNode::builder(&name)).serve_existing(true);
-        let stop = CancellationToken::new();
-        let slot = Slot {
-            stop: stop.clone(),
-            node: None,
-        };
-        self.managed.lock().insert(name.clone(), slot);
+        let id = index as u64;
+        let builder = (self.configure)(index, node, HollowNode::builder(&name))
+            .serve_existing(true)
+            .existing_node(node.clone());
         let inner = self.clone();
-        self.tasks.spawn(async move {
-            let node = tokio::select! {
-                () = stop.cancelled() => return,
-                node = inner.start_node(&name, builder) => node,
-            };
-            let Some(node) = node.map(Arc::new) else {
+        let mut managed = self.managed.lock();
+        let starting = self.tasks.spawn(async move {
+            let Some(running) = inner.start_node(&name, builder).await else {
                 return;
             };
-            if let Some(slot) = inner.managed.lock().get_mut(&name)
-                && slot.stop == stop
-            {
-                slot.node = Some(node.clone());
-            }
-            stop.cancelled().await;
-            #[cfg(feature = "kubelet-api")]
-            if let Some(api) = &inner.kubelet_api {
-                api.stop_serving(&name);
-            }
-            // Its last handle, unless a reader holds one for a moment: dropped, it
-            // stops all the same.
-            if let Ok(node) = Arc::try_unwrap(node) {
-                node.shutdown().await;
+            let running = Arc::new(running);
+            let unwanted = {
+                let mut managed = inner.managed.lock();
+                match managed.get_mut(&name) {
+                    Some(slot) if slot.id == id => {
+                        slot.starting = None;
+                        slot.node = Some(running.clone());
+                        false
+                    }
+                    _ => true,
+                }
+            };
+            // Stopped while it started (the start is aborted, unless it had just ended).
+            if unwanted {
+                inner.retire(&name, running);
             }
         });
+        managed.insert(
+            name_of(node),
+            Slot {
+                id,
+                starting: Some(starting.abort_handle()),
+                node: None,
+            },
+        );
     }
 
     /// Starts the hollow node of `name`, retrying with backoff while it fails; `None`
@@ -465,9 +461,47 @@ impl Inner {
         }
     }
 
+    /// Stops serving the Node `name`: aborts its start, or stops its hollow node.
     fn stop(&self, name: &str) {
-        if let Some(slot) = self.managed.lock().remove(name) {
-            slot.stop.cancel();
+        let Some(slot) = self.managed.lock().remove(name) else {
+            return;
+        };
+        if let Some(starting) = slot.starting {
+            starting.abort();
+        }
+        if let Some(node) = slot.node {
+            self.retire(name, node);
         }
     }
+
+    fn stop_all(&self) {
+        let names: Vec<String> = self.managed.lock().keys().cloned().collect();
+        for name in names {
+            self.stop(&name);
+        }
+    }
+
+    /// Stops a hollow node no longer wanted, in the background, and its kubelet API.
+    fn retire(&self, name: &str, node: Arc<RunningNode>) {
+        // Not when a Node of the same name was made again and is served since: the
+        // server knows nodes by name. (This one's entry, stopped, then answers as a
+        // stopped node until the address is taken.)
+        #[cfg(feature = "kubelet-api")]
+        if let Some(api) = &self.kubelet_api
+            && !self.managed.lock().contains_key(name)
+        {
+            api.stop_serving(name);
+        }
+        #[cfg(not(feature = "kubelet-api"))]
+        let _ = name;
+        // Its last handle, unless a reader holds one for a moment: dropped, it stops
+        // all the same.
+        if let Ok(node) = Arc::try_unwrap(node) {
+            self.tasks.spawn(node.shutdown());
+        }
+    }
+}
+
+fn name_of(node: &Node) -> String {
+    node.metadata.name.clone().unwrap_or_default()
 }

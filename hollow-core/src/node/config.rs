@@ -85,6 +85,8 @@ pub(crate) struct Registration {
     pub adopt: bool,
     /// Serve a Node someone else created, as it is: [`HollowNodeBuilder::serve_existing`].
     pub existing: bool,
+    /// That Node as last seen (from a watch), so starting need not read it again.
+    pub existing_node: Option<Box<k8s_openapi::api::core::v1::Node>>,
 }
 
 /// How long a node may take to be Ready once started, unless
@@ -154,6 +156,7 @@ pub struct HollowNodeBuilder {
     events: bool,
     adopt: bool,
     existing: bool,
+    existing_node: Option<Box<k8s_openapi::api::core::v1::Node>>,
     runtime: Option<Arc<dyn RuntimeService>>,
     cadvisor: Option<Arc<dyn Cadvisor>>,
     node_status: Option<Arc<dyn NodeStatusProvider>>,
@@ -191,6 +194,7 @@ impl HollowNodeBuilder {
             events: true,
             adopt: false,
             existing: false,
+            existing_node: None,
             runtime: None,
             cadvisor: None,
             node_status: None,
@@ -321,7 +325,8 @@ impl HollowNodeBuilder {
     /// [`Error::NodeMissing`](super::Error::NodeMissing) while it does not exist), its
     /// spec, labels, taints and provider ID stay as the creator wrote them (the
     /// builder's own are not used; only the well-known `kubernetes.io/hostname`, `os`
-    /// and `arch` labels are added where missing, as a kubelet adds them), and the
+    /// and `arch` labels are added where missing, as a kubelet adds them, though once
+    /// the node is Ready rather than before), and the
     /// capacity and allocatable resources it already lists replace the builder's. The
     /// node writes its status, its Lease and its pods' statuses as any hollow node.
     ///
@@ -333,6 +338,12 @@ impl HollowNodeBuilder {
     /// ```
     pub fn serve_existing(mut self, existing: bool) -> Self {
         self.existing = existing;
+        self
+    }
+
+    /// The Node to serve, as a watch just saw it: starting does not read it again.
+    pub(crate) fn existing_node(mut self, node: k8s_openapi::api::core::v1::Node) -> Self {
+        self.existing_node = Some(Box::new(node));
         self
     }
 
@@ -491,6 +502,7 @@ impl HollowNodeBuilder {
                 taints,
                 adopt: self.adopt,
                 existing: self.existing,
+                existing_node: self.existing_node,
             },
             name: self.name,
             capacity: quantities(self.capacity)?,

@@ -177,7 +177,7 @@ impl HollowNode {
         router: Arc<PodRouter>,
     ) -> Result<RunningNode, Error> {
         let mut config = self.config;
-        let registration = std::mem::take(&mut config.registration);
+        let mut registration = std::mem::take(&mut config.registration);
         let provider_error = |source| Error::Provider {
             node: config.name.clone(),
             source,
@@ -190,7 +190,10 @@ impl HollowNode {
             .map_err(provider_error)?;
         let nodes: Api<Node> = Api::all(client.clone());
         let existing = if registration.existing {
-            let node = register::existing(&nodes, &config.name, REGISTRATION_PATIENCE).await?;
+            let node = match registration.existing_node.take() {
+                Some(node) => *node,
+                None => register::existing(&nodes, &config.name, REGISTRATION_PATIENCE).await?,
+            };
             take_resources_of(&node, &mut config);
             Some(node)
         } else {
@@ -206,7 +209,12 @@ impl HollowNode {
         ));
         // As the kubelet does, the Node is created with its status, so it is Ready
         // with its first request and the heartbeat has nothing to write at once.
-        let initial = match heartbeat::observe(&shared).await {
+        // (A Node someone else created gets its status from the first heartbeat.)
+        let observed = match existing {
+            Some(_) => heartbeat::Observed::Stopped,
+            None => heartbeat::observe(&shared).await,
+        };
+        let initial = match observed {
             heartbeat::Observed::Status(status) => {
                 let mut status = *status;
                 node_status::stamp(&mut status, None, k8s_openapi::jiff::Timestamp::now());
@@ -214,11 +222,12 @@ impl HollowNode {
             }
             heartbeat::Observed::Stopped | heartbeat::Observed::Failed => None,
         };
+        // A Node someone else created is completed after its first status (the kubelet
+        // completes it before): it is served as soon as the creator's Node is seen, and
+        // a thousand created at once are Ready sooner.
+        let completing = existing.as_ref().map(|node| node.metadata.clone());
         let (registered, created) = match existing {
-            Some(node) => (
-                register::complete_existing(&nodes, node, REGISTRATION_PATIENCE).await?,
-                false,
-            ),
+            Some(node) => (node, false),
             None => {
                 register::register(
                     &nodes,
@@ -247,7 +256,24 @@ impl HollowNode {
         } else if let Some(cidr) = shared.config.pod_cidr.clone() {
             shared.learn_pod_cidr(&cidr).await;
         }
-        let tasks = JoinSet::new();
+        let mut tasks = JoinSet::new();
+        if let Some(metadata) = completing {
+            let node = shared.clone();
+            tasks.spawn(async move {
+                let complete = async {
+                    // Ready first, or a status period if it is not to be Ready.
+                    let period = node.config.timing.status_update;
+                    let _ = tokio::time::timeout(period, node.liveness.wait_ready()).await;
+                    register::complete_existing(&nodes, &metadata, REGISTRATION_PATIENCE).await
+                };
+                tokio::select! {
+                    () = node.cancel.cancelled() => {}
+                    completed = complete => if let Err(error) = completed {
+                        tracing::warn!(error = %format!("{error:#}"), "cannot add the kubelet's labels to the Node");
+                    }
+                }
+            });
+        }
         router.heartbeats().add(&shared, node_uid, written);
         router.add(shared.clone());
         Ok(RunningNode {

@@ -124,13 +124,15 @@ pub(crate) async fn existing(
 /// creator left out: the well-known hostname, OS and architecture labels, and the
 /// attach-detach annotation (`updateDefaultLabels` and
 /// `reconcileCMADAnnotationWithExistingNode` in pkg/kubelet/kubelet_node_status.go).
-/// Nothing the creator wrote is changed; a Node that lacks nothing is not written.
+/// Nothing the creator wrote is changed; a Node that lacks nothing is not written. As
+/// the kubelet writes them: a patch of the Node's status subresource, which keeps
+/// metadata changes (`PatchNodeStatus` in `tryRegisterWithAPIServer`).
 pub(crate) async fn complete_existing(
     nodes: &Api<Node>,
-    existing: Node,
+    existing: &ObjectMeta,
     patience: Duration,
-) -> Result<Node, Error> {
-    let name = existing.metadata.name.clone().unwrap_or_default();
+) -> Result<(), Error> {
+    let name = existing.name.clone().unwrap_or_default();
     let missing = |present: &Option<std::collections::BTreeMap<String, String>>,
                    wanted: &[(&str, &str)]| {
         wanted
@@ -140,7 +142,7 @@ pub(crate) async fn complete_existing(
             .collect::<serde_json::Map<_, _>>()
     };
     let labels = missing(
-        &existing.metadata.labels,
+        &existing.labels,
         &[
             ("kubernetes.io/hostname", name.as_str()),
             ("kubernetes.io/os", "linux"),
@@ -148,19 +150,29 @@ pub(crate) async fn complete_existing(
         ],
     );
     let annotations = missing(
-        &existing.metadata.annotations,
+        &existing.annotations,
         &[(
             "volumes.kubernetes.io/controller-managed-attach-detach",
             "true",
         )],
     );
     if labels.is_empty() && annotations.is_empty() {
-        return Ok(existing);
+        return Ok(());
     }
     let patch =
-        Patch::Merge(json!({ "metadata": { "labels": labels, "annotations": annotations } }));
+        Patch::Strategic(json!({ "metadata": { "labels": labels, "annotations": annotations } }));
     let params = PatchParams::default();
-    retry_transient(&name, patience, || nodes.patch(&name, &params, &patch)).await
+    match retry_transient(&name, patience, || {
+        nodes.patch_status(&name, &params, &patch)
+    })
+    .await
+    {
+        Err(Error::Registration {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 404 => Err(Error::NodeMissing(name)),
+        completed => completed.map(drop),
+    }
 }
 
 /// Runs `attempt` until it succeeds or fails for good, retrying transient errors with
