@@ -1,5 +1,6 @@
 //! The process's `/healthz` and Prometheus `/metrics`: nodes by readiness, pods, API
-//! requests and their latency, and the worst Lease renewal lag.
+//! requests and their latency, the worst Lease renewal lag, and jemalloc's own counts
+//! of the memory it holds.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -32,6 +33,11 @@ struct PhaseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatLabel {
+    stat: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabel {
     method: String,
 }
@@ -57,6 +63,7 @@ pub struct Metrics {
     requests: Family<MethodLabel, Counter>,
     responses: Family<CodeLabel, Counter>,
     latency: Histogram,
+    allocator: Family<StatLabel, Gauge>,
 }
 
 impl Metrics {
@@ -98,6 +105,12 @@ impl Metrics {
             "Latency of requests to the API server",
             latency.clone(),
         );
+        let allocator = Family::<StatLabel, Gauge>::default();
+        registry.register(
+            "allocator_bytes",
+            "jemalloc's counts (its stats.* values): allocated (live objects), active (the pages holding them), resident, mapped, retained (unmapped but kept) and metadata",
+            allocator.clone(),
+        );
         Arc::new(Self {
             registry,
             nodes,
@@ -106,6 +119,7 @@ impl Metrics {
             requests,
             responses,
             latency,
+            allocator,
         })
     }
 
@@ -172,11 +186,37 @@ impl Metrics {
             .map(|at| now.saturating_duration_since(at).as_secs_f64())
             .fold(0.0, f64::max);
         self.lease_lag.set(lag);
+        self.sample_allocator();
         let mut text = String::new();
         if encode(&mut text, &self.registry).is_err() {
             text.clear();
         }
         text
+    }
+}
+
+impl Metrics {
+    /// Reads jemalloc's statistics afresh (they are cached until the epoch advances).
+    fn sample_allocator(&self) {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        if epoch::advance().is_err() {
+            return;
+        }
+        let stats: [(&'static str, tikv_jemalloc_ctl::Result<usize>); 6] = [
+            ("allocated", stats::allocated::read()),
+            ("active", stats::active::read()),
+            ("resident", stats::resident::read()),
+            ("mapped", stats::mapped::read()),
+            ("retained", stats::retained::read()),
+            ("metadata", stats::metadata::read()),
+        ];
+        for (stat, bytes) in stats {
+            if let Ok(bytes) = bytes {
+                self.allocator
+                    .get_or_create(&StatLabel { stat })
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
     }
 }
 

@@ -143,6 +143,10 @@ struct Soak {
     drift_after_warm_up: f64,
     /// `(seconds into the soak, PSS bytes)`, every 30 s.
     samples: Vec<(u64, u64)>,
+    /// hollow-kubelet only: `(seconds into the soak, jemalloc's counts by stat)`, with
+    /// each PSS sample.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allocator_samples: Vec<(u64, std::collections::BTreeMap<String, u64>)>,
 }
 
 /// When a soak's warm-up ends: by then a tenth of the pods replaced every 10 s has
@@ -594,6 +598,7 @@ async fn soak_with_churn(
     }
     let started = Instant::now();
     let mut samples = Vec::new();
+    let mut allocator_samples = Vec::new();
     let mut next_sample = started;
     let mut generation = 0;
     let mut churned = 0;
@@ -602,6 +607,9 @@ async fn soak_with_churn(
         if Instant::now() >= next_sample {
             let pss = procfs::total(&simulator.pids()).pss;
             samples.push((started.elapsed().as_secs(), pss));
+            if let Some(stats) = simulator.allocator().await {
+                allocator_samples.push((started.elapsed().as_secs(), stats));
+            }
             next_sample += Duration::from_secs(30);
         }
         generation += 1;
@@ -650,6 +658,7 @@ async fn soak_with_churn(
         pss_warm: warm,
         drift_after_warm_up: growth(warm),
         samples,
+        allocator_samples,
     })
 }
 

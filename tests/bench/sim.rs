@@ -1,5 +1,6 @@
 //! The simulators under test, started as their users start them, and stopped.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ use tokio::process::Child;
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Hollow,
+    /// hollow-kubelet serving Nodes the benchmark creates, as KWOK serves them.
+    #[serde(rename = "hollow-managed")]
+    HollowManaged,
     Kwok,
     Kubemark,
 }
@@ -29,6 +33,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Hollow => "hollow",
+            Kind::HollowManaged => "hollow-managed",
             Kind::Kwok => "kwok",
             Kind::Kubemark => "kubemark",
         }
@@ -40,6 +45,8 @@ pub struct Simulator {
     pub kind: Kind,
     children: Vec<Child>,
     client: kube::Client,
+    /// hollow-kubelet's log, where it says where its /metrics are.
+    hollow_log: Option<PathBuf>,
 }
 
 /// The hollow-kubelet binary: next to this one (cargo builds both), or as given.
@@ -87,6 +94,21 @@ impl Simulator {
                 ];
                 children.push(spawn_logged(&hollow_binary()?, &args, dir, "hollow")?);
             }
+            Kind::HollowManaged => {
+                // KWOK's command line below, the same Nodes.
+                let args = [
+                    "--kubeconfig".to_string(),
+                    kubeconfig.clone(),
+                    "--manage-all-nodes=false".into(),
+                    format!("--manage-nodes-with-label-selector={label}"),
+                    "--node-lease-duration-seconds=40".into(),
+                    "--metrics-bind-address=127.0.0.1:0".into(),
+                    "--kubelet-port=0".into(),
+                    "--cidr=10.192.0.0/10".into(),
+                ];
+                children.push(spawn_logged(&hollow_binary()?, &args, dir, "hollow")?);
+                create_nodes(&env.client(), kind, count).await?;
+            }
             Kind::Kwok => {
                 let args = [
                     "--kubeconfig".to_string(),
@@ -102,7 +124,7 @@ impl Simulator {
                     "--cidr=10.192.0.0/10".into(),
                 ];
                 children.push(spawn_logged(&env.binary("kwok"), &args, dir, "kwok")?);
-                create_kwok_nodes(&env.client(), count).await?;
+                create_nodes(&env.client(), kind, count).await?;
             }
             Kind::Kubemark => {
                 for index in 0..count {
@@ -116,11 +138,34 @@ impl Simulator {
                 }
             }
         }
+        let hollow_log =
+            matches!(kind, Kind::Hollow | Kind::HollowManaged).then(|| dir.join("hollow.log"));
         Ok(Simulator {
             kind,
             children,
             client: env.client(),
+            hollow_log,
         })
+    }
+
+    /// jemalloc's counts in hollow-kubelet (its `hollow_allocator_bytes` metrics), by
+    /// stat; none for the other simulators, or if they cannot be read.
+    pub async fn allocator(&self) -> Option<BTreeMap<String, u64>> {
+        let log = self.hollow_log.as_ref()?;
+        let text = std::fs::read_to_string(log).ok()?;
+        let url = text
+            .lines()
+            .find_map(|line| line.strip_prefix("serving /healthz and /metrics on "))?;
+        let (_, metrics) = hollow_tests::get(url, "/metrics").await.ok()?;
+        let stats: BTreeMap<String, u64> = metrics
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("hollow_allocator_bytes{stat=\"")?;
+                let (stat, value) = rest.split_once("\"} ")?;
+                Some((stat.to_string(), value.trim().parse().ok()?))
+            })
+            .collect();
+        (!stats.is_empty()).then_some(stats)
     }
 
     /// The simulator's process ids (those still running).
@@ -170,17 +215,19 @@ impl Simulator {
     }
 }
 
-/// KWOK simulates Nodes it is given: the benchmark creates them, as KWOK's users do.
-async fn create_kwok_nodes(client: &kube::Client, count: usize) -> anyhow::Result<()> {
+/// KWOK (and hollow-kubelet with --manage-*) simulate Nodes they are given: the
+/// benchmark creates them, as KWOK's users do.
+async fn create_nodes(client: &kube::Client, kind: Kind, count: usize) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
+    let name = kind.name();
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..count)
         .map(|index| {
             let nodes = nodes.clone();
             async move {
                 let node: Node = serde_json::from_value(json!({
                     "metadata": {
-                        "name": format!("bench-kwok-{index}"),
-                        "labels": { "bench": "kwok", "type": "kwok" },
+                        "name": format!("bench-{name}-{index}"),
+                        "labels": { "bench": name, "type": "kwok" },
                         "annotations": { "kwok.x-k8s.io/node": "fake" },
                     },
                     "status": {
