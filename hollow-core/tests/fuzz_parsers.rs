@@ -35,6 +35,18 @@ use fuzz_support::{corpus, files, fuzz};
 /// The origin every lifecycle text is loaded under.
 const ORIGIN: &str = "fuzz/lifecycle.yaml";
 
+/// The seeds of a parser whose corpus files hold one input a line.
+fn line_seeds(parser: &str) -> Vec<(String, String)> {
+    corpus(parser)
+        .into_iter()
+        .flat_map(|(file, text)| {
+            text.lines()
+                .map(|line| (file.clone(), line.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn fail(message: impl Into<String>) -> TestCaseError {
     TestCaseError::fail(message.into())
 }
@@ -1077,14 +1089,7 @@ fn duration_text() -> impl Strategy<Value = String> {
 
 #[test]
 fn fuzz_duration_strings() {
-    let seeds = corpus("duration")
-        .into_iter()
-        .flat_map(|(file, text)| {
-            text.lines()
-                .map(|line| (file.clone(), line.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .collect::<Vec<_>>();
+    let seeds = line_seeds("duration");
     fuzz(file!(), seeds, duration_text(), |raw| check_duration(&raw));
 }
 
@@ -1182,14 +1187,7 @@ fn quantity_text() -> impl Strategy<Value = String> {
 
 #[test]
 fn fuzz_quantities() {
-    let seeds: Vec<(String, String)> = corpus("quantity")
-        .into_iter()
-        .flat_map(|(file, text)| {
-            text.lines()
-                .map(|line| (file.clone(), line.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let seeds = line_seeds("quantity");
     fuzz(file!(), seeds, quantity_text(), |raw| check_quantity(&raw));
 }
 
@@ -1524,14 +1522,7 @@ fn selector_text() -> impl Strategy<Value = String> {
 
 #[test]
 fn fuzz_selectors() {
-    let seeds: Vec<(String, String)> = corpus("selector")
-        .into_iter()
-        .flat_map(|(file, text)| {
-            text.lines()
-                .map(|line| (file.clone(), line.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let seeds = line_seeds("selector");
     fuzz(file!(), seeds, selector_text(), |text| {
         check_selector(&text)
     });
