@@ -128,9 +128,9 @@ const KUBEMARK_NO_ATTACH_DETACH: Why = Why::KubemarkFake {
     upstream: "pkg/kubelet/kubelet_node_status.go (initialNode)",
 };
 
-const NODE_IMAGES: Why = Why::OpenInHollow {
-    reason: "hollow's Node lists no `status.images`; the kubelet lists the images on the node (up to 50, the Images setter in pkg/kubelet/nodestatus/setters.go), which Kubemark's fake runtime reports once pods pulled them (whether Kubemark's list is in the Node when the oracle compares depends on its status period)",
-    issue: 18,
+const STUB_CGROUPS_NO_RESIZE: Why = Why::KubemarkFake {
+    reason: "Kubemark's stub container manager has no pod cgroups (GetPodCgroupConfig answers \"not implemented\"), so its kubelet never applies an accepted resize: the pod stays PodResizeInProgress, and as its fake runtime reports no container resources the status keeps the old ones. With a runtime that applies and reports them, the kubelet shows the new resources and clears PodResizeInProgress at its next sync (ResizeCompleted), as hollow does",
+    upstream: "pkg/kubelet/cm/container_manager_stub.go, pkg/kubelet/kuberuntime/kuberuntime_manager.go (doPodResizeAction, IsPodResizeInProgress), pkg/kubelet/kubelet.go (SyncPod), pkg/kubelet/kubelet_pods.go (convertContainerStatusResources)",
 };
 
 const fn pod(cases: &'static str, path: &'static str, values: Values, why: Why) -> Rule {
@@ -155,7 +155,6 @@ const fn node(path: &'static str, values: Values, why: Why) -> Rule {
 
 /// Every accepted difference.
 pub static RULES: &[Rule] = &[
-    node("status.images*", Values::Any, NODE_IMAGES),
     pod(
         "*",
         "*ontainerStatuses[*].started",
@@ -230,6 +229,24 @@ pub static RULES: &[Rule] = &[
         FAKE_RUNTIME_NO_REASON,
     ),
     pod(
+        "resize-1-fits",
+        "conditions[order]",
+        Values::Any,
+        STUB_CGROUPS_NO_RESIZE,
+    ),
+    pod(
+        "resize-1-fits",
+        "conditions[*PodResizeInProgress*",
+        Values::Any,
+        STUB_CGROUPS_NO_RESIZE,
+    ),
+    pod(
+        "resize-1-fits",
+        "*resources.*",
+        Values::Any,
+        STUB_CGROUPS_NO_RESIZE,
+    ),
+    pod(
         "*",
         "containerStatuses[*].resources.*.memory",
         Values::Kubemark("\"0\""),
@@ -284,7 +301,7 @@ pub static RULES: &[Rule] = &[
         "status.declaredFeatures*",
         Values::Any,
         Why::Deliberate {
-            reason: "a node declares only the features it serves (pkg/kubelet/kubelet_node_declared_features.go); hollow serves no in-place resize, no WebSocket streaming and no restart-all-containers yet, so it declares none of them, and the scheduler does not place pods that need them on it",
+            reason: "a node declares only the features it serves (pkg/kubelet/kubelet_node_declared_features.go); hollow resizes regular containers and sidecars in place, which needs no declared feature, but serves no resize of other init containers or of pod-level resources, no WebSocket streaming and no restart-all-containers yet, so it declares none of them, and the scheduler and the API server keep pods that need them off it",
         },
     ),
 ];

@@ -59,6 +59,18 @@ pub fn normalise(value: &Value, names: &[(&str, &str)]) -> Value {
                             Value::String(NORMALISED.into())
                         }
                         Value::Number(_) if placeholder => Value::String(NORMALISED.into()),
+                        // A Node image's references by digest are the runtime's own
+                        // (Kubemark's fake image service reports none); its tags are
+                        // compared.
+                        Value::Array(items) if key == "names" => Value::Array(
+                            items
+                                .iter()
+                                .filter(|name| {
+                                    !name.as_str().is_some_and(|n| n.contains("@sha256:"))
+                                })
+                                .map(|v| normalise(v, names))
+                                .collect(),
+                        ),
                         Value::Array(items) if placeholder => Value::Array(
                             items
                                 .iter()

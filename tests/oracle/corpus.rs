@@ -1,7 +1,9 @@
 //! The oracle's corpus: one YAML file a case, each a stream of documents. Pods are the
 //! case (created in file order, each on both nodes); every other document (a ConfigMap,
 //! a Secret, a PVC...) is created first, in both namespaces. A pod's `spec.nodeName` is
-//! set by the oracle.
+//! set by the oracle. A `PodResize` document (the oracle's own kind) names a pod of the
+//! case and holds a `spec` that is applied to that pod's `resize` subresource, on both
+//! nodes, once every pod has settled.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,8 @@ pub struct Case {
     pub objects: Vec<Value>,
     /// The pods compared, in file order.
     pub pods: Vec<Value>,
+    /// Resizes of the case's pods, applied after they settled.
+    pub resizes: Vec<Value>,
 }
 
 impl Case {
@@ -52,10 +56,12 @@ pub fn load(dir: &Path, only: Option<&str>) -> anyhow::Result<Vec<Case>> {
         let text = std::fs::read_to_string(&path)?;
         let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
             .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
-        let (pods, objects): (Vec<Value>, Vec<Value>) = documents
+        let (resizes, documents): (Vec<Value>, Vec<Value>) = documents
             .into_iter()
             .filter(|doc| !doc.is_null())
-            .partition(|doc| doc["kind"] == "Pod");
+            .partition(|doc| doc["kind"] == "PodResize");
+        let (pods, objects): (Vec<Value>, Vec<Value>) =
+            documents.into_iter().partition(|doc| doc["kind"] == "Pod");
         anyhow::ensure!(!pods.is_empty(), "{}: no Pod in the case", path.display());
         for pod in &pods {
             anyhow::ensure!(
@@ -64,11 +70,22 @@ pub fn load(dir: &Path, only: Option<&str>) -> anyhow::Result<Vec<Case>> {
                 path.display()
             );
         }
+        for resize in &resizes {
+            let target = resize.pointer("/metadata/name").and_then(Value::as_str);
+            anyhow::ensure!(
+                target
+                    .is_some_and(|target| pods.iter().any(|pod| pod["metadata"]["name"] == target))
+                    && resize["spec"].is_object(),
+                "{}: a PodResize needs metadata.name (a pod of the case) and a spec",
+                path.display()
+            );
+        }
         cases.push(Case {
             name,
             path,
             objects,
             pods,
+            resizes,
         });
     }
     let mut seen = std::collections::BTreeMap::new();

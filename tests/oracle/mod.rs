@@ -19,7 +19,7 @@ use hollow_core::node::{HollowNode, RunningNode};
 use hollow_core::testenv::TestEnv;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, ServiceAccount};
 use kube::Api;
-use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
@@ -77,7 +77,13 @@ pub async fn run(env: &TestEnv, options: &Options) -> anyhow::Result<Report> {
     for case in &cases {
         create_case(&client, case).await?;
     }
-    let settled = settle(&client, options).await?;
+    let mut settled = settle(&client, options).await?;
+    if cases.iter().any(|case| !case.resizes.is_empty()) {
+        for case in &cases {
+            resize_case(&client, case).await?;
+        }
+        settled &= settle(&client, options).await?;
+    }
     let report = collect(&client, &cases, settled).await;
     for namespace in [KUBEMARK_NAMESPACE, HOLLOW_NAMESPACE] {
         let _ = Api::<Namespace>::all(client.clone())
@@ -171,6 +177,26 @@ async fn create_case(client: &kube::Client, case: &corpus::Case) -> anyhow::Resu
                 .create(&PostParams::default(), &pod)
                 .await
                 .with_context(|| format!("case {}: creating its pod", case.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the case's resizes to its pods on both nodes, through the `resize`
+/// subresource as `kubectl patch --subresource resize` does.
+async fn resize_case(client: &kube::Client, case: &corpus::Case) -> anyhow::Result<()> {
+    for resize in &case.resizes {
+        let name = resize["metadata"]["name"].as_str().unwrap_or_default();
+        for namespace in [KUBEMARK_NAMESPACE, HOLLOW_NAMESPACE] {
+            Api::<Pod>::namespaced(client.clone(), namespace)
+                .patch_subresource(
+                    "resize",
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(json!({ "spec": resize["spec"] })),
+                )
+                .await
+                .with_context(|| format!("case {}: resizing {namespace}/{name}", case.name))?;
         }
     }
     Ok(())

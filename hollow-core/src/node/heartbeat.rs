@@ -226,6 +226,9 @@ pub(crate) async fn observe(shared: &NodeShared) -> Observed {
             return Observed::Failed;
         }
     };
+    if report.images.is_empty() {
+        report.images = super::node_status::pulled_images(&shared.images.lock());
+    }
     let annotated = shared.annotated.lock().clone();
     report.conditions.extend(annotated.conditions);
     let stopped = report.heartbeats_stopped || annotated.heartbeats_stopped;

@@ -163,6 +163,39 @@ pub(crate) fn compute(inputs: &StatusInputs<'_>) -> NodeStatus {
     }
 }
 
+/// Images a Node lists at most (the kubelet's `nodeStatusMaxImages` default).
+const MAX_IMAGES: usize = 50;
+
+/// The Node's `status.images` from the images its pods pulled (image name to the
+/// runtime's reference by digest), as the kubelet's Images setter lists the image
+/// manager's list (pkg/kubelet/nodestatus/setters.go): each image's digest reference,
+/// then its tag; largest first, ties by ID descending (`sliceutils.ByImageSize`), which
+/// here is the digest reference; at most [`MAX_IMAGES`]. A fake image has no size, so
+/// `sizeBytes` is left out, as the kubelet leaves out a size of 0.
+pub(crate) fn pulled_images(
+    pulled: &std::collections::HashMap<Box<str>, Box<str>>,
+) -> Vec<k8s_openapi::api::core::v1::ContainerImage> {
+    let mut images: Vec<(&str, &str)> = pulled
+        .iter()
+        .map(|(image, reference)| (&**reference, &**image))
+        .collect();
+    images.sort_unstable_by(|a, b| b.cmp(a));
+    images
+        .into_iter()
+        .take(MAX_IMAGES)
+        .map(
+            |(reference, image)| k8s_openapi::api::core::v1::ContainerImage {
+                names: Some(if reference == image {
+                    vec![image.to_string()]
+                } else {
+                    vec![reference.to_string(), image.to_string()]
+                }),
+                size_bytes: None,
+            },
+        )
+        .collect()
+}
+
 /// The kubelet's wording for a condition it owns, else `Hollow` and an empty message.
 fn default_wording(type_: &str, status: ConditionStatus) -> (&'static str, &'static str) {
     use ConditionStatus::{False, True};
@@ -331,6 +364,39 @@ mod tests {
     use super::*;
     use crate::node_status::Pressure;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    #[test]
+    fn pulled_images_list_digest_then_tag_by_id_descending_at_most_fifty() {
+        let mut pulled = std::collections::HashMap::new();
+        pulled.insert(
+            "busybox:1.36".into(),
+            "docker.io/library/busybox@sha256:aa".into(),
+        );
+        pulled.insert(
+            "registry.k8s.io/pause:3.10".into(),
+            "registry.k8s.io/pause@sha256:bb".into(),
+        );
+        let images = pulled_images(&pulled);
+        let names: Vec<Vec<String>> = images.iter().map(|i| i.names.clone().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                vec![
+                    "registry.k8s.io/pause@sha256:bb",
+                    "registry.k8s.io/pause:3.10"
+                ],
+                vec!["docker.io/library/busybox@sha256:aa", "busybox:1.36"],
+            ]
+        );
+        assert!(images.iter().all(|i| i.size_bytes.is_none()));
+        for n in 0..60 {
+            pulled.insert(
+                format!("app-{n}:v1").into(),
+                format!("app-{n}@sha256:{n}").into(),
+            );
+        }
+        assert_eq!(pulled_images(&pulled).len(), 50);
+    }
 
     fn machine() -> MachineInfo {
         MachineInfo {

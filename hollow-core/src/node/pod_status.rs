@@ -20,12 +20,14 @@ use crate::runtime::ContainerState;
 /// (`generateAPIPodStatus` in pkg/kubelet/kubelet_pods.go). PodScheduled is among them:
 /// the kubelet writes it True for every pod it runs, so a pod bound by `spec.nodeName`,
 /// which no scheduler saw, has it too.
-const OWNED_CONDITIONS: [&str; 5] = [
+const OWNED_CONDITIONS: [&str; 7] = [
     "PodReadyToStartContainers",
     "Initialized",
     "Ready",
     "ContainersReady",
     "PodScheduled",
+    super::resize::PENDING,
+    super::resize::IN_PROGRESS,
 ];
 
 /// What the engine knows of one container of the pod (one per spec entry).
@@ -124,6 +126,8 @@ pub(crate) struct PodFacts<'a> {
     /// A phase decided apart from the containers' states: `Failed` for a pod past its
     /// `activeDeadlineSeconds`, the terminal phase of a pod being deleted.
     pub forced_phase: Option<&'a str>,
+    /// The conditions of a resize underway, with their own times and generations.
+    pub resize_conditions: &'a [PodCondition],
 }
 
 pub(crate) fn restart_policy(pod: &Pod) -> &str {
@@ -455,18 +459,21 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
     let generation = pod.metadata.generation;
 
     let now_system = SystemTime::from(now);
-    let mut conditions = owned_conditions(facts, phase, now_system);
-    carry_transition_times(&mut conditions, &previous_conditions, now);
-    for condition in &mut conditions {
+    let mut owned = owned_conditions(facts, phase, now_system);
+    carry_transition_times(&mut owned, &previous_conditions, now);
+    for condition in &mut owned {
         condition.observed_generation = generation;
     }
-    // Conditions the kubelet does not own (PodScheduled, DisruptionTarget, readiness
-    // gates) are kept as they are, after the owned ones.
-    conditions.extend(
-        previous_conditions
-            .into_iter()
-            .filter(|c| !OWNED_CONDITIONS.contains(&c.type_.as_str())),
-    );
+    // In the status manager's order (`mergePodStatus` in
+    // pkg/kubelet/status/status_manager.go over `generateAPIPodStatus`): the conditions
+    // the kubelet does not own (DisruptionTarget, readiness gates) as they are, then a
+    // resize's, then the rest of its own.
+    let mut conditions: Vec<PodCondition> = previous_conditions
+        .into_iter()
+        .filter(|c| !OWNED_CONDITIONS.contains(&c.type_.as_str()))
+        .collect();
+    conditions.extend_from_slice(facts.resize_conditions);
+    conditions.extend(owned);
     let initialized = pending_init(facts.init).is_empty();
     let ip_list = |ips: &[IpAddr]| ips.iter().map(IpAddr::to_string).collect::<Vec<_>>();
     let host_ips = ip_list(facts.host_ips);

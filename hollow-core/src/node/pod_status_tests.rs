@@ -71,6 +71,7 @@ fn status_in(
         runtime_name: "hollow",
         start_time: "2026-01-01T00:00:01Z".parse().unwrap(),
         forced_phase,
+        resize_conditions: &[],
     };
     serde_json::to_value(compute(&facts, "2026-01-01T00:00:05Z".parse().unwrap())).unwrap()
 }
@@ -326,10 +327,11 @@ fn readiness_gates_hold_ready_back() {
             ..Default::default()
         });
     let got = status(&pod, &[], &[running("c", 1)]);
-    assert_eq!(got["conditions"][2]["status"], "True");
+    assert_eq!(got["conditions"][3]["type"], "Ready");
+    assert_eq!(got["conditions"][3]["status"], "True");
     assert_eq!(
-        got["conditions"][5]["type"], "example.com/lb",
-        "kept after PodScheduled"
+        got["conditions"][0]["type"], "example.com/lb",
+        "kept first, before the kubelet's own (mergePodStatus)"
     );
 }
 

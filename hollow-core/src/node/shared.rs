@@ -16,71 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::NodeConfig;
 use super::faults::AnnotatedFaults;
+pub(crate) use super::slim::slimmed;
 use super::worker::PodWorker;
 use crate::cadvisor::MachineInfo;
 use crate::runtime::ContainerEvent;
-
-/// Drops what the node never reads from a pod it keeps for as long as the pod runs:
-/// `metadata.managedFields` (often the largest part of the object) and the volumes
-/// with their mounts (a hollow runtime mounts nothing; each `Volume` alone is over
-/// 3 KiB in memory).
-pub(crate) fn slimmed(mut pod: Pod) -> Pod {
-    pod.metadata.managed_fields = None;
-    shrink(&mut pod.metadata.owner_references);
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.volumes = None;
-        // serde grows a list by doubling, from room for four items of up to 1 KiB (one
-        // for larger ones): one ContainerStatus (750 bytes) sits in 3 KiB, five
-        // conditions in room for eight. Every pod is kept for its life.
-        spec.containers.shrink_to_fit();
-        shrink(&mut spec.init_containers);
-        shrink(&mut spec.tolerations);
-        // A container's mounts are kept until its status lists them (the kubelet
-        // writes them once; they are immutable there).
-        let status = pod.status.as_ref();
-        let mounts_in_status = |name: &str| {
-            status
-                .into_iter()
-                .flat_map(|s| {
-                    s.container_statuses
-                        .iter()
-                        .flatten()
-                        .chain(s.init_container_statuses.iter().flatten())
-                })
-                .any(|c| c.name == name && c.volume_mounts.is_some())
-        };
-        let containers = spec
-            .containers
-            .iter_mut()
-            .chain(spec.init_containers.iter_mut().flatten());
-        for container in containers {
-            if mounts_in_status(&container.name) {
-                container.volume_mounts = None;
-            } else {
-                shrink(&mut container.volume_mounts);
-            }
-            container.volume_devices = None;
-            shrink(&mut container.env);
-            shrink(&mut container.ports);
-            shrink(&mut container.args);
-            shrink(&mut container.command);
-        }
-    }
-    if let Some(status) = pod.status.as_mut() {
-        shrink(&mut status.conditions);
-        shrink(&mut status.container_statuses);
-        shrink(&mut status.init_container_statuses);
-        shrink(&mut status.pod_ips);
-        shrink(&mut status.host_ips);
-    }
-    pod
-}
-
-fn shrink<T>(list: &mut Option<Vec<T>>) {
-    if let Some(list) = list {
-        list.shrink_to_fit();
-    }
-}
 
 /// How long a node waits for the controller manager to allocate its pod CIDR before it
 /// derives one from its name.
@@ -97,6 +36,9 @@ pub(crate) struct PodInbox {
     wake: Notify,
     /// The phase the worker last computed, as a [`phase_index`](super::phases::phase_index).
     pub phase: AtomicU8,
+    /// Set while the pod has a deferred resize, which is tried again when another pod
+    /// frees or takes resources.
+    pub resize_pending: AtomicBool,
 }
 
 /// What woke a pod's worker.
@@ -116,6 +58,7 @@ impl PodInbox {
             nudged: AtomicBool::new(false),
             wake: Notify::new(),
             phase: AtomicU8::new(0),
+            resize_pending: AtomicBool::new(false),
         }
     }
 
@@ -251,8 +194,9 @@ pub(crate) struct NodeShared {
     pub(super) liveness: Liveness,
     /// The ConfigMaps, Secrets and claims pods refer to that the node found.
     pub(super) found: super::references::Found,
-    /// The images pulled on this node (for the kubelet's "already present" event).
-    pub(super) images: Mutex<std::collections::HashSet<Box<str>>>,
+    /// The images pulled on this node, each with the reference by digest the runtime
+    /// answered (for the kubelet's "already present" event and the Node's images).
+    pub(super) images: Mutex<HashMap<Box<str>, Box<str>>>,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
     workers: Mutex<HashMap<String, Arc<PodInbox>>>,
 }
@@ -404,12 +348,19 @@ impl NodeShared {
             )
         };
         let own = key(pod);
+        let mut others = self.other_active_pods(pod.metadata.uid.as_deref().unwrap_or_default());
+        others.retain(|other| key(other) < own);
+        others
+    }
+
+    /// The node's pods that are not finished, but the one with `uid`.
+    pub(crate) fn other_active_pods(&self, uid: &str) -> Vec<Arc<Pod>> {
         self.workers
             .lock()
             .values()
             .filter(|inbox| !matches!(inbox.phase.load(Ordering::Relaxed), 2 | 3))
             .filter_map(|inbox| inbox.pod())
-            .filter(|other| other.metadata.uid != pod.metadata.uid && key(other) < own)
+            .filter(|other| other.metadata.uid.as_deref() != Some(uid))
             .collect()
     }
 
@@ -418,6 +369,18 @@ impl NodeShared {
         let inbox = self.workers.lock().remove(uid);
         if let Some(inbox) = inbox {
             inbox.close();
+            self.retry_pending_resizes();
+        }
+    }
+
+    /// Has every pod with a deferred resize judge it again: a pod was removed or
+    /// finished, or another was resized (the allocation manager's
+    /// `RetryPendingResizes` triggers).
+    pub(crate) fn retry_pending_resizes(&self) {
+        for inbox in self.workers.lock().values() {
+            if inbox.resize_pending.load(Ordering::Relaxed) {
+                inbox.nudge();
+            }
         }
     }
 

@@ -23,6 +23,7 @@ mod types;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
@@ -70,6 +71,17 @@ pub trait RuntimeService: Send + Sync + 'static {
 
     /// Starts a created container.
     async fn start_container(&self, container_id: &str) -> Result<()>;
+
+    /// Applies new CPU and memory requests and limits to a running container (an
+    /// in-place pod resize, the CRI's `UpdateContainerResources`). The default applies
+    /// nothing and succeeds, as a runtime without cgroups would.
+    async fn update_container_resources(
+        &self,
+        _container_id: &str,
+        _resources: &ResourceRequirements,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// Stops a container, giving it `timeout` to exit before it is killed.
     async fn stop_container(&self, container_id: &str, timeout: Duration) -> Result<()>;

@@ -14,6 +14,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use crate::pod::ContainerKind;
 use crate::runtime::{
     ContainerConfig, ContainerState, PodSandboxConfig, RuntimeService, SandboxState,
@@ -172,6 +174,14 @@ pub async fn check_runtime(runtime: &dyn RuntimeService) -> Result<(), Conforman
     ensure("list_containers", listed.iter().any(|c| c.id == id), || {
         format!("{listed:?}")
     })?;
+    let resized = k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some([("cpu".to_string(), Quantity("200m".into()))].into()),
+        ..Default::default()
+    };
+    runtime
+        .update_container_resources(&id, &resized)
+        .await
+        .map_err(|e| fail("update_container_resources", e))?;
     runtime
         .stop_container(&id, Duration::from_secs(1))
         .await

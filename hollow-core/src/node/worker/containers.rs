@@ -291,7 +291,12 @@ impl PodWorker {
             .as_ref()
             .and_then(|c| c.image_pull_policy.as_deref())
             == Some("Always");
-        let present = !always && self.shared.images.lock().contains(record.image.as_str());
+        let present = !always
+            && self
+                .shared
+                .images
+                .lock()
+                .contains_key(record.image.as_str());
         if present {
             self.container_event(
                 init,
@@ -334,7 +339,7 @@ impl PodWorker {
                     self.shared
                         .images
                         .lock()
-                        .insert(record.image.as_str().into());
+                        .insert(record.image.as_str().into(), image_ref.as_str().into());
                 }
                 image_ref
             }

@@ -2,6 +2,7 @@
 //! pod workers do, and writes the status the kubelet would.
 
 mod containers;
+mod resize;
 mod status;
 
 #[cfg(test)]
@@ -91,6 +92,8 @@ pub(crate) struct PodWorker {
     volume_needs: Option<Box<[VolumeNeed]>>,
     /// When a missing volume is looked for again.
     mount_backoff: Option<Backoff>,
+    /// An in-place resize underway.
+    resize: Option<Box<resize::ResizeState>>,
 }
 
 fn records(
@@ -164,6 +167,7 @@ impl PodWorker {
             retry_at: None,
             volume_needs,
             mount_backoff: None,
+            resize: None,
         }
     }
 
@@ -281,6 +285,7 @@ impl PodWorker {
                 .unwrap_or(0)
         };
         if version(&pod) >= version(&self.pod) {
+            self.note_resize(&pod);
             self.pod = pod;
         }
     }
@@ -293,6 +298,7 @@ impl PodWorker {
         if self.deleted {
             return None;
         }
+        let was_terminal = self.terminal;
         if self.pod.metadata.deletion_timestamp.is_some() {
             self.terminate_and_delete().await;
             return self.retry_at;
@@ -314,6 +320,7 @@ impl PodWorker {
             );
             self.stop_everything(self.grace_period()).await;
         }
+        Box::pin(self.handle_resize(drive)).await;
         if drive && !self.terminal {
             self.refresh().await;
             if self.volumes_mounted().await && self.ensure_sandbox().await {
@@ -328,6 +335,10 @@ impl PodWorker {
             }
         }
         self.write_status(None).await;
+        if self.terminal && !was_terminal {
+            // Its resources are free: deferred resizes may fit now.
+            self.shared.retry_pending_resizes();
+        }
         self.next_wake()
     }
 
@@ -395,6 +406,7 @@ impl PodWorker {
         backoffs
             .chain(mount.map(|b| b.until()))
             .chain(self.active_deadline())
+            .chain(self.resize_wake())
             .filter(|at| *at > now)
             .chain(relist)
             .chain(retry)

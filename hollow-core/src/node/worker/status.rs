@@ -73,8 +73,11 @@ impl PodWorker {
             return false;
         }
         let host_ips: Vec<IpAddr> = self.shared.node_ips().to_vec();
+        let allocated = self.allocated_pod();
+        let resize_conditions = self.resize_conditions();
         let facts = PodFacts {
-            pod: &self.pod,
+            pod: allocated.as_ref().unwrap_or(&self.pod),
+            resize_conditions: &resize_conditions,
             init: &self.init,
             regular: &self.regular,
             sandbox_ready: self.sandbox.is_some() && !self.sandbox_stopped,
@@ -123,9 +126,18 @@ impl PodWorker {
         let observed = serde_json::to_value(self.pod.status.clone().unwrap_or_default())
             .unwrap_or(Value::Null);
         null_removed(&observed, &mut new);
-        let diff = top_level_diff(&observed, &new);
+        let mut diff = top_level_diff(&observed, &new);
         if diff.is_empty() {
             return true;
+        }
+        if let Some(Value::Array(conditions)) = diff.get("conditions") {
+            // The order the kubelet's two-way merge patch sets for the merged list.
+            let order: Vec<Value> = conditions
+                .iter()
+                .filter(|c| c.get("$patch").is_none())
+                .map(|c| json!({ "type": c["type"] }))
+                .collect();
+            diff.insert("$setElementOrder/conditions".into(), Value::Array(order));
         }
         let patch = json!({ "metadata": { "uid": self.uid }, "status": diff });
         match self
@@ -198,6 +210,15 @@ pub(super) fn null_removed(old: &Value, new: &mut Value) {
                         null_removed(old_item, item);
                     }
                 }
+                // An item gone from the list (a resize condition cleared) is deleted
+                // by its key, as the two-way merge patch's `$patch: delete` does.
+                let gone: Vec<Value> = old_items
+                    .iter()
+                    .filter_map(|old_item| old_item.get(merge_key))
+                    .filter(|key| !items.iter().any(|item| item.get(merge_key) == Some(*key)))
+                    .map(|key| json!({ merge_key: key, "$patch": "delete" }))
+                    .collect();
+                items.extend(gone);
             }
             Some(_) => {}
         }

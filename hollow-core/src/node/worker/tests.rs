@@ -55,6 +55,23 @@ fn fields_gone_from_conditions_and_container_states_are_patched_away() {
 }
 
 #[test]
+fn a_condition_gone_from_the_list_is_deleted_by_its_type() {
+    let old = json!({ "conditions": [
+        { "type": "Ready", "status": "True" },
+        { "type": "PodResizeInProgress", "status": "True", "observedGeneration": 2 },
+    ] });
+    let mut new = json!({ "conditions": [{ "type": "Ready", "status": "True" }] });
+    null_removed(&old, &mut new);
+    assert_eq!(
+        new,
+        json!({ "conditions": [
+            { "type": "Ready", "status": "True" },
+            { "type": "PodResizeInProgress", "$patch": "delete" },
+        ] })
+    );
+}
+
+#[test]
 fn backoff_doubles_to_five_minutes() {
     let now = Instant::now();
     let mut backoff = Backoff::next(None, now);

@@ -33,6 +33,8 @@ pub enum RuntimeMethod {
     CreateContainer,
     /// `start_container`.
     StartContainer,
+    /// `update_container_resources`.
+    UpdateContainerResources,
     /// `stop_container`.
     StopContainer,
     /// `remove_container`.
@@ -74,6 +76,7 @@ impl RuntimeMethod {
             RuntimeMethod::PullImage => "pull_image",
             RuntimeMethod::CreateContainer => "create_container",
             RuntimeMethod::StartContainer => "start_container",
+            RuntimeMethod::UpdateContainerResources => "update_container_resources",
             RuntimeMethod::StopContainer => "stop_container",
             RuntimeMethod::RemoveContainer => "remove_container",
             RuntimeMethod::ContainerStatus => "container_status",

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use tokio::sync::broadcast;
 
 use super::FakeRuntime;
@@ -177,6 +178,24 @@ impl RuntimeService for FakeRuntime {
         self.inner.emit(event);
         let (delay, steps) = behavior.into_script();
         self.play(container_id.to_string(), delay, steps);
+        Ok(())
+    }
+
+    async fn update_container_resources(
+        &self,
+        container_id: &str,
+        _resources: &ResourceRequirements,
+    ) -> Result<()> {
+        let state = self.enter(Method::UpdateContainerResources, container_id)?;
+        let container = state
+            .containers
+            .get(container_id)
+            .ok_or_else(|| Error::not_found("container", container_id))?;
+        if !matches!(container.state, ContainerState::Running { .. }) {
+            return Err(Error::InvalidInput(format!(
+                "container {container_id} is not running"
+            )));
+        }
         Ok(())
     }
 
