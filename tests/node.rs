@@ -8,6 +8,7 @@ use hollow_core::node::{HollowCluster, HollowNode, LEASE_NAMESPACE, TaintEffect}
 use hollow_core::testenv::{Component, TestEnv};
 use hollow_tests::{
     eventually, init_tracing, node_ready, pod, pod_condition as condition, pod_phase as phase,
+    wait_job_condition,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -925,6 +926,54 @@ async fn a_pod_past_its_active_deadline_fails_as_the_kubelet_fails_it() -> anyho
     assert_eq!(condition(&failed, "Ready"), Some("False"));
     let unbounded = pods.get("unbounded").await?;
     assert_eq!(phase(&unbounded), "Running");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// A Job whose pod template has `activeDeadlineSeconds`: the kubelet fails the pod
+/// past its deadline (DeadlineExceeded), and the Job controller, with no retries left,
+/// fails the Job, as on a real node.
+#[tokio::test]
+async fn a_job_whose_pod_runs_past_its_active_deadline_fails() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().scheduler(false).start().await?;
+    let node = HollowNode::builder("job-deadline")
+        .build()?
+        .start(env.client())
+        .await?;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(env.client(), "default");
+    let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "metadata": { "name": "bounded" },
+        "spec": {
+            "backoffLimit": 0,
+            "template": { "spec": {
+                "nodeName": "job-deadline",
+                "restartPolicy": "Never",
+                "activeDeadlineSeconds": 3,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{ "name": "work", "image": "busybox" }],
+            } },
+        },
+    }))?;
+    jobs.create(&PostParams::default(), &job).await?;
+    let failed = wait_job_condition(&jobs, "bounded", "Failed", Duration::from_secs(120)).await;
+    let reason = failed
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Failed"))
+        .and_then(|c| c.reason.clone());
+    assert_eq!(reason.as_deref(), Some("BackoffLimitExceeded"));
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    let list = pods
+        .list(&ListParams::default().labels("job-name=bounded"))
+        .await?;
+    let pod = list.items.first().expect("the Job's pod");
+    assert_eq!(phase(pod), "Failed");
+    assert_eq!(
+        pod.status.as_ref().and_then(|s| s.reason.as_deref()),
+        Some("DeadlineExceeded")
+    );
     node.shutdown().await;
     Ok(())
 }
