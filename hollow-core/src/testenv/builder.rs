@@ -42,6 +42,14 @@ pub fn default_bin_dir() -> PathBuf {
 /// as kubeadm and kind clusters have it.
 pub const DEFAULT_KUBELET_PREFERRED_ADDRESS_TYPES: [&str; 2] = ["InternalIP", "Hostname"];
 
+/// Every request logged once, when received, without its body.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [ResponseStarted, ResponseComplete, Panic]
+rules:
+  - level: Metadata
+";
+
 /// Configures and starts a [`TestEnv`]. Built with [`TestEnv::builder`].
 ///
 /// ```
@@ -65,6 +73,7 @@ pub struct TestEnvBuilder {
     node_monitor_grace_period: Duration,
     kubelet_preferred_address_types: Vec<String>,
     start_timeout: Duration,
+    audit_log: bool,
     extra_args: BTreeMap<Component, Vec<String>>,
 }
 
@@ -81,6 +90,7 @@ impl Default for TestEnvBuilder {
                 .map(String::from)
                 .to_vec(),
             start_timeout: Duration::from_secs(180),
+            audit_log: false,
             extra_args: BTreeMap::new(),
         }
     }
@@ -152,6 +162,21 @@ impl TestEnvBuilder {
         self
     }
 
+    /// Whether the API server writes an audit log: one JSON line per request it
+    /// receives, at `Metadata` level (verb, resource, user, user agent; no bodies), at
+    /// [`TestEnv::audit_log_path`]. For counting what clients ask of it (default: no).
+    ///
+    /// ```
+    /// use hollow_core::testenv::TestEnv;
+    ///
+    /// let builder = TestEnv::builder().audit_log(true);
+    /// # drop(builder);
+    /// ```
+    pub fn audit_log(mut self, enabled: bool) -> Self {
+        self.audit_log = enabled;
+        self
+    }
+
     /// How long each component may take to become ready (default 180 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
@@ -197,6 +222,11 @@ impl TestEnvBuilder {
             }
         };
         let layout = Layout::new(&dir)?;
+        let audit_log_path = self.audit_log.then(|| layout.logs.join("audit.log"));
+        if self.audit_log {
+            std::fs::write(layout.pki.join("audit-policy.yaml"), AUDIT_POLICY)
+                .map_err(io("cannot write the audit policy"))?;
+        }
         let pki = Pki::generate()?;
         let ports = Ports::allocate()?;
         let server_url = format!("https://127.0.0.1:{}", ports.apiserver);
@@ -233,6 +263,7 @@ impl TestEnvBuilder {
             bin_dir,
             dir,
             start_timeout: self.start_timeout,
+            audit_log_path,
             _temp_dir: temp_dir,
         };
         // On an error here `env` drops and kills whatever was started.
@@ -253,7 +284,20 @@ impl TestEnvBuilder {
         let mut args = match component {
             Component::Etcd => etcd_args(layout, ports),
             Component::ApiServer => {
-                apiserver_args(layout, ports, &self.kubelet_preferred_address_types)
+                let mut args = apiserver_args(layout, ports, &self.kubelet_preferred_address_types);
+                if self.audit_log {
+                    let policy = layout.pki.join("audit-policy.yaml");
+                    args.extend([
+                        format!("--audit-policy-file={}", policy.display()),
+                        format!(
+                            "--audit-log-path={}",
+                            layout.logs.join("audit.log").display()
+                        ),
+                        // One file, never rotated.
+                        "--audit-log-maxsize=0".into(),
+                    ]);
+                }
+                args
             }
             Component::ControllerManager => {
                 controller_manager_args(layout, ports, self.node_monitor_grace_period)

@@ -107,6 +107,7 @@ pub struct TestEnv {
     bin_dir: PathBuf,
     dir: PathBuf,
     start_timeout: Duration,
+    audit_log_path: Option<PathBuf>,
     // Last, so it is removed after the processes are gone.
     _temp_dir: Option<tempfile::TempDir>,
 }
@@ -160,6 +161,12 @@ impl TestEnv {
     /// The directory holding PKI, logs, etcd data and kubeconfigs.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The API server's audit log, if [`TestEnvBuilder::audit_log`] turned it on: one
+    /// JSON audit event (`audit.k8s.io/v1`) a line, one per request received.
+    pub fn audit_log_path(&self) -> Option<&Path> {
+        self.audit_log_path.as_deref()
     }
 
     /// The path of an upstream binary in [`TestEnv::bin_dir`], e.g. `kubectl`.
