@@ -162,7 +162,8 @@ impl PodRouter {
     }
 
     /// Passes what the API server holds of a Node to the hollow node serving it: its
-    /// fault annotations, whether it has NoExecute taints, and its conditions.
+    /// fault annotations, whether it has NoExecute taints, its pod CIDR, and its
+    /// conditions.
     pub(crate) fn observe_node(&self, node: &Node) {
         let Some(name) = node.metadata.name.as_deref() else {
             return;
@@ -180,6 +181,7 @@ impl PodRouter {
             super::affinity::has_no_execute_taint(node),
             Ordering::Relaxed,
         );
+        shared.observe_pod_cidr(node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()));
         if let Some(conditions) = node.status.as_ref().and_then(|s| s.conditions.as_deref()) {
             super::heartbeat::observe_server_conditions(&shared, conditions);
         }

@@ -14,7 +14,6 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, PersistentVolumeClaim, Pod, Secret, Volume,
 };
 use kube::Api;
-use parking_lot::Mutex;
 
 /// An object a pod refers to, by kind and name (in the pod's namespace).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -159,10 +158,11 @@ pub(crate) fn env_needs(container: &Container) -> Vec<EnvNeed> {
 }
 
 /// What a node found: `(namespace, object, key)` triples known to exist (a key of
-/// `None`: the object itself; a claim: bound).
+/// `None`: the object itself; a claim: bound). Held while an object is read, so pods
+/// that start together read it once.
 #[derive(Debug, Default)]
 pub(crate) struct Found {
-    present: Mutex<HashSet<(String, Object, Option<String>)>>,
+    present: tokio::sync::Mutex<HashSet<(String, Object, Option<String>)>>,
 }
 
 impl Found {
@@ -179,12 +179,13 @@ impl Found {
             object.clone(),
             key.map(str::to_string),
         );
-        if self.present.lock().contains(&entry) {
+        let mut present = self.present.lock().await;
+        if present.contains(&entry) {
             return None;
         }
         let problem = read(client, namespace, object, key).await;
         if problem.is_none() {
-            self.present.lock().insert(entry);
+            present.insert(entry);
         }
         problem
     }

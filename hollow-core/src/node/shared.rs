@@ -420,6 +420,10 @@ impl NodeShared {
     /// Records the pod CIDR the controller manager allocated, and tells the runtime.
     pub(crate) async fn learn_pod_cidr(&self, cidr: &str) {
         let mut known = self.pod_cidr.lock().await;
+        self.give_runtime_pod_cidr(&mut known, cidr).await;
+    }
+
+    async fn give_runtime_pod_cidr(&self, known: &mut Option<String>, cidr: &str) {
         if known.as_deref() == Some(cidr) {
             return;
         }
@@ -431,28 +435,53 @@ impl NodeShared {
         }
     }
 
+    /// Takes the pod CIDR the watched Node was allocated, unless the node has one or
+    /// was configured with one: the node's pods then need not read their Node for it.
+    pub(crate) fn observe_pod_cidr(self: &Arc<Self>, cidr: Option<&str>) {
+        let Some(cidr) = cidr.filter(|_| self.config.pod_cidr.is_none()) else {
+            return;
+        };
+        if self.pod_cidr.try_lock().is_ok_and(|known| known.is_none()) {
+            let shared = self.clone();
+            let cidr = cidr.to_string();
+            tokio::spawn(async move { shared.learn_pod_cidr(&cidr).await });
+        }
+    }
+
     /// Makes sure the runtime has a pod CIDR: the configured one, the one allocated to
     /// the Node, or after [`POD_CIDR_PATIENCE`] one derived from the node's name.
-    /// Returns whether it has one.
+    /// Returns whether it has one. The lock is held throughout, so pods that start
+    /// together read the Node once.
     pub(crate) async fn ensure_pod_cidr(&self) -> bool {
-        if self.pod_cidr.lock().await.is_some() {
+        let mut known = self.pod_cidr.lock().await;
+        if known.is_some() {
             return true;
         }
-        if let Some(cidr) = self.config.pod_cidr.clone() {
-            self.learn_pod_cidr(&cidr).await;
-        } else {
-            let nodes: Api<Node> = Api::all(self.client.clone());
-            if let Ok(node) = nodes.get(&self.config.name).await
-                && let Some(cidr) = node.spec.and_then(|spec| spec.pod_cidr)
-            {
-                self.learn_pod_cidr(&cidr).await;
-            } else if self.registered_at.elapsed() >= POD_CIDR_PATIENCE {
-                let cidr = derived_pod_cidr(&self.config.name);
-                tracing::info!(node = %self.config.name, %cidr, "no pod CIDR allocated; using a derived one");
-                self.learn_pod_cidr(&cidr).await;
+        let cidr = match self.config.pod_cidr.clone() {
+            Some(cidr) => Some(cidr),
+            None => {
+                let nodes: Api<Node> = Api::all(self.client.clone());
+                let allocated = nodes
+                    .get(&self.config.name)
+                    .await
+                    .ok()
+                    .and_then(|node| node.spec)
+                    .and_then(|spec| spec.pod_cidr);
+                match allocated {
+                    Some(cidr) => Some(cidr),
+                    None if self.registered_at.elapsed() >= POD_CIDR_PATIENCE => {
+                        let cidr = derived_pod_cidr(&self.config.name);
+                        tracing::info!(node = %self.config.name, %cidr, "no pod CIDR allocated; using a derived one");
+                        Some(cidr)
+                    }
+                    None => None,
+                }
             }
+        };
+        if let Some(cidr) = cidr {
+            self.give_runtime_pod_cidr(&mut known, &cidr).await;
         }
-        self.pod_cidr.lock().await.is_some()
+        known.is_some()
     }
 }
 
