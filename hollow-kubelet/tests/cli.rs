@@ -64,10 +64,61 @@ async fn wait_exit(child: &mut Child) -> bool {
         .success()
 }
 
+/// Every request the API server's audit log shows for the nodes named `prefix...` (their
+/// registration, their Leases) carries hollow-kubelet's client-go-style User-Agent.
+fn requests_of_nodes(
+    env: &TestEnv,
+    prefix: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+    let log = std::fs::read_to_string(env.audit_log_path().expect("audit log on"))?;
+    let mut agents = std::collections::BTreeMap::<String, usize>::new();
+    for line in log.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)?;
+        let object = &event["objectRef"];
+        // Node registrations and node Lease writes: only the nodes make them here (the
+        // controllers patch the Nodes too, with their own User-Agents). A create's
+        // audit event names no object; an update's does.
+        let write = matches!(event["verb"].as_str(), Some("create" | "update" | "patch"));
+        let named_ours = object["name"]
+            .as_str()
+            .is_none_or(|n| n.starts_with(prefix));
+        let ours = named_ours
+            && match object["resource"].as_str() {
+                Some("leases") => write && object["namespace"] == "kube-node-lease",
+                Some("nodes") => event["verb"] == "create",
+                _ => false,
+            };
+        if ours {
+            let agent = event["userAgent"].as_str().unwrap_or_default().to_string();
+            *agents.entry(agent).or_default() += 1;
+        }
+    }
+    Ok(agents)
+}
+
+async fn assert_requests_name_hollow_kubelet(env: &TestEnv, prefix: &str) -> anyhow::Result<()> {
+    // The nodes' first Lease writes come within a renewal period of Ready.
+    let agents = eventually("50 registrations and 50 Lease writes", WAIT, || async {
+        let agents = requests_of_nodes(env, prefix).map_err(|e| e.to_string())?;
+        (agents.values().sum::<usize>() >= 100)
+            .then_some(agents.clone())
+            .ok_or(format!("{agents:?}"))
+    })
+    .await;
+    let expected = format!("hollow-kubelet/v{} (", env!("CARGO_PKG_VERSION"));
+    for agent in agents.keys() {
+        assert!(
+            agent.starts_with(&expected) && agent.contains(") hollow/"),
+            "a node's request with the User-Agent {agent:?}: {agents:?}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Result<()> {
     init_tracing();
-    let env = TestEnv::builder().start().await?;
+    let env = TestEnv::builder().audit_log(true).start().await?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = env.kubeconfig_path().display().to_string();
     let mut child = spawn(
@@ -107,6 +158,7 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
             .ok_or(format!("{ready_count} Ready"))
     })
     .await;
+    assert_requests_name_hollow_kubelet(&env, "fifty-").await?;
     for node in &listed {
         let name = node.metadata.name.as_deref().unwrap();
         assert!(name.starts_with("fifty-"), "{name}");
