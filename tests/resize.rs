@@ -1,7 +1,8 @@
 //! In-place pod resize against the real control plane, as a 1.36 kubelet handles it: a
 //! resize the node has room for is applied through the runtime and completes; one it
 //! has no room for is deferred with the kubelet's reason and message, the status
-//! keeping the allocated resources, and goes through once another pod frees the room.
+//! keeping the allocated resources, and goes through once another pod frees the room; a
+//! container whose resize policy says so is restarted at its new size.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,22 @@ fn app(requests_cpu: &str, limits_cpu: &str) -> Value {
             "limits": { "cpu": limits_cpu, "memory": "64Mi" },
         },
     }] })
+}
+
+/// A container whose memory resize restarts it.
+fn memory_app(memory: &str) -> Value {
+    json!({
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{
+            "name": "app",
+            "image": "registry.k8s.io/pause:3.10",
+            "resizePolicy": [{ "resourceName": "memory", "restartPolicy": "RestartContainer" }],
+            "resources": {
+                "requests": { "cpu": "50m", "memory": memory },
+                "limits": { "cpu": "100m", "memory": memory },
+            },
+        }],
+    })
 }
 
 async fn resize(pods: &Api<Pod>, name: &str, requests_cpu: &str, limits_cpu: &str) {
@@ -177,6 +194,75 @@ async fn resizes_are_applied_or_deferred_until_another_pod_frees_the_room() -> a
         shown_cpu(p) == Some(("1800m".into(), "1900m".into(), "1800m".into()))
             && resize_condition(p).is_none()
     })
+    .await;
+
+    // A container whose resize policy says so for memory is restarted to resize it.
+    pods.delete("web", &DeleteParams::default()).await?;
+    let mut cache = pod("cache", memory_app("64Mi"));
+    cache.spec.as_mut().unwrap().node_name = Some("resizer".into());
+    pods.create(&PostParams::default(), &cache).await?;
+    wait_for(&pods, "cache", "cache Ready", |p| {
+        pod_condition(p, "Ready") == Some("True")
+    })
+    .await;
+    pods.patch_subresource(
+        "resize",
+        "cache",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({ "spec": memory_app("128Mi") })),
+    )
+    .await?;
+    let restarted = wait_for(&pods, "cache", "cache restarted at its new size", |p| {
+        let status = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first());
+        status.is_some_and(|c| {
+            c.restart_count == 1
+                && c.ready
+                && c.resources
+                    .as_ref()
+                    .and_then(|r| r.limits.as_ref())
+                    .map(|l| l["memory"].0.clone())
+                    == Some("128Mi".into())
+        }) && resize_condition(p).is_none()
+    })
+    .await;
+    let container = &restarted
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    assert!(
+        container
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .is_some(),
+        "the container before the restart is its last state: {container:?}"
+    );
+    eventually(
+        "the kubelet's Killing event for the restart",
+        WAIT,
+        || async {
+            let events: Api<Event> = Api::namespaced(client.clone(), "default");
+            let list = events
+                .list(&ListParams::default().fields("involvedObject.name=cache,reason=Killing"))
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .any(|e| e.message.as_deref() == Some("Container app resize requires restart"))
+                .then_some(())
+                .ok_or(format!(
+                    "{:?}",
+                    list.items.iter().map(|e| &e.message).collect::<Vec<_>>()
+                ))
+        },
+    )
     .await;
     env.stop();
     Ok(())

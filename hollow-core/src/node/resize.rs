@@ -86,6 +86,11 @@ impl Allocation {
         pod
     }
 
+    /// The resources allocated to container `name`, if it is resizable.
+    pub(crate) fn resources_of(&self, name: &str) -> Option<&ResourceRequirements> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, r)| r)
+    }
+
     /// The containers whose resources differ in `other`, with their resources there.
     pub(crate) fn changed_in<'a>(
         &self,

@@ -245,6 +245,30 @@ impl PodWorker {
         self.start(init, index).await;
     }
 
+    /// Kills a running container and starts it again at once, whatever the pod's
+    /// restart policy, as the kubelet does when a resize needs it
+    /// (`computePodResizeAction` in pkg/kubelet/kuberuntime/kuberuntime_manager.go).
+    pub(super) async fn restart_for_resize(&mut self, init: bool, index: usize) {
+        let runtime = self.shared.config.runtime.clone();
+        let record = self.record(init, index).clone();
+        let Some(id) = record.id.clone().filter(|_| record.is_running()) else {
+            return;
+        };
+        let message = format!("Container {} resize requires restart", record.name);
+        self.container_event(init, &record.name, Kind::Normal, "Killing", message);
+        let _ = runtime.stop_container(&id, self.grace_period()).await;
+        let exited = runtime.container_status(&id).await.ok().map(|s| s.state);
+        let record = self.record(init, index);
+        if let Some(older) = record.previous_id.take() {
+            let _ = runtime.remove_container(&older).await;
+        }
+        record.previous_id = record.id.take();
+        record.last_exit = exited.or_else(|| record.state.take());
+        record.state = None;
+        record.restart_count += 1;
+        self.start(init, index).await;
+    }
+
     /// Pulls, creates and starts a container; failures show as waiting reasons.
     async fn start(&mut self, init: bool, index: usize) {
         let Some(sandbox) = self.sandbox.clone() else {

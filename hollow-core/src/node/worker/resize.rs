@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, ResourceRequirements};
 use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 
@@ -195,6 +195,44 @@ impl PodWorker {
         }
     }
 
+    /// Whether the container's `resizePolicy` says `RestartContainer` for a resource
+    /// whose request or limit changes (CPU and memory only are resizable).
+    fn resize_needs_restart(
+        &self,
+        name: &str,
+        before: Option<&ResourceRequirements>,
+        after: &ResourceRequirements,
+    ) -> bool {
+        let spec = self.pod.spec.as_ref();
+        let container = spec.into_iter().flat_map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(s.containers.iter())
+        });
+        let Some(container) = container.into_iter().find(|c| c.name == name) else {
+            return false;
+        };
+        let quantity = |r: Option<&ResourceRequirements>, limits: bool, resource: &str| {
+            r.and_then(|r| {
+                if limits {
+                    r.limits.as_ref()
+                } else {
+                    r.requests.as_ref()
+                }
+            })
+            .and_then(|list| list.get(resource))
+            .map(|q| q.0.clone())
+        };
+        container.resize_policy.iter().flatten().any(|policy| {
+            policy.restart_policy == "RestartContainer"
+                && [false, true].into_iter().any(|limits| {
+                    quantity(before, limits, &policy.resource_name)
+                        != quantity(Some(after), limits, &policy.resource_name)
+                })
+        })
+    }
+
     /// Tells the runtime the new resources of each running container they changed for;
     /// a failure shows on the in-progress condition as the kubelet shows it (reason
     /// `Error`, a `ResizeError` Event) and is tried again later. True if all applied.
@@ -202,6 +240,23 @@ impl PodWorker {
         let runtime = self.shared.config.runtime.clone();
         let mut failure = None;
         for (name, resources) in allocated.changed_in(desired) {
+            if self.resize_needs_restart(name, allocated.resources_of(name), resources) {
+                let place = self
+                    .init
+                    .iter()
+                    .position(|r| r.name == name)
+                    .map(|i| (true, i));
+                let place = place.or_else(|| {
+                    self.regular
+                        .iter()
+                        .position(|r| r.name == name)
+                        .map(|i| (false, i))
+                });
+                if let Some((init, index)) = place {
+                    self.restart_for_resize(init, index).await;
+                }
+                continue;
+            }
             let running = self
                 .init
                 .iter()
