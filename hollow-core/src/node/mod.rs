@@ -266,6 +266,9 @@ impl HollowNode {
                     // Ready first, or a status period if it is not to be Ready.
                     let period = node.config.timing.status_update;
                     let _ = tokio::time::timeout(period, node.liveness.wait_ready()).await;
+                    // A few at a time per process: when a thousand Nodes appear at
+                    // once, their labels wait behind the others' first status writes.
+                    let _turn = register::COMPLETING.acquire().await;
                     register::complete_existing(&nodes, &metadata, REGISTRATION_PATIENCE).await
                 };
                 tokio::select! {

@@ -120,6 +120,11 @@ pub(crate) async fn existing(
         .ok_or_else(|| Error::NodeMissing(name.into()))
 }
 
+/// Nodes of a process adding the kubelet's labels to a Node someone else created, at
+/// once.
+pub(crate) static COMPLETING: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(4));
+
 /// Adds to a Node someone else created what a kubelet adds on registration and the
 /// creator left out: the well-known hostname, OS and architecture labels, and the
 /// attach-detach annotation (`updateDefaultLabels` and
