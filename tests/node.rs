@@ -37,15 +37,7 @@ async fn wait_schedulable(env: &TestEnv, name: &str) {
 }
 
 async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
-    eventually(what, WAIT, || async {
-        let pod = pods.get(name).await.map_err(|e| e.to_string())?;
-        if check(&pod) {
-            Ok(pod)
-        } else {
-            Err(format!("{:?}", pod.status))
-        }
-    })
-    .await
+    hollow_tests::wait_pod(pods, name, what, WAIT, check).await
 }
 
 #[tokio::test]

@@ -78,15 +78,7 @@ fn resize_condition(pod: &Pod) -> Option<(String, Option<String>, Option<String>
 }
 
 async fn wait_for(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
-    eventually(what, WAIT, || async {
-        let pod = pods.get(name).await.map_err(|e| e.to_string())?;
-        if check(&pod) {
-            Ok(pod)
-        } else {
-            Err(format!("{:?}", pod.status))
-        }
-    })
-    .await
+    hollow_tests::wait_pod(pods, name, what, WAIT, check).await
 }
 
 async fn reasons(client: &kube::Client, pod: &str) -> Vec<String> {

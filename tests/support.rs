@@ -310,3 +310,22 @@ pub fn pod_condition<'a>(pod: &'a k8s_openapi::api::core::v1::Pod, type_: &str) 
         .find(|c| c.type_ == type_)
         .map(|c| c.status.as_str())
 }
+
+/// Waits until the pod `name` passes `check`; returns it.
+pub async fn wait_pod(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
+) -> k8s_openapi::api::core::v1::Pod {
+    eventually(what, timeout, || async {
+        let pod = pods.get(name).await.map_err(|e| e.to_string())?;
+        if check(&pod) {
+            Ok(pod)
+        } else {
+            Err(format!("{:?}", pod.status))
+        }
+    })
+    .await
+}
