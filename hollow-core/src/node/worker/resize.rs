@@ -100,9 +100,10 @@ impl PodWorker {
                 .in_progress
                 .as_ref()
                 .is_some_and(|c| c.reason.as_deref() == Some("Error"));
+            // A failed update is tried again as it is, restarting nothing.
             if failed
                 && !self
-                    .apply_resize(&Allocation::default(), &Allocation::of(&self.pod))
+                    .apply_resize(&Allocation::default(), &Allocation::of(&self.pod), false)
                     .await
             {
                 return;
@@ -165,7 +166,7 @@ impl PodWorker {
                 self.pod_event(Kind::Normal, "ResizeStarted", message);
                 self.inbox.resize_pending.store(false, Ordering::Relaxed);
                 self.shared.retry_pending_resizes();
-                self.apply_resize(&allocated, &desired).await;
+                self.apply_resize(&allocated, &desired, true).await;
             }
             Err(rejection) => {
                 let previous = state.pending.take();
@@ -235,12 +236,20 @@ impl PodWorker {
 
     /// Tells the runtime the new resources of each running container they changed for;
     /// a failure shows on the in-progress condition as the kubelet shows it (reason
-    /// `Error`, a `ResizeError` Event) and is tried again later. True if all applied.
-    async fn apply_resize(&mut self, allocated: &Allocation, desired: &Allocation) -> bool {
+    /// `Error`, a `ResizeError` Event) and is tried again later. With `restarts`, a
+    /// container whose resize policy asks for it is restarted instead. True if all
+    /// applied.
+    async fn apply_resize(
+        &mut self,
+        allocated: &Allocation,
+        desired: &Allocation,
+        restarts: bool,
+    ) -> bool {
         let runtime = self.shared.config.runtime.clone();
         let mut failure = None;
         for (name, resources) in allocated.changed_in(desired) {
-            if self.resize_needs_restart(name, allocated.resources_of(name), resources) {
+            if restarts && self.resize_needs_restart(name, allocated.resources_of(name), resources)
+            {
                 let place = self
                     .init
                     .iter()
