@@ -177,6 +177,33 @@ impl ConnectionPool {
             ..Self::default()
         }
     }
+
+    /// Watches one HTTP/2 connection carries in
+    /// [`ConnectionPool::for_nodes_with_watches`], leaving the rest of the API server's
+    /// 100 streams a connection to requests.
+    pub const WATCHES_PER_CONNECTION: usize = 48;
+
+    /// [`for_nodes`](Self::for_nodes), with a connection for every
+    /// [`WATCHES_PER_CONNECTION`](Self::WATCHES_PER_CONNECTION) watches where the nodes
+    /// hold `watches` each (the kubelet traffic profile's, see
+    /// `TrafficProfile::watches_per_node`), at most 1,024. A kubelet's client-go opens
+    /// another connection when one has no stream left; here a request waits for a
+    /// stream of its connection, so the pool is sized for the watches up front.
+    ///
+    /// ```
+    /// use hollow_core::connect::ConnectionPool;
+    ///
+    /// assert_eq!(ConnectionPool::for_nodes_with_watches(1_000, 0).connections, 10);
+    /// assert_eq!(ConnectionPool::for_nodes_with_watches(1_000, 8).connections, 167);
+    /// ```
+    pub fn for_nodes_with_watches(nodes: usize, watches: usize) -> Self {
+        let for_watches = (nodes * watches).div_ceil(Self::WATCHES_PER_CONNECTION);
+        let pool = Self::for_nodes(nodes);
+        Self {
+            connections: pool.connections.max(for_watches.min(1024)),
+            ..pool
+        }
+    }
 }
 
 /// A User-Agent in client-go's form, `<program>/<version> (<os>/<arch>) hollow/<commit>`
@@ -353,7 +380,7 @@ impl<S> Counted<S> {
 }
 
 /// Counts a call in flight until dropped, however the call ends.
-struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
     fn enter(count: &Arc<AtomicUsize>) -> Self {
@@ -368,14 +395,14 @@ impl Drop for InFlight {
     }
 }
 
-impl<S, R> tower::Service<R> for Counted<S>
+impl<S, R, B> tower::Service<R> for Counted<S>
 where
-    S: tower::Service<R>,
+    S: tower::Service<R, Response = http::Response<B>>,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<Open<B>>;
     type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
 
     fn poll_ready(
         &mut self,
@@ -388,10 +415,41 @@ where
         let in_flight = InFlight::enter(&self.in_flight);
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await;
-            drop(in_flight);
-            response
+            let response = response.await?;
+            Ok(response.map(|body| Open {
+                body,
+                _stream: in_flight,
+            }))
         })
+    }
+}
+
+/// A response's body, which keeps its stream counted on its connection until it is
+/// dropped: a watch holds an HTTP/2 stream as long as it runs, and an API server
+/// allows a connection only so many (100 by default, `--http2-max-streams-per-connection`),
+/// so the streams a connection carries are what decides where the next request goes.
+pub struct Open<B> {
+    body: B,
+    _stream: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Open<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -474,12 +532,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_counts_in_flight_until_answered_or_dropped() {
+    async fn a_request_counts_until_its_body_or_the_request_is_dropped() {
         let (answer, answered) = tokio::sync::oneshot::channel::<()>();
         let answered = futures::future::FutureExt::shared(answered);
         let mut counted = Counted::new(tower::service_fn(move |_: ()| {
             let answered = answered.clone();
-            async move { answered.await.map_err(|_| "never answered") }
+            async move {
+                answered.await.map_err(|_| "never answered")?;
+                Ok::<_, &str>(http::Response::new(
+                    http_body_util::Empty::<&'static [u8]>::new(),
+                ))
+            }
         }));
         let dropped = counted.ready().await.unwrap().call(());
         let answered = counted.ready().await.unwrap().call(());
@@ -487,7 +550,9 @@ mod tests {
         drop(dropped);
         assert_eq!(counted.in_flight(), 1);
         answer.send(()).unwrap();
-        answered.await.unwrap();
+        let response = answered.await.unwrap();
+        assert_eq!(counted.in_flight(), 1, "a body being read holds its stream");
+        drop(response);
         assert_eq!(counted.in_flight(), 0);
     }
 }

@@ -129,6 +129,14 @@ pub struct Cli {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub record_events: bool,
 
+    /// Which requests the nodes send: "kubelet", a 1.36 kubelet's (its informers'
+    /// watches per node, a watch per ConfigMap and Secret its pods refer to, its CSINode,
+    /// a TokenRequest per projected service account token, a read of the pod before each
+    /// status patch), for load tests; or "lean", only what the nodes need (the process's
+    /// nodes share their watches), for the cheapest functional tests.
+    #[arg(long, default_value = "kubelet", env = "HOLLOW_TRAFFIC_PROFILE")]
+    pub traffic_profile: hollow_core::node::TrafficProfile,
+
     /// Seconds a kubelet API connection may wait for its next request before it is
     /// closed. A real kubelet keeps them; here metrics-server's connection to every node
     /// would cost about 20 KiB a node, so one is closed between scrapes.
@@ -151,9 +159,11 @@ pub struct Cli {
     pub http2: bool,
 
     /// HTTP/2 connections the process's requests may be spread over (default: one per
-    /// 100 nodes, at most 64). A connection takes requests once those before it have 64
-    /// in flight; one left unused for 30 s closes.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    /// 100 nodes, at most 64; in the kubelet traffic profile also one per 48 of the
+    /// nodes' watches, at most 1,024). A connection takes requests once those before it
+    /// have 64 streams open (requests in flight and watches); one left unused for 30 s
+    /// closes.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_024))]
     pub api_connections: Option<u32>,
 
     /// What hollow pods and nodes do: a preset (fast, realistic, chaos) or the path of a

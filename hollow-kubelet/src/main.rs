@@ -77,7 +77,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         connected = connect(&cli) => connected?,
         () = &mut shutdown => return Ok(()),
     };
-    let defaults = hollow_core::connect::ConnectionPool::for_nodes(cli.nodes as usize);
+    let defaults = hollow_core::connect::ConnectionPool::for_nodes_with_watches(
+        cli.nodes as usize,
+        cli.traffic_profile.watches_per_node(),
+    );
     let pool = hollow_core::connect::ConnectionPool {
         http2: cli.http2,
         connections: cli
@@ -348,6 +351,7 @@ struct NodeSettings {
     node_ip: Option<IpAddr>,
     hostname: Option<HostnameOverride>,
     record_events: bool,
+    traffic: hollow_core::node::TrafficProfile,
     pod_cidr: Option<String>,
     lease_duration: Duration,
 }
@@ -375,6 +379,7 @@ impl From<&Cli> for NodeSettings {
             node_ip: cli.node_ip,
             hostname: cli.hostname_override.clone(),
             record_events: cli.record_events,
+            traffic: cli.traffic_profile,
             pod_cidr: cli.cidr.clone(),
             lease_duration: Duration::from_secs(cli.node_lease_duration_seconds),
         }
@@ -418,6 +423,7 @@ impl NodeSettings {
         }
         node.kubelet_port(port)
             .events(self.record_events)
+            .traffic(self.traffic)
             .adopt(self.adopt)
             .lifecycle(self.lifecycle.clone())
             .address(address)

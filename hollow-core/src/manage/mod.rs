@@ -439,7 +439,7 @@ impl Inner {
             };
             let started = {
                 let _permit = self.starts.acquire().await.ok()?;
-                node.start_with(self.client.clone(), self.router.clone())
+                node.start_with(self.client.clone(), self.router.clone(), true)
                     .await
             };
             match started {

@@ -139,7 +139,7 @@ impl HollowClusterBuilder {
                 let (client, router) = (client.clone(), router.clone());
                 async move {
                     let ready_timeout = node.ready_timeout;
-                    let node = node.start_with(client, router).await?;
+                    let node = node.start_with(client, router, true).await?;
                     node.wait_ready(ready_timeout).await?;
                     Ok::<_, Error>((index, node))
                 }

@@ -111,6 +111,7 @@ pub(crate) struct NodeConfig {
     pub timing: NodeTiming,
     /// Whether the node records Events.
     pub events: bool,
+    pub traffic: super::TrafficProfile,
     pub runtime: Arc<dyn RuntimeService>,
     pub cadvisor: Arc<dyn Cadvisor>,
     pub node_status: Arc<dyn NodeStatusProvider>,
@@ -154,6 +155,7 @@ pub struct HollowNodeBuilder {
     kubelet_version: String,
     timing: NodeTiming,
     events: bool,
+    traffic: super::TrafficProfile,
     adopt: bool,
     existing: bool,
     existing_node: Option<Box<k8s_openapi::api::core::v1::Node>>,
@@ -192,6 +194,7 @@ impl HollowNodeBuilder {
             kubelet_version: DEFAULT_KUBELET_VERSION.into(),
             timing: NodeTiming::default(),
             events: true,
+            traffic: super::TrafficProfile::default(),
             adopt: false,
             existing: false,
             existing_node: None,
@@ -418,6 +421,13 @@ impl HollowNodeBuilder {
         self
     }
 
+    /// Which requests the node sends: a kubelet's (the default) or only what it needs
+    /// ([`TrafficProfile`](super::TrafficProfile)).
+    pub fn traffic(mut self, profile: super::TrafficProfile) -> Self {
+        self.traffic = profile;
+        self
+    }
+
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -514,6 +524,7 @@ impl HollowNodeBuilder {
             kubelet_version: self.kubelet_version,
             timing,
             events: self.events,
+            traffic: self.traffic,
             runtime,
             cadvisor,
             node_status,

@@ -310,7 +310,71 @@ async fn long_lived_node_tasks_stay_small() {
         ..Default::default()
     };
     let inbox = Arc::new(super::shared::PodInbox::new(Arc::new(pod)));
-    let worker = super::worker::PodWorker::new(shared, inbox, None);
+    let worker = super::worker::PodWorker::new(shared, inbox, None, None);
     let worker = size_of_val(&worker.run());
     assert!(worker <= 1536, "a pod worker's future is {worker} bytes");
+}
+
+#[tokio::test]
+async fn a_kubelet_profile_node_watches_as_the_kubelets_informers_and_makes_its_csinode() {
+    let (client, mut handle) = mock_client();
+    let cancel = CancellationToken::new();
+    let node = HollowNode::builder("n1").build().unwrap();
+    let shared = node_shared(node, client.clone(), cancel.clone()).await;
+    super::traffic::start_informers(&shared, true);
+    tokio::spawn(super::traffic::register_csinode(client, "n1".into()));
+    let mut watches = Vec::new();
+    let mut held = Vec::new();
+    let mut created = None;
+    // Five watches, then the CSINode's three requests, in any order.
+    while watches.len() < 5 || created.is_none() {
+        let (method, uri, _, body, send) = next(&mut handle).await;
+        let (path, query) = uri.split_once('?').unwrap_or((&uri, ""));
+        let query: std::collections::BTreeMap<String, String> =
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+        match (method, path) {
+            (Method::GET, "/api/v1/nodes/n1") => respond(
+                send,
+                200,
+                json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "n1", "uid": "u1" } }),
+            ),
+            (Method::GET, "/apis/storage.k8s.io/v1/csinodes/n1") => {
+                respond(send, 404, status(404, "NotFound"));
+            }
+            (Method::POST, "/apis/storage.k8s.io/v1/csinodes") => {
+                created = Some(body.clone());
+                respond(send, 201, body);
+            }
+            (Method::GET, path) => {
+                assert_eq!(query["watch"], "true", "{uri}");
+                // client-go's watch-list: the current objects, then changes.
+                assert_eq!(query["sendInitialEvents"], "true", "{uri}");
+                assert_eq!(query["resourceVersionMatch"], "NotOlderThan", "{uri}");
+                assert_eq!(query["allowWatchBookmarks"], "true", "{uri}");
+                let timeout: u64 = query["timeoutSeconds"].parse().unwrap();
+                assert!((300..=600).contains(&timeout), "{uri}");
+                watches.push((path.to_string(), query.get("fieldSelector").cloned()));
+                held.push(send);
+            }
+            (method, _) => panic!("unexpected request {method} {uri}"),
+        }
+    }
+    watches.sort();
+    let selector = |s: &str| Some(s.to_string());
+    assert_eq!(
+        watches,
+        [
+            ("/api/v1/nodes".to_string(), selector("metadata.name=n1")),
+            ("/api/v1/pods".to_string(), selector("spec.nodeName=n1")),
+            ("/api/v1/services".to_string(), None),
+            ("/apis/node.k8s.io/v1/runtimeclasses".to_string(), None),
+            ("/apis/storage.k8s.io/v1/csidrivers".to_string(), None),
+        ]
+    );
+    let created = created.unwrap();
+    assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], "u1");
+    assert_eq!(created["spec"]["drivers"], json!([]));
+    cancel.cancel();
 }

@@ -37,6 +37,7 @@ mod shared;
 mod slim;
 mod spec_status;
 mod taint_effect;
+mod traffic;
 mod view;
 mod worker;
 
@@ -62,6 +63,7 @@ pub use heartbeat::LEASE_NAMESPACE;
 pub use phases::PodPhaseCounts;
 pub use register::deregister;
 pub use taint_effect::TaintEffect;
+pub use traffic::TrafficProfile;
 pub use view::NodeView;
 
 use config::NodeConfig;
@@ -158,7 +160,9 @@ impl HollowNode {
     pub async fn start(self, client: kube::Client) -> Result<RunningNode, Error> {
         let ready_timeout = self.ready_timeout;
         let router = Arc::new(PodRouter::default());
-        let node = self.start_with(client.clone(), router.clone()).await?;
+        let node = self
+            .start_with(client.clone(), router.clone(), false)
+            .await?;
         let selector = format!("spec.nodeName={}", node.name());
         let own_node = format!("metadata.name={}", node.name());
         let cancel = node.shared.cancel.clone();
@@ -173,10 +177,12 @@ impl HollowNode {
 
     /// Registers the node and starts its heartbeats; pods come through `router`.
     /// Returns once the Node object exists, before the node is Ready.
+    /// `process_watches`: the pods and Node come from watches the process shares.
     pub(crate) async fn start_with(
         self,
         client: kube::Client,
         router: Arc<PodRouter>,
+        process_watches: bool,
     ) -> Result<RunningNode, Error> {
         let mut config = self.config;
         let mut registration = std::mem::take(&mut config.registration);
@@ -278,6 +284,13 @@ impl HollowNode {
                     }
                 }
             });
+        }
+        if shared.config.traffic == TrafficProfile::Kubelet {
+            tasks.spawn(traffic::register_csinode(
+                shared.client.clone(),
+                shared.config.name.clone(),
+            ));
+            traffic::start_informers(&shared, process_watches);
         }
         router.heartbeats().add(&shared, node_uid, written);
         router.add(shared.clone());

@@ -2,6 +2,7 @@
 //! pod workers do, and writes the status the kubelet would.
 
 mod containers;
+mod kubelet;
 mod resize;
 mod status;
 
@@ -24,6 +25,7 @@ use super::heartbeat::{Observed, observe};
 use super::pod_status::{ContainerRecord, phase};
 use super::references::VolumeNeed;
 use super::shared::{Delivery, NodeShared, PodInbox};
+use super::traffic::PodTraffic;
 use crate::backoff::Doubling;
 use crate::pod::ContainerKind;
 use crate::runtime::PodSandboxConfig;
@@ -94,6 +96,12 @@ pub(crate) struct PodWorker {
     mount_backoff: Option<Backoff>,
     /// An in-place resize underway.
     resize: Option<Box<resize::ResizeState>>,
+    /// What the pod makes the node ask for in the kubelet traffic profile.
+    traffic: Option<Box<PodTraffic>>,
+    /// When the pod's service account tokens are renewed, once they were requested.
+    token_renewal: Option<Instant>,
+    /// Set once the kubelet's first status, before the volumes are mounted, was sent.
+    first_status_sent: bool,
 }
 
 fn records(
@@ -126,6 +134,7 @@ impl PodWorker {
         shared: Arc<NodeShared>,
         inbox: Arc<PodInbox>,
         volume_needs: Option<Box<[VolumeNeed]>>,
+        traffic: Option<Box<PodTraffic>>,
     ) -> Self {
         let pod = inbox.pod().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
@@ -168,6 +177,9 @@ impl PodWorker {
             volume_needs,
             mount_backoff: None,
             resize: None,
+            traffic,
+            token_renewal: None,
+            first_status_sent: started_before,
         }
     }
 
@@ -244,6 +256,7 @@ impl PodWorker {
     }
 
     pub(crate) async fn run(mut self) {
+        self.register_references();
         Box::pin(self.admit()).await;
         // The first pass drives the containers; later ones do only when the runtime
         // reported a change, a timer is due, or the pod is being deleted. A plain status
@@ -272,6 +285,7 @@ impl PodWorker {
                 _ = sleep => true,
             };
         }
+        self.unregister_references();
         Box::pin(self.remove_from_runtime()).await;
     }
 
@@ -323,7 +337,12 @@ impl PodWorker {
         Box::pin(self.handle_resize(drive)).await;
         if drive && !self.terminal {
             self.refresh().await;
-            if self.volumes_mounted().await && self.ensure_sandbox().await {
+            self.send_first_status().await;
+            self.renew_tokens().await;
+            if self.volumes_mounted().await
+                && self.tokens_mounted().await
+                && self.ensure_sandbox().await
+            {
                 self.drive_containers().await;
             }
             if matches!(
@@ -402,9 +421,12 @@ impl PodWorker {
             .chain(probes);
         let relist = (!self.shared.runtime_pushes_events.load(Ordering::Relaxed))
             .then(|| now + RELIST_PERIOD);
-        let mount = self.mount_backoff.filter(|_| self.volume_needs.is_some());
+        let mount = self
+            .mount_backoff
+            .filter(|_| self.volume_needs.is_some() || self.tokens_pending());
         backoffs
             .chain(mount.map(|b| b.until()))
+            .chain(self.token_renewal)
             .chain(self.active_deadline())
             .chain(self.resize_wake())
             .filter(|at| *at > now)

@@ -72,96 +72,115 @@ impl PodWorker {
             // A node cut off from the API server writes nothing; it catches up on resume.
             return false;
         }
-        let host_ips: Vec<IpAddr> = self.shared.node_ips().to_vec();
-        let allocated = self.allocated_pod();
-        let resize_conditions = self.resize_conditions();
-        let facts = PodFacts {
-            pod: allocated.as_ref().unwrap_or(&self.pod),
-            resize_conditions: &resize_conditions,
-            init: &self.init,
-            regular: &self.regular,
-            sandbox_ready: self.sandbox.is_some() && !self.sandbox_stopped,
-            pod_ips: &self.pod_ips,
-            host_ips: &host_ips,
-            runtime_name: &self.shared.runtime_name,
-            start_time: self.start_time,
-            forced_phase: if self.deadline_exceeded {
-                Some("Failed")
-            } else {
-                phase_override
-            },
-        };
-        let mut status = match &self.rejected {
-            // The kubelet's `rejectPod` sets the phase, reason, message and QoS class,
-            // and its status manager the start time and observed generation
-            // (`updateStatusInternal` in pkg/kubelet/status/status_manager.go); the
-            // conditions stay as they were.
-            Some(rejection) => PodStatus {
-                phase: Some("Failed".into()),
-                reason: Some(rejection.reason.clone()),
-                message: Some(rejection.status_message()),
-                qos_class: Some(qos_class(&self.pod).into()),
-                conditions: self.pod.status.as_ref().and_then(|s| s.conditions.clone()),
-                start_time: self
-                    .pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.start_time.clone())
-                    .or(Some(Time(self.start_time))),
-                observed_generation: self.pod.metadata.generation,
-                ..Default::default()
-            },
-            None => compute(&facts, Timestamp::now()),
-        };
-        if self.deadline_exceeded {
-            status.reason = Some("DeadlineExceeded".into());
-            status.message =
-                Some("Pod was active on the node longer than the specified deadline".into());
-        }
-        let phase = phase_index(status.phase.as_deref().unwrap_or("Unknown"));
-        self.inbox.phase.store(phase, Ordering::Relaxed);
-        let Ok(mut new) = serde_json::to_value(&status) else {
-            return false;
-        };
-        let observed = serde_json::to_value(self.pod.status.clone().unwrap_or_default())
-            .unwrap_or(Value::Null);
-        null_removed(&observed, &mut new);
-        let mut diff = top_level_diff(&observed, &new);
-        if diff.is_empty() {
-            return true;
-        }
-        if let Some(Value::Array(conditions)) = diff.get("conditions") {
-            // The order the kubelet's two-way merge patch sets for the merged list.
-            let order: Vec<Value> = conditions
-                .iter()
-                .filter(|c| c.get("$patch").is_none())
-                .map(|c| json!({ "type": c["type"] }))
-                .collect();
-            diff.insert("$setElementOrder/conditions".into(), Value::Array(order));
-        }
-        let patch = json!({ "metadata": { "uid": self.uid }, "status": diff });
-        match self
-            .pods_api()
-            .patch_status(
-                self.name(),
-                &PatchParams::default(),
-                &Patch::Strategic(patch),
-            )
-            .await
-        {
-            Ok(pod) => {
-                self.observe(Arc::new(crate::node::shared::slimmed(pod)));
-                true
+        // In the kubelet profile, a status that differs from the worker's copy of the
+        // pod is computed again against the pod as read from the API server.
+        let mut read = self.shared.traffic.is_none();
+        loop {
+            let host_ips: Vec<IpAddr> = self.shared.node_ips().to_vec();
+            let allocated = self.allocated_pod();
+            let resize_conditions = self.resize_conditions();
+            let facts = PodFacts {
+                pod: allocated.as_ref().unwrap_or(&self.pod),
+                resize_conditions: &resize_conditions,
+                init: &self.init,
+                regular: &self.regular,
+                sandbox_ready: self.sandbox.is_some() && !self.sandbox_stopped,
+                pod_ips: &self.pod_ips,
+                host_ips: &host_ips,
+                runtime_name: &self.shared.runtime_name,
+                start_time: self.start_time,
+                forced_phase: if self.deadline_exceeded {
+                    Some("Failed")
+                } else {
+                    phase_override
+                },
+            };
+            let mut status = match &self.rejected {
+                // The kubelet's `rejectPod` sets the phase, reason, message and QoS class,
+                // and its status manager the start time and observed generation
+                // (`updateStatusInternal` in pkg/kubelet/status/status_manager.go); the
+                // conditions stay as they were.
+                Some(rejection) => PodStatus {
+                    phase: Some("Failed".into()),
+                    reason: Some(rejection.reason.clone()),
+                    message: Some(rejection.status_message()),
+                    qos_class: Some(qos_class(&self.pod).into()),
+                    conditions: self.pod.status.as_ref().and_then(|s| s.conditions.clone()),
+                    start_time: self
+                        .pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.start_time.clone())
+                        .or(Some(Time(self.start_time))),
+                    observed_generation: self.pod.metadata.generation,
+                    ..Default::default()
+                },
+                None => compute(&facts, Timestamp::now()),
+            };
+            if self.deadline_exceeded {
+                status.reason = Some("DeadlineExceeded".into());
+                status.message =
+                    Some("Pod was active on the node longer than the specified deadline".into());
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => {
-                self.deleted = true;
-                true
+            let phase = phase_index(status.phase.as_deref().unwrap_or("Unknown"));
+            self.inbox.phase.store(phase, Ordering::Relaxed);
+            let Ok(mut new) = serde_json::to_value(&status) else {
+                return false;
+            };
+            let observed = serde_json::to_value(self.pod.status.clone().unwrap_or_default())
+                .unwrap_or(Value::Null);
+            null_removed(&observed, &mut new);
+            let mut diff = top_level_diff(&observed, &new);
+            if diff.is_empty() {
+                return true;
             }
-            Err(error) => {
-                tracing::warn!(pod = %self.name(), %error, "pod status update failed");
-                self.retry_at = Some(Instant::now() + RETRY_DELAY);
-                false
+            if !read {
+                read = true;
+                match self.read_for_patch().await {
+                    super::kubelet::Read::Fresh => continue,
+                    super::kubelet::Read::Gone => {
+                        self.deleted = true;
+                        return true;
+                    }
+                    super::kubelet::Read::Failed => {
+                        self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                        return false;
+                    }
+                }
             }
+            if let Some(Value::Array(conditions)) = diff.get("conditions") {
+                // The order the kubelet's two-way merge patch sets for the merged list.
+                let order: Vec<Value> = conditions
+                    .iter()
+                    .filter(|c| c.get("$patch").is_none())
+                    .map(|c| json!({ "type": c["type"] }))
+                    .collect();
+                diff.insert("$setElementOrder/conditions".into(), Value::Array(order));
+            }
+            let patch = json!({ "metadata": { "uid": self.uid }, "status": diff });
+            return match self
+                .pods_api()
+                .patch_status(
+                    self.name(),
+                    &PatchParams::default(),
+                    &Patch::Strategic(patch),
+                )
+                .await
+            {
+                Ok(pod) => {
+                    self.observe(Arc::new(crate::node::shared::slimmed(pod)));
+                    true
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    self.deleted = true;
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!(pod = %self.name(), %error, "pod status update failed");
+                    self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                    false
+                }
+            };
         }
     }
 }

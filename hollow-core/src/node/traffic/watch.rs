@@ -1,0 +1,175 @@
+//! A watch held as a client-go reflector holds it, its events read and dropped: the
+//! requests a kubelet's informer sends, without the informer's cache.
+//!
+//! client-go v0.36's reflector (k8s.io/client-go/tools/cache/reflector.go) with the
+//! `WatchListClient` feature on, as the 1.36 kubelet runs it: the first request is a
+//! watch that streams the current objects (`sendInitialEvents=true`,
+//! `resourceVersionMatch=NotOlderThan`, bookmarks allowed), each later one resumes from
+//! the last resource version seen; every watch asks the server to end it after a random
+//! time between the reflector's minimum watch timeout and twice that; a watch whose
+//! resource version expired (410) starts over with the current objects; a failed one
+//! is tried again after the reflector's back-off (0.8 s doubling to 30 s).
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use kube::api::WatchParams;
+use kube::core::{Request, WatchEvent};
+use rand::Rng;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Doubling;
+
+/// The reflector's back-off between failed watches.
+const BACKOFF: Doubling = Doubling::new(Duration::from_millis(800), Duration::from_secs(30));
+
+/// What a held watch reads of each object: enough to resume, and to stop watching an
+/// immutable ConfigMap or Secret as the kubelet's watch-based manager does.
+#[derive(Debug, Clone, Deserialize, Default)]
+struct Seen {
+    #[serde(default)]
+    metadata: SeenMeta,
+    #[serde(default)]
+    immutable: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+struct SeenMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: Option<String>,
+}
+
+/// One watched collection: its path and field selector, and the reflector's minimum
+/// watch timeout.
+#[derive(Debug, Clone)]
+pub(crate) struct Watched {
+    /// The collection's path, e.g. `/api/v1/services`.
+    pub path: String,
+    /// A field selector, e.g. `spec.nodeName=node-1`.
+    pub fields: Option<String>,
+    /// The reflector's minimum watch timeout (5 min for informers, 30 min for the
+    /// kubelet's ConfigMap and Secret watches).
+    pub min_timeout: Duration,
+    /// Whether the watch ends once it sees an immutable object.
+    pub until_immutable: bool,
+}
+
+impl Watched {
+    /// A collection watched as an informer watches it (5 min minimum timeout).
+    pub(crate) fn informer(path: impl Into<String>, fields: Option<String>) -> Self {
+        Self {
+            path: path.into(),
+            fields,
+            min_timeout: Duration::from_secs(300),
+            until_immutable: false,
+        }
+    }
+
+    fn params(&self, initial: bool) -> WatchParams {
+        let seconds = self.min_timeout.as_secs().max(1);
+        let timeout = rand::rng().random_range(seconds..=2 * seconds);
+        let params = if initial {
+            WatchParams::streaming_lists()
+        } else {
+            WatchParams::default()
+        };
+        let params = params.timeout(u32::try_from(timeout).unwrap_or(u32::MAX));
+        match &self.fields {
+            Some(fields) => params.fields(fields),
+            None => params,
+        }
+    }
+}
+
+/// How a held watch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// `cancel` fired.
+    Cancelled,
+    /// It saw an immutable object (only with [`Watched::until_immutable`]).
+    Immutable,
+}
+
+/// Holds `watched` until `cancel` fires (or, if asked, an immutable object is seen),
+/// calling `on_synced` once with whether any object was there when the initial events
+/// ended.
+pub(crate) async fn hold(
+    client: kube::Client,
+    watched: Watched,
+    cancel: CancellationToken,
+    mut on_synced: impl FnMut(bool) + Send,
+) -> Ended {
+    let request = Request::new(watched.path.clone());
+    let mut version: Option<String> = None;
+    let mut failures: Option<Duration> = None;
+    let mut synced = false;
+    loop {
+        let initial = version.is_none();
+        let attempt = async {
+            let params = watched.params(initial);
+            let http = request
+                .watch(&params, version.as_deref().unwrap_or(""))
+                .map_err(kube::Error::BuildRequest)?;
+            let mut events = std::pin::pin!(client.request_events::<Seen>(http).await?);
+            let mut any = false;
+            while let Some(event) = events.try_next().await? {
+                match event {
+                    WatchEvent::Added(seen) | WatchEvent::Modified(seen) => {
+                        any = true;
+                        if watched.until_immutable && seen.immutable == Some(true) {
+                            if !synced {
+                                synced = true;
+                                on_synced(true);
+                            }
+                            return Ok(Some(Ended::Immutable));
+                        }
+                        version = seen.metadata.resource_version.or(version.take());
+                    }
+                    WatchEvent::Deleted(seen) => {
+                        version = seen.metadata.resource_version.or(version.take());
+                    }
+                    WatchEvent::Bookmark(bookmark) => {
+                        let ends_initial = bookmark
+                            .metadata
+                            .annotations
+                            .get("k8s.io/initial-events-end")
+                            .is_some_and(|v| v == "true");
+                        if ends_initial && !synced {
+                            synced = true;
+                            on_synced(any);
+                        }
+                        version = Some(bookmark.metadata.resource_version);
+                    }
+                    WatchEvent::Error(status) if status.code == 410 => {
+                        version = None;
+                        return Ok(None);
+                    }
+                    WatchEvent::Error(status) => {
+                        return Err(kube::Error::Api(status));
+                    }
+                }
+                failures = None;
+            }
+            Ok::<_, kube::Error>(None)
+        };
+        let outcome = tokio::select! {
+            () = cancel.cancelled() => return Ended::Cancelled,
+            outcome = attempt => outcome,
+        };
+        match outcome {
+            Ok(Some(ended)) => return ended,
+            Ok(None) => {}
+            Err(kube::Error::Api(status)) if status.code == 410 => version = None,
+            Err(error) => {
+                let delay = BACKOFF.after(failures);
+                failures = Some(delay);
+                tracing::debug!(path = %watched.path, %error, ?delay, "watch failed");
+                tokio::select! {
+                    () = cancel.cancelled() => return Ended::Cancelled,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

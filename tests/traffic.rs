@@ -1,0 +1,209 @@
+//! The requests of the two traffic profiles, read from the API server's audit log: a
+//! node of the kubelet profile asks what a 1.36 kubelet asks for the same pod (its
+//! informers' watches, a watch on exactly the ConfigMaps and Secrets the pod refers to,
+//! its CSINode, a TokenRequest bound to the pod, the status manager's read before each
+//! status patch, and the first status before the volumes); a lean node asks none of it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hollow_core::connect::{pooled_client, set_user_agent};
+use hollow_core::node::{HollowNode, TrafficProfile};
+use hollow_core::testenv::TestEnv;
+use hollow_tests::{init_tracing, pod, pod_phase as phase, wait_pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::storage::v1::CSINode;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A client of `env` whose requests carry `agent`, as hollow-kubelet builds it.
+async fn client_named(env: &TestEnv, agent: &str) -> anyhow::Result<kube::Client> {
+    let mut config =
+        kube::Config::from_custom_kubeconfig(env.kubeconfig().clone(), &Default::default()).await?;
+    set_user_agent(&mut config, agent)?;
+    Ok(pooled_client(config, Default::default())?.build())
+}
+
+/// The audit log's events (one per request) of the client `agent`.
+fn requests_of(env: &TestEnv, agent: &str) -> anyhow::Result<Vec<Value>> {
+    let log = std::fs::read_to_string(env.audit_log_path().expect("audit log on"))?;
+    let mut events = Vec::new();
+    for line in log.lines() {
+        let event: Value = serde_json::from_str(line)?;
+        if event["userAgent"] == agent {
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
+fn is(event: &Value, verb: &str, resource: &str, subresource: Option<&str>) -> bool {
+    event["verb"] == verb
+        && event["objectRef"]["resource"] == resource
+        && event["objectRef"]["subresource"].as_str() == subresource
+}
+
+/// The objects of `resource` watched by name (`fieldSelector=metadata.name=...`).
+fn watched_by_name(events: &[Value], resource: &str) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter(|e| is(e, "watch", resource, None))
+        .filter_map(|e| {
+            let uri = e["requestURI"].as_str()?;
+            let query = uri.split_once('?')?.1;
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "fieldSelector")
+                .and_then(|(_, value)| value.strip_prefix("metadata.name=").map(String::from))
+        })
+        .collect()
+}
+
+fn the_pod(node: &str) -> Pod {
+    let mut pod = pod(
+        &format!("on-{node}"),
+        json!({
+            "nodeName": node,
+            "containers": [{
+                "name": "app",
+                "image": "registry.k8s.io/pause:3.10",
+                "env": [{ "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "creds", "key": "password" } } }],
+                "volumeMounts": [{ "name": "settings", "mountPath": "/etc/settings" }],
+            }],
+            "volumes": [{ "name": "settings", "configMap": { "name": "settings" } }],
+        }),
+    );
+    pod.metadata.namespace = Some("default".into());
+    pod
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not()
+-> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().audit_log(true).start().await?;
+    let client = env.client();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({ "metadata": { "name": "settings" }, "data": { "mode": "fast" } }),
+            )?,
+        )
+        .await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({ "metadata": { "name": "creds" }, "stringData": { "password": "x" } }),
+            )?,
+        )
+        .await?;
+    let (kubelet_agent, lean_agent) = ("traffic-test-kubelet", "traffic-test-lean");
+    let _kubelet_node = HollowNode::builder("kubelet-profile")
+        .build()?
+        .start(client_named(&env, kubelet_agent).await?)
+        .await?;
+    let _lean_node = HollowNode::builder("lean-profile")
+        .traffic(TrafficProfile::Lean)
+        .build()?
+        .start(client_named(&env, lean_agent).await?)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for node in ["kubelet-profile", "lean-profile"] {
+        pods.create(&PostParams::default(), &the_pod(node)).await?;
+    }
+    for node in ["kubelet-profile", "lean-profile"] {
+        wait_pod(&pods, &format!("on-{node}"), "the pod running", WAIT, |p| {
+            phase(p) == "Running"
+        })
+        .await;
+    }
+
+    let kubelet = requests_of(&env, kubelet_agent)?;
+    let count = |verb, resource, subresource| {
+        kubelet
+            .iter()
+            .filter(|e| is(e, verb, resource, subresource))
+            .count()
+    };
+    // The projected service account token the ServiceAccount admission mounted.
+    let tokens: Vec<&Value> = kubelet
+        .iter()
+        .filter(|e| is(e, "create", "serviceaccounts", Some("token")))
+        .collect();
+    assert_eq!(tokens.len(), 1, "one TokenRequest for the pod: {tokens:#?}");
+    assert_eq!(tokens[0]["objectRef"]["name"], "default");
+    // A watch on exactly the ConfigMaps and Secrets the pod refers to.
+    assert_eq!(
+        watched_by_name(&kubelet, "configmaps"),
+        BTreeSet::from(["kube-root-ca.crt".to_string(), "settings".to_string()])
+    );
+    assert_eq!(
+        watched_by_name(&kubelet, "secrets"),
+        BTreeSet::from(["creds".to_string()])
+    );
+    // The kubelet's informers.
+    for resource in ["services", "runtimeclasses", "csidrivers", "pods", "nodes"] {
+        assert!(
+            count("watch", resource, None) >= 1,
+            "no watch of {resource}"
+        );
+    }
+    // The status manager reads the pod before each patch; the first status goes out
+    // before the volumes are set up (the token is had).
+    let patches: Vec<&Value> = kubelet
+        .iter()
+        .filter(|e| is(e, "patch", "pods", Some("status")))
+        .collect();
+    assert!(
+        patches.len() >= 2,
+        "Pending first, then Running: {}",
+        patches.len()
+    );
+    assert!(count("get", "pods", None) >= patches.len());
+    let at = |event: &Value| {
+        event["requestReceivedTimestamp"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        at(patches[0]) < at(tokens[0]),
+        "the first status patch ({}) before the TokenRequest ({})",
+        at(patches[0]),
+        at(tokens[0])
+    );
+    // Its CSINode, owned by its Node.
+    let csinode = Api::<CSINode>::all(client.clone())
+        .get("kubelet-profile")
+        .await?;
+    let owner = &csinode.metadata.owner_references.unwrap_or_default()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Node", "kubelet-profile")
+    );
+
+    // The lean node asks for none of it.
+    let lean = requests_of(&env, lean_agent)?;
+    for (verb, resource, subresource) in [
+        ("create", "serviceaccounts", Some("token")),
+        ("watch", "configmaps", None),
+        ("watch", "secrets", None),
+        ("watch", "services", None),
+        ("get", "pods", None),
+        ("create", "csinodes", None),
+    ] {
+        let asked = lean
+            .iter()
+            .filter(|e| is(e, verb, resource, subresource))
+            .count();
+        assert_eq!(asked, 0, "the lean node's {verb} {resource}");
+    }
+    assert!(lean.iter().any(|e| is(e, "patch", "pods", Some("status"))));
+    Ok(())
+}
