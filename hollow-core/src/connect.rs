@@ -140,7 +140,10 @@ pub type ClientService = tower::util::BoxService<
 pub struct ConnectionPool {
     /// Offer HTTP/2 (ALPN `h2`), falling back to HTTP/1.1.
     pub http2: bool,
-    /// HTTP/2 connections the requests may be spread over (at least one).
+    /// HTTP/2 connections the requests may be spread over, at most (at least one):
+    /// each is opened when those before it have
+    /// [`REQUESTS_PER_CONNECTION`](Self::REQUESTS_PER_CONNECTION) streams open
+    /// (requests in flight, and watches, which hold theirs while they run).
     pub connections: usize,
     /// Idle HTTP/1.1 connections kept at most.
     pub max_idle: usize,
@@ -164,9 +167,10 @@ impl ConnectionPool {
     /// Nodes one HTTP/2 connection serves in [`ConnectionPool::for_nodes`].
     pub const NODES_PER_CONNECTION: usize = 100;
 
-    /// Requests in flight on an HTTP/2 connection before the next connection takes
-    /// requests too: under the 100 streams an API server allows a connection by
-    /// default, so requests do not wait for a stream while a connection is free.
+    /// Streams open on an HTTP/2 connection (requests in flight, watches running)
+    /// before the next connection takes requests too: under the 100 streams an API
+    /// server allows a connection by default (`--http2-max-streams-per-connection`), so
+    /// requests do not wait for a stream while a connection is free.
     pub const REQUESTS_PER_CONNECTION: usize = 64;
 
     /// The default, with an HTTP/2 connection for every
@@ -175,33 +179,6 @@ impl ConnectionPool {
         Self {
             connections: nodes.div_ceil(Self::NODES_PER_CONNECTION).clamp(1, 64),
             ..Self::default()
-        }
-    }
-
-    /// Watches one HTTP/2 connection carries in
-    /// [`ConnectionPool::for_nodes_with_watches`], leaving the rest of the API server's
-    /// 100 streams a connection to requests.
-    pub const WATCHES_PER_CONNECTION: usize = 48;
-
-    /// [`for_nodes`](Self::for_nodes), with a connection for every
-    /// [`WATCHES_PER_CONNECTION`](Self::WATCHES_PER_CONNECTION) watches where the nodes
-    /// hold `watches` each (the kubelet traffic profile's, see
-    /// `TrafficProfile::watches_per_node`), at most 1,024. A kubelet's client-go opens
-    /// another connection when one has no stream left; here a request waits for a
-    /// stream of its connection, so the pool is sized for the watches up front.
-    ///
-    /// ```
-    /// use hollow_core::connect::ConnectionPool;
-    ///
-    /// assert_eq!(ConnectionPool::for_nodes_with_watches(1_000, 0).connections, 10);
-    /// assert_eq!(ConnectionPool::for_nodes_with_watches(1_000, 8).connections, 167);
-    /// ```
-    pub fn for_nodes_with_watches(nodes: usize, watches: usize) -> Self {
-        let for_watches = (nodes * watches).div_ceil(Self::WATCHES_PER_CONNECTION);
-        let pool = Self::for_nodes(nodes);
-        Self {
-            connections: pool.connections.max(for_watches.min(1024)),
-            ..pool
         }
     }
 }
@@ -299,14 +276,15 @@ pub fn pooled_client(
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
     connector.set_reset_reader_on_write(config.reset_reader_on_write);
-    // A client of its own per HTTP/2 connection: one pool shares a single one.
-    let clients = if pool.http2 {
+    // A client of its own per HTTP/2 connection (one client pools a single one),
+    // made when the connections before it are full.
+    let max = if pool.http2 {
         pool.connections.max(1)
     } else {
         1
     };
-    let http: Vec<_> = (0..clients)
-        .map(|_| {
+    let make = move || {
+        Counted::new(
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_max_idle_per_host(pool.max_idle)
                 .pool_idle_timeout(pool.idle_timeout)
@@ -314,13 +292,14 @@ pub fn pooled_client(
                 .timer(hyper_util::rt::TokioTimer::new())
                 .http2_keep_alive_interval(HTTP2_PING_INTERVAL)
                 .http2_keep_alive_timeout(HTTP2_PING_TIMEOUT)
-                .build(connector.clone())
-        })
-        .map(Counted::new)
-        .collect();
-    let fill_first = tower::steer::Steer::new(http, |_: &_, clients: &[Counted<_>]| {
-        fill_first(clients.iter().map(Counted::in_flight))
-    });
+                .build(connector.clone()),
+        )
+    };
+    let fill_first = Spread {
+        clients: Arc::new(parking_lot::Mutex::new(vec![make()])),
+        make: Arc::new(make),
+        max,
+    };
     let retry = config
         .default_retry
         .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
@@ -344,22 +323,84 @@ pub fn pooled_client(
     ))
 }
 
-/// The connection a request goes to, given each one's requests in flight: the first
-/// with fewer than [`ConnectionPool::REQUESTS_PER_CONNECTION`], else the least busy.
-fn fill_first(in_flight: impl Iterator<Item = usize> + Clone) -> usize {
-    in_flight
-        .clone()
-        .position(|requests| requests < ConnectionPool::REQUESTS_PER_CONNECTION)
-        .or_else(|| {
-            in_flight
-                .enumerate()
-                .min_by_key(|&(_, requests)| requests)
-                .map(|(index, _)| index)
-        })
-        .unwrap_or(0)
+/// The connection a request goes to, given each one's streams open: the first with
+/// fewer than [`ConnectionPool::REQUESTS_PER_CONNECTION`]; else `None`, for a new one.
+fn fill_first(mut in_flight: impl Iterator<Item = usize>) -> Option<usize> {
+    in_flight.position(|open| open < ConnectionPool::REQUESTS_PER_CONNECTION)
 }
 
-/// A service that counts its calls whose response has not yet come.
+/// Requests spread over HTTP/2 connections, each a client of its own: the first not
+/// full takes a request; when all are, another is made (up to `max`), else the least
+/// busy takes it.
+struct Spread<S, F> {
+    clients: Arc<parking_lot::Mutex<Vec<Counted<S>>>>,
+    make: Arc<F>,
+    max: usize,
+}
+
+impl<S, F> Clone for Spread<S, F> {
+    fn clone(&self) -> Self {
+        Self {
+            clients: self.clients.clone(),
+            make: self.make.clone(),
+            max: self.max,
+        }
+    }
+}
+
+impl<S, F> Spread<S, F>
+where
+    S: Clone,
+    F: Fn() -> Counted<S>,
+{
+    /// The client the next request goes to.
+    fn pick(&self) -> Counted<S> {
+        let mut clients = self.clients.lock();
+        let open = || clients.iter().map(Counted::in_flight);
+        if let Some(index) = fill_first(open()) {
+            return clients[index].clone();
+        }
+        if clients.len() < self.max {
+            let client = (self.make)();
+            clients.push(client.clone());
+            return client;
+        }
+        let least = open()
+            .enumerate()
+            .min_by_key(|&(_, open)| open)
+            .map_or(0, |(index, _)| index);
+        clients[least].clone()
+    }
+}
+
+impl<S, F, R, B> tower::Service<R> for Spread<S, F>
+where
+    S: tower::Service<R, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
+    B: Send + 'static,
+    F: Fn() -> Counted<S>,
+{
+    type Response = http::Response<Open<B>>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        // Each client is made ready when it takes its request.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        use tower::ServiceExt as _;
+        Box::pin(self.pick().oneshot(request))
+    }
+}
+
+/// A service that counts its calls whose response or body has not yet been dropped.
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
@@ -522,13 +563,58 @@ mod tests {
     use tower::{Service, ServiceExt};
 
     #[test]
-    fn requests_fill_the_first_connection_not_full_then_the_least_busy() {
+    fn requests_fill_the_first_connection_not_full() {
         let full = ConnectionPool::REQUESTS_PER_CONNECTION;
-        assert_eq!(fill_first([0, 0, 0].into_iter()), 0);
-        assert_eq!(fill_first([full - 1, 0].into_iter()), 0);
-        assert_eq!(fill_first([full, full + 3, 2].into_iter()), 2);
-        assert_eq!(fill_first([full + 5, full + 1, full + 2].into_iter()), 1);
-        assert_eq!(fill_first([full].into_iter()), 0);
+        assert_eq!(fill_first([0, 0, 0].into_iter()), Some(0));
+        assert_eq!(fill_first([full - 1, 0].into_iter()), Some(0));
+        assert_eq!(fill_first([full, full + 3, 2].into_iter()), Some(2));
+        assert_eq!(fill_first([full + 5, full + 1].into_iter()), None);
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_is_made_when_all_are_full_up_to_the_most_allowed() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let count = made.clone();
+        let make = move || {
+            count.fetch_add(1, Ordering::Relaxed);
+            Counted::new(tower::service_fn(|_: ()| async {
+                Ok::<_, &str>(http::Response::new(
+                    http_body_util::Empty::<&'static [u8]>::new(),
+                ))
+            }))
+        };
+        let mut spread = Spread {
+            clients: Arc::new(parking_lot::Mutex::new(vec![make()])),
+            make: Arc::new(make),
+            max: 2,
+        };
+        // Bodies held open, as watches hold their streams.
+        let mut open = Vec::new();
+        for _ in 0..ConnectionPool::REQUESTS_PER_CONNECTION {
+            open.push(spread.ready().await.unwrap().call(()).await.unwrap());
+        }
+        assert_eq!(made.load(Ordering::Relaxed), 1);
+        open.push(spread.ready().await.unwrap().call(()).await.unwrap());
+        assert_eq!(
+            made.load(Ordering::Relaxed),
+            2,
+            "a second connection for the 65th"
+        );
+        for _ in 0..ConnectionPool::REQUESTS_PER_CONNECTION {
+            open.push(spread.ready().await.unwrap().call(()).await.unwrap());
+        }
+        assert_eq!(
+            made.load(Ordering::Relaxed),
+            2,
+            "no more than the most allowed"
+        );
+        let in_flight: Vec<usize> = spread
+            .clients
+            .lock()
+            .iter()
+            .map(Counted::in_flight)
+            .collect();
+        assert_eq!(in_flight, [65, 64], "then the least busy");
     }
 
     #[tokio::test]

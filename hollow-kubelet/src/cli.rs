@@ -158,11 +158,10 @@ pub struct Cli {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub http2: bool,
 
-    /// HTTP/2 connections the process's requests may be spread over (default: one per
-    /// 100 nodes, at most 64; in the kubelet traffic profile also one per 48 of the
-    /// nodes' watches, at most 1,024). A connection takes requests once those before it
-    /// have 64 streams open (requests in flight and watches); one left unused for 30 s
-    /// closes.
+    /// HTTP/2 connections the process's requests may be spread over, at most (default:
+    /// one per 100 nodes, at most 64; 1,024 in the kubelet traffic profile, whose
+    /// nodes hold watches). A connection is opened once those before it have 64 streams
+    /// open (requests in flight and watches); one left unused for 30 s closes.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_024))]
     pub api_connections: Option<u32>,
 

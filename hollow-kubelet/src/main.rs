@@ -34,6 +34,9 @@ use metrics::{Metrics, Served, ServedNodes};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The most HTTP/2 connections to the API server in the kubelet traffic profile.
+const MAX_API_CONNECTIONS: usize = 1_024;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -77,10 +80,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         connected = connect(&cli) => connected?,
         () = &mut shutdown => return Ok(()),
     };
-    let defaults = hollow_core::connect::ConnectionPool::for_nodes_with_watches(
-        cli.nodes as usize,
-        cli.traffic_profile.watches_per_node(),
-    );
+    let mut defaults = hollow_core::connect::ConnectionPool::for_nodes(cli.nodes as usize);
+    if cli.traffic_profile == hollow_core::node::TrafficProfile::Kubelet {
+        // Each node holds its informers' and objects' watches, a stream each while it
+        // runs; connections are opened as the ones before fill up.
+        defaults.connections = MAX_API_CONNECTIONS;
+    }
     let pool = hollow_core::connect::ConnectionPool {
         http2: cli.http2,
         connections: cli

@@ -379,7 +379,7 @@ async fn bad_input_gets_clear_errors() -> anyhow::Result<()> {
         ("--register-with-taints=a=b:Often", "effect must be"),
         ("--morph=proxy", "run hollow-proxy"),
         ("--max-requests-in-flight=0", "0 is not in 1..=10000"),
-        ("--api-connections=0", "0 is not in 1..=1000"),
+        ("--api-connections=0", "0 is not in 1..=1024"),
         ("--kubelet-api-idle-timeout=0", "0 is not in 1..=86400"),
         (
             "--hostname-override=under_score",

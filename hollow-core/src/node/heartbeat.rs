@@ -454,10 +454,13 @@ impl State {
     async fn renew_lease(&mut self, shared: &NodeShared) -> bool {
         let name = &shared.config.name;
         let now = MicroTime(Timestamp::now());
-        // A node's first renewal creates its Lease without asking first (one request
-        // fewer per node while thousands register); one that exists answers 409, and
-        // is then read and renewed.
-        let mut assume_missing = self.lease_version.is_none() && !self.lease_seen;
+        // In the lean profile a node's first renewal creates its Lease without asking
+        // first (one request fewer per node while thousands register); one that exists
+        // answers 409, and is then read and renewed. The kubelet reads it first
+        // (`ensureLease` in k8s.io/component-helpers/apimachinery/lease/controller.go).
+        let mut assume_missing = self.lease_version.is_none()
+            && !self.lease_seen
+            && shared.config.traffic == super::TrafficProfile::Lean;
         let leases: Api<Lease> = Api::namespaced(shared.client.clone(), LEASE_NAMESPACE);
         for _ in 0..3 {
             let current = match self.lease_version.take() {

@@ -186,9 +186,11 @@ async fn heartbeats_write_status_then_create_and_renew_the_lease() {
         ..Default::default()
     };
     // Events are written by tasks of their own; these tests follow the node's requests.
+    // The lean profile: the kubelet profile reads the Lease before it creates it.
     let node = HollowNode::builder("n1")
         .timing(timing)
         .events(false)
+        .traffic(super::TrafficProfile::Lean)
         .build()
         .unwrap();
     let cancel = CancellationToken::new();

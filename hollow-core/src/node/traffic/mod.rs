@@ -44,25 +44,6 @@ pub enum TrafficProfile {
     Lean,
 }
 
-impl TrafficProfile {
-    /// About how many watches a node holds in this profile: the kubelet's five
-    /// informers, and three objects its pods refer to (for sizing a connection pool,
-    /// [`ConnectionPool::for_nodes_with_watches`](crate::connect::ConnectionPool::for_nodes_with_watches)).
-    ///
-    /// ```
-    /// use hollow_core::node::TrafficProfile;
-    ///
-    /// assert_eq!(TrafficProfile::Lean.watches_per_node(), 0);
-    /// assert_eq!(TrafficProfile::Kubelet.watches_per_node(), 8);
-    /// ```
-    pub const fn watches_per_node(self) -> usize {
-        match self {
-            Self::Kubelet => 8,
-            Self::Lean => 0,
-        }
-    }
-}
-
 impl std::str::FromStr for TrafficProfile {
     type Err = String;
 
