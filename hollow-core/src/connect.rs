@@ -390,13 +390,14 @@ where
         &mut self,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), S::Error>> {
-        // Each client is made ready when it takes its request.
         std::task::Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        use tower::ServiceExt as _;
-        Box::pin(self.pick().oneshot(request))
+        // hyper's client is always ready (its `poll_ready` answers at once), so the
+        // request is handed over, and counted on its connection, at once: the next
+        // request's pick sees it.
+        self.pick().call(request)
     }
 }
 

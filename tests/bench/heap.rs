@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hollow_core::connect::{ConnectionPool, pooled_client};
-use hollow_core::node::HollowCluster;
+use hollow_core::node::{HollowCluster, TrafficProfile};
 use hollow_core::testenv::TestEnv;
 use hollow_tests::eventually;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -54,6 +54,9 @@ struct Args {
     /// Whether the nodes record Events (`--events=false` to count without them).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     events: bool,
+    /// The nodes' traffic profile (kubelet or lean).
+    #[arg(long, default_value = "kubelet")]
+    traffic: TrafficProfile,
 }
 
 /// Live heap bytes and blocks.
@@ -85,12 +88,17 @@ async fn main() -> anyhow::Result<()> {
     // and pods', not that of connections a burst opened.
     let config =
         kube::Config::from_custom_kubeconfig(env.kubeconfig().clone(), &Default::default()).await?;
-    let client = pooled_client(config, ConnectionPool::default())?.build();
+    // Kubelet-profile nodes hold watches, a stream each: connections open as needed.
+    let pool = ConnectionPool {
+        connections: 1024,
+        ..ConnectionPool::default()
+    };
+    let client = pooled_client(config, pool)?.build();
     let base = live();
     let cluster = HollowCluster::builder("heap")
         .nodes(args.nodes, {
-            let events = args.events;
-            move |_, node| node.events(events)
+            let (events, traffic) = (args.events, args.traffic);
+            move |_, node| node.events(events).traffic(traffic)
         })
         .start(client.clone())
         .await?;

@@ -14,6 +14,8 @@ use crate::node::events::Kind;
 /// When a token renewal that failed is tried again: the volume manager remounts a
 /// pod's projected volumes about once a minute (its pod sync period).
 const RENEWAL_RETRY: Duration = Duration::from_secs(60);
+/// The token manager renews every token within a day.
+const MAX_RENEWAL: Duration = Duration::from_secs(24 * 3600);
 
 /// What the status manager's read of the pod found.
 pub(super) enum Read {
@@ -114,12 +116,9 @@ impl PodWorker {
     /// Requests every token of the pod; returns when the first is to be renewed, or
     /// the volume whose token failed and why.
     async fn request_tokens(&self) -> Result<Duration, (String, kube::Error)> {
-        let Some(traffic) = &self.traffic else {
-            return Ok(Duration::MAX);
-        };
         let namespace = self.pod.metadata.namespace.as_deref().unwrap_or("default");
-        let mut first = Duration::MAX;
-        for source in &traffic.tokens {
+        let mut first = MAX_RENEWAL;
+        for source in self.traffic.iter().flat_map(|t| t.tokens.iter()) {
             let renew_after = source
                 .request(&self.shared.client, namespace, self.name(), &self.uid)
                 .await
