@@ -15,6 +15,8 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::Api;
 
+use super::traffic::{Kind, NodeTraffic};
+
 /// An object a pod refers to, by kind and name (in the pod's namespace).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Object {
@@ -170,6 +172,7 @@ impl Found {
     async fn check(
         &self,
         client: &kube::Client,
+        watched: Option<&NodeTraffic>,
         namespace: &str,
         object: &Object,
         key: Option<&str>,
@@ -183,7 +186,24 @@ impl Found {
         if present.contains(&entry) {
             return None;
         }
-        let problem = read(client, namespace, object, key).await;
+        // In the kubelet profile a ConfigMap or Secret is answered from its watch, as
+        // the kubelet's watch-based managers answer (it is read when the watch has not
+        // synced in time).
+        let from_watch = match (watched, object) {
+            (Some(traffic), Object::ConfigMap(name)) => traffic
+                .lookup(Kind::ConfigMap, namespace, name)
+                .await
+                .map(|seen| seen.map(|keys| (keys.into_iter().collect(), "ConfigMap", true))),
+            (Some(traffic), Object::Secret(name)) => traffic
+                .lookup(Kind::Secret, namespace, name)
+                .await
+                .map(|seen| seen.map(|keys| (keys.into_iter().collect(), "Secret", true))),
+            _ => None,
+        };
+        let problem = match from_watch {
+            Some(seen) => judge(namespace, object, key, Ok(seen)),
+            None => read(client, namespace, object, key).await,
+        };
         if problem.is_none() {
             present.insert(entry);
         }
@@ -194,11 +214,15 @@ impl Found {
     pub(crate) async fn first_unmounted<'a>(
         &self,
         client: &kube::Client,
+        watched: Option<&NodeTraffic>,
         namespace: &str,
         needs: &'a [VolumeNeed],
     ) -> Option<(&'a str, String)> {
         for need in needs {
-            if let Some(problem) = self.check(client, namespace, &need.object, None).await {
+            if let Some(problem) = self
+                .check(client, watched, namespace, &need.object, None)
+                .await
+            {
                 return Some((need.volume.as_str(), problem));
             }
         }
@@ -209,12 +233,19 @@ impl Found {
     pub(crate) async fn env_problem(
         &self,
         client: &kube::Client,
+        watched: Option<&NodeTraffic>,
         namespace: &str,
         container: &Container,
     ) -> Option<String> {
         for need in env_needs(container) {
             let problem = self
-                .check(client, namespace, &need.object, need.key.as_deref())
+                .check(
+                    client,
+                    watched,
+                    namespace,
+                    &need.object,
+                    need.key.as_deref(),
+                )
                 .await;
             if problem.is_some() {
                 return problem;
@@ -272,6 +303,14 @@ async fn read(
                 })
             }),
     };
+    judge(namespace, object, key, result)
+}
+
+/// What an object found (its keys, kind, and whether it is usable: a claim bound) means
+/// for a need of it: `None` if met, else the kubelet's message.
+type Lookup = Result<Option<(HashSet<String>, &'static str, bool)>, kube::Error>;
+
+fn judge(namespace: &str, object: &Object, key: Option<&str>, result: Lookup) -> Option<String> {
     let name = match object {
         Object::ConfigMap(name) | Object::Secret(name) | Object::Claim(name) => name,
     };

@@ -9,7 +9,7 @@ mod token;
 mod watch;
 
 pub(crate) use csinode::register_csinode;
-pub(crate) use objects::{NodeTraffic, PodTraffic};
+pub(crate) use objects::{Kind, NodeTraffic, PodTraffic};
 
 use std::sync::Arc;
 

@@ -4,15 +4,17 @@
 //! is seen to be immutable.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::token::TokenSource;
-use super::watch::{self, Watched};
+use super::watch::{self, Update, Watched};
 
 /// The kind of a watched object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -136,7 +138,40 @@ struct Key {
 struct Held {
     pods: u32,
     task: AbortHandle,
+    view: Arc<ObjectView>,
 }
+
+/// An object as its watch last saw it: its data keys, or `None` when it is not there;
+/// meaningful once `synced`.
+#[derive(Default)]
+struct ObjectView {
+    state: Mutex<(bool, Option<Vec<String>>)>,
+    synced: Notify,
+}
+
+impl ObjectView {
+    fn update(&self, update: Update) {
+        let mut state = self.state.lock();
+        match update {
+            Update::Present(keys) => state.1 = Some(keys),
+            Update::Gone => state.1 = None,
+            Update::Restart => *state = (false, None),
+            Update::Synced => {
+                state.0 = true;
+                self.synced.notify_waiters();
+            }
+        }
+    }
+
+    fn seen(&self) -> Option<Option<Vec<String>>> {
+        let state = self.state.lock();
+        state.0.then(|| state.1.clone())
+    }
+}
+
+/// How long a lookup waits for an object's watch to have the object, as the kubelet's
+/// `objectCache.Get` waits (1 s), before the node reads it instead.
+const SYNC_PATIENCE: Duration = Duration::from_secs(1);
 
 /// A node's watches on the objects its pods refer to.
 #[derive(Default)]
@@ -177,12 +212,20 @@ impl NodeTraffic {
                 min_timeout: OBJECT_WATCH_TIMEOUT,
                 until_immutable: true,
             };
-            let task = tokio::spawn(watch::hold(client.clone(), watched, cancel.clone(), |_| {}));
+            let view = Arc::new(ObjectView::default());
+            let seen = view.clone();
+            let task = tokio::spawn(watch::hold(
+                client.clone(),
+                watched,
+                cancel.clone(),
+                move |update| seen.update(update),
+            ));
             watches.insert(
                 key,
                 Held {
                     pods: 1,
                     task: task.abort_handle(),
+                    view,
                 },
             );
         }
@@ -205,6 +248,30 @@ impl NodeTraffic {
                 }
             }
         }
+    }
+
+    /// The object as its watch sees it (`Some(None)`: not there; `Some(Some(keys))`:
+    /// there, with these data keys), as the kubelet's ConfigMap and Secret managers
+    /// answer from their watches; `None` when it is not watched, or its watch has not
+    /// synced within a second.
+    pub(crate) async fn lookup(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Option<Vec<String>>> {
+        let key = Key {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let view = self.watches.lock().get(&key)?.view.clone();
+        let synced = view.synced.notified();
+        if let Some(seen) = view.seen() {
+            return Some(seen);
+        }
+        tokio::time::timeout(SYNC_PATIENCE, synced).await.ok()?;
+        view.seen()
     }
 
     /// How many objects are watched.
@@ -270,6 +337,51 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(PodTraffic::of(&pod), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_answers_from_the_watch_once_synced_and_none_otherwise() {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let cancel = CancellationToken::new();
+        let node = NodeTraffic::default();
+        let pod = PodTraffic {
+            objects: Box::new([(Kind::Secret, "creds".into())]),
+            tokens: Box::new([]),
+        };
+        node.register(&client, &cancel, "ns", &pod);
+        let view = node.watches.lock().values().next().unwrap().view.clone();
+        // Not watched: the node reads it instead.
+        assert_eq!(node.lookup(Kind::ConfigMap, "ns", "creds").await, None);
+        // Watched, not synced within a second: read too.
+        assert_eq!(node.lookup(Kind::Secret, "ns", "creds").await, None);
+        view.update(Update::Restart);
+        view.update(Update::Synced);
+        assert_eq!(node.lookup(Kind::Secret, "ns", "creds").await, Some(None));
+        view.update(Update::Present(vec!["password".into()]));
+        assert_eq!(
+            node.lookup(Kind::Secret, "ns", "creds").await,
+            Some(Some(vec!["password".into()]))
+        );
+        view.update(Update::Gone);
+        assert_eq!(node.lookup(Kind::Secret, "ns", "creds").await, Some(None));
+        // A re-list: unknown until synced again, then answered.
+        view.update(Update::Restart);
+        let later = {
+            let view = view.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                view.update(Update::Present(vec![]));
+                view.update(Update::Synced);
+            })
+        };
+        assert_eq!(
+            node.lookup(Kind::Secret, "ns", "creds").await,
+            Some(Some(vec![]))
+        );
+        later.await.unwrap();
+        cancel.cancel();
     }
 
     #[tokio::test]

@@ -24,14 +24,61 @@ use crate::backoff::Doubling;
 /// The reflector's back-off between failed watches.
 const BACKOFF: Doubling = Doubling::new(Duration::from_millis(800), Duration::from_secs(30));
 
-/// What a held watch reads of each object: enough to resume, and to stop watching an
-/// immutable ConfigMap or Secret as the kubelet's watch-based manager does.
+/// What a held watch reads of each object: enough to resume, the keys of a ConfigMap's
+/// or Secret's data (for the lookups a node serves from the watch), and whether it is
+/// immutable (its watch then stops, as the kubelet's watch-based manager stops it).
 #[derive(Debug, Clone, Deserialize, Default)]
 struct Seen {
     #[serde(default)]
     metadata: SeenMeta,
     #[serde(default)]
     immutable: Option<bool>,
+    #[serde(default, deserialize_with = "keys")]
+    data: Vec<String>,
+    #[serde(default, rename = "binaryData", deserialize_with = "keys")]
+    binary_data: Vec<String>,
+}
+
+/// The keys of a JSON object, its values skipped.
+fn keys<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    deserializer.deserialize_any(Keys)
+}
+
+/// What a held watch tells its owner.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Update {
+    /// An object is there, with these data keys.
+    Present(Vec<String>),
+    /// An object was deleted.
+    Gone,
+    /// The initial objects have all been sent.
+    Synced,
+    /// The current objects are being sent again (first, or after a 410).
+    Restart,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -92,18 +139,16 @@ pub(crate) enum Ended {
 }
 
 /// Holds `watched` until `cancel` fires (or, if asked, an immutable object is seen),
-/// calling `on_synced` once with whether any object was there when the initial events
-/// ended.
+/// telling `on_update` what it sees.
 pub(crate) async fn hold(
     client: kube::Client,
     watched: Watched,
     cancel: CancellationToken,
-    mut on_synced: impl FnMut(bool) + Send,
+    mut on_update: impl FnMut(Update) + Send,
 ) -> Ended {
     let request = Request::new(watched.path.clone());
     let mut version: Option<String> = None;
     let mut failures: Option<Duration> = None;
-    let mut synced = false;
     loop {
         let initial = version.is_none();
         let attempt = async {
@@ -112,21 +157,23 @@ pub(crate) async fn hold(
                 .watch(&params, version.as_deref().unwrap_or(""))
                 .map_err(kube::Error::BuildRequest)?;
             let mut events = std::pin::pin!(client.request_events::<Seen>(http).await?);
-            let mut any = false;
+            if initial {
+                on_update(Update::Restart);
+            }
             while let Some(event) = events.try_next().await? {
                 match event {
                     WatchEvent::Added(seen) | WatchEvent::Modified(seen) => {
-                        any = true;
+                        let mut keys = seen.data;
+                        keys.extend(seen.binary_data);
+                        on_update(Update::Present(keys));
                         if watched.until_immutable && seen.immutable == Some(true) {
-                            if !synced {
-                                synced = true;
-                                on_synced(true);
-                            }
+                            on_update(Update::Synced);
                             return Ok(Some(Ended::Immutable));
                         }
                         version = seen.metadata.resource_version.or(version.take());
                     }
                     WatchEvent::Deleted(seen) => {
+                        on_update(Update::Gone);
                         version = seen.metadata.resource_version.or(version.take());
                     }
                     WatchEvent::Bookmark(bookmark) => {
@@ -135,9 +182,8 @@ pub(crate) async fn hold(
                             .annotations
                             .get("k8s.io/initial-events-end")
                             .is_some_and(|v| v == "true");
-                        if ends_initial && !synced {
-                            synced = true;
-                            on_synced(any);
+                        if ends_initial {
+                            on_update(Update::Synced);
                         }
                         version = Some(bookmark.metadata.resource_version);
                     }
@@ -171,5 +217,27 @@ pub(crate) async fn hold(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_is_read_for_its_version_data_keys_and_immutability() {
+        let seen: Seen = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "settings", "resourceVersion": "42", "labels": { "a": "b" } },
+            "data": { "mode": "fast", "level": "3" },
+            "binaryData": { "blob": "AAE=" },
+            "immutable": true,
+        }))
+        .unwrap();
+        assert_eq!(seen.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(seen.data, ["level", "mode"]);
+        assert_eq!(seen.binary_data, ["blob"]);
+        assert_eq!(seen.immutable, Some(true));
+        let empty: Seen = serde_json::from_value(serde_json::json!({ "data": null })).unwrap();
+        assert!(empty.data.is_empty() && empty.metadata.resource_version.is_none());
     }
 }

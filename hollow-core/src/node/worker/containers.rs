@@ -51,7 +51,12 @@ impl PodWorker {
         let missing = self
             .shared
             .found
-            .first_unmounted(&self.shared.client, namespace, needs)
+            .first_unmounted(
+                &self.shared.client,
+                self.shared.traffic.as_deref(),
+                namespace,
+                needs,
+            )
             .await;
         match missing {
             None => {
@@ -392,7 +397,12 @@ impl PodWorker {
             let problem = self
                 .shared
                 .found
-                .env_problem(&self.shared.client, namespace, container)
+                .env_problem(
+                    &self.shared.client,
+                    self.shared.traffic.as_deref(),
+                    namespace,
+                    container,
+                )
                 .await;
             if let Some(message) = problem {
                 // pkg/kubelet/kuberuntime/kuberuntime_container.go (startContainer).
