@@ -135,6 +135,16 @@ struct Key {
     name: Box<str>,
 }
 
+impl Key {
+    fn new(kind: Kind, namespace: &str, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
 struct Held {
     pods: u32,
     task: AbortHandle,
@@ -193,11 +203,7 @@ impl NodeTraffic {
     ) {
         let mut watches = self.watches.lock();
         for (kind, name) in &pod.objects {
-            let key = Key {
-                kind: *kind,
-                namespace: namespace.into(),
-                name: name.clone(),
-            };
+            let key = Key::new(*kind, namespace, name);
             if let Some(held) = watches.get_mut(&key) {
                 held.pods += 1;
                 continue;
@@ -235,11 +241,7 @@ impl NodeTraffic {
     pub(crate) fn unregister(&self, namespace: &str, pod: &PodTraffic) {
         let mut watches = self.watches.lock();
         for (kind, name) in &pod.objects {
-            let key = Key {
-                kind: *kind,
-                namespace: namespace.into(),
-                name: name.clone(),
-            };
+            let key = Key::new(*kind, namespace, name);
             if let Some(held) = watches.get_mut(&key) {
                 held.pods -= 1;
                 if held.pods == 0 {
@@ -260,11 +262,7 @@ impl NodeTraffic {
         namespace: &str,
         name: &str,
     ) -> Option<Option<Vec<String>>> {
-        let key = Key {
-            kind,
-            namespace: namespace.into(),
-            name: name.into(),
-        };
+        let key = Key::new(kind, namespace, name);
         let view = self.watches.lock().get(&key)?.view.clone();
         let synced = view.synced.notified();
         if let Some(seen) = view.seen() {
