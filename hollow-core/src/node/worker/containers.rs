@@ -65,21 +65,27 @@ impl PodWorker {
                 true
             }
             Some((volume, problem)) => {
-                tracing::info!(pod = %self.name(), volume, %problem, "volume not mountable yet");
-                // The volume manager's words (pkg/volume/util/operationexecutor).
-                self.pod_event(
-                    Kind::Warning,
-                    "FailedMount",
-                    format!("MountVolume.SetUp failed for volume \"{volume}\" : {problem}"),
-                );
-                let previous = self.mount_backoff.map(|b| b.delay);
-                self.mount_backoff = Some(Backoff {
-                    since: now,
-                    delay: MOUNT_BACKOFF.after(previous),
-                });
+                let volume = volume.to_string();
+                self.mount_failed(&volume, &problem, now);
                 false
             }
         }
+    }
+
+    /// A volume could not be set up: the volume manager's `FailedMount` Event (its
+    /// words, pkg/volume/util/operationexecutor), and its back-off before the next try.
+    pub(super) fn mount_failed(&mut self, volume: &str, problem: &str, now: Instant) {
+        tracing::info!(pod = %self.name(), volume, %problem, "volume not mountable yet");
+        self.pod_event(
+            Kind::Warning,
+            "FailedMount",
+            format!("MountVolume.SetUp failed for volume \"{volume}\" : {problem}"),
+        );
+        let previous = self.mount_backoff.map(|b| b.delay);
+        self.mount_backoff = Some(Backoff {
+            since: now,
+            delay: MOUNT_BACKOFF.after(previous),
+        });
     }
 
     pub(super) async fn ensure_sandbox(&mut self) -> bool {

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Backoff, MOUNT_BACKOFF, PodWorker};
-use crate::node::events::Kind;
+use super::PodWorker;
 
 /// When a token renewal that failed is tried again: the volume manager remounts a
 /// pod's projected volumes about once a minute (its pod sync period).
@@ -80,19 +79,7 @@ impl PodWorker {
                 true
             }
             Err((volume, error)) => {
-                tracing::info!(pod = %self.name(), volume, %error, "no service account token yet");
-                self.pod_event(
-                    Kind::Warning,
-                    "FailedMount",
-                    format!(
-                        "MountVolume.SetUp failed for volume \"{volume}\" : failed to fetch token: {error}"
-                    ),
-                );
-                let previous = self.mount_backoff.map(|b| b.delay);
-                self.mount_backoff = Some(Backoff {
-                    since: now,
-                    delay: MOUNT_BACKOFF.after(previous),
-                });
+                self.mount_failed(&volume, &format!("failed to fetch token: {error}"), now);
                 false
             }
         }
