@@ -329,3 +329,62 @@ pub async fn wait_pod(
     })
     .await
 }
+
+/// Waits until `count` Nodes with `labels` are Ready, and returns them.
+pub async fn wait_ready_nodes(
+    nodes: &kube::Api<k8s_openapi::api::core::v1::Node>,
+    labels: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<k8s_openapi::api::core::v1::Node> {
+    eventually(
+        &format!("{count} Ready nodes ({labels})"),
+        timeout,
+        || async {
+            let list = nodes
+                .list(&kube::api::ListParams::default().labels(labels))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|n| node_ready(n) == Some("True"))
+                .count();
+            (ready == count)
+                .then_some(list.items)
+                .ok_or(format!("{ready} Ready"))
+        },
+    )
+    .await
+}
+
+/// The audit log's events (one per line of `env`'s audit log) of the client `agent`.
+pub fn audit_events_of(
+    env: &hollow_core::testenv::TestEnv,
+    agent: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let path = env
+        .audit_log_path()
+        .ok_or_else(|| anyhow::anyhow!("the audit log is off"))?;
+    let log = std::fs::read_to_string(path)?;
+    let mut events = Vec::new();
+    for line in log.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)?;
+        if event["userAgent"] == agent {
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
+/// Whether an audit event is a `verb` of `resource` (and `subresource`).
+pub fn is_request(
+    event: &serde_json::Value,
+    verb: &str,
+    resource: &str,
+    subresource: Option<&str>,
+) -> bool {
+    event["verb"] == verb
+        && event["objectRef"]["resource"] == resource
+        && event["objectRef"]["subresource"].as_str() == subresource
+}

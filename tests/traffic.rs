@@ -10,7 +10,7 @@ use std::time::Duration;
 use hollow_core::connect::{pooled_client, set_user_agent};
 use hollow_core::node::{HollowNode, TrafficProfile};
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{init_tracing, pod, pod_phase as phase, wait_pod};
+use hollow_tests::{audit_events_of, init_tracing, is_request, pod, pod_phase as phase, wait_pod};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::storage::v1::CSINode;
 use kube::Api;
@@ -27,30 +27,11 @@ async fn client_named(env: &TestEnv, agent: &str) -> anyhow::Result<kube::Client
     Ok(pooled_client(config, Default::default())?.build())
 }
 
-/// The audit log's events (one per request) of the client `agent`.
-fn requests_of(env: &TestEnv, agent: &str) -> anyhow::Result<Vec<Value>> {
-    let log = std::fs::read_to_string(env.audit_log_path().expect("audit log on"))?;
-    let mut events = Vec::new();
-    for line in log.lines() {
-        let event: Value = serde_json::from_str(line)?;
-        if event["userAgent"] == agent {
-            events.push(event);
-        }
-    }
-    Ok(events)
-}
-
-fn is(event: &Value, verb: &str, resource: &str, subresource: Option<&str>) -> bool {
-    event["verb"] == verb
-        && event["objectRef"]["resource"] == resource
-        && event["objectRef"]["subresource"].as_str() == subresource
-}
-
 /// The objects of `resource` watched by name (`fieldSelector=metadata.name=...`).
 fn watched_by_name(events: &[Value], resource: &str) -> BTreeSet<String> {
     events
         .iter()
-        .filter(|e| is(e, "watch", resource, None))
+        .filter(|e| is_request(e, "watch", resource, None))
         .filter_map(|e| {
             let uri = e["requestURI"].as_str()?;
             let query = uri.split_once('?')?.1;
@@ -124,17 +105,17 @@ async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not(
         .await;
     }
 
-    let kubelet = requests_of(&env, kubelet_agent)?;
+    let kubelet = audit_events_of(&env, kubelet_agent)?;
     let count = |verb, resource, subresource| {
         kubelet
             .iter()
-            .filter(|e| is(e, verb, resource, subresource))
+            .filter(|e| is_request(e, verb, resource, subresource))
             .count()
     };
     // The projected service account token the ServiceAccount admission mounted.
     let tokens: Vec<&Value> = kubelet
         .iter()
-        .filter(|e| is(e, "create", "serviceaccounts", Some("token")))
+        .filter(|e| is_request(e, "create", "serviceaccounts", Some("token")))
         .collect();
     assert_eq!(tokens.len(), 1, "one TokenRequest for the pod: {tokens:#?}");
     assert_eq!(tokens[0]["objectRef"]["name"], "default");
@@ -158,7 +139,7 @@ async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not(
     // before the volumes are set up (the token is had).
     let patches: Vec<&Value> = kubelet
         .iter()
-        .filter(|e| is(e, "patch", "pods", Some("status")))
+        .filter(|e| is_request(e, "patch", "pods", Some("status")))
         .collect();
     assert!(
         patches.len() >= 2,
@@ -189,7 +170,7 @@ async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not(
     );
 
     // The lean node asks for none of it.
-    let lean = requests_of(&env, lean_agent)?;
+    let lean = audit_events_of(&env, lean_agent)?;
     for (verb, resource, subresource) in [
         ("create", "serviceaccounts", Some("token")),
         ("watch", "configmaps", None),
@@ -200,10 +181,13 @@ async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not(
     ] {
         let asked = lean
             .iter()
-            .filter(|e| is(e, verb, resource, subresource))
+            .filter(|e| is_request(e, verb, resource, subresource))
             .count();
         assert_eq!(asked, 0, "the lean node's {verb} {resource}");
     }
-    assert!(lean.iter().any(|e| is(e, "patch", "pods", Some("status"))));
+    assert!(
+        lean.iter()
+            .any(|e| is_request(e, "patch", "pods", Some("status")))
+    );
     Ok(())
 }

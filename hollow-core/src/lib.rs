@@ -74,6 +74,8 @@
 //!   nodes on one client and one pod watch.
 //! - [`manage::NodeManager`] serves Nodes that others create (Karpenter's KWOK provider,
 //!   an autoscaler, `kubectl create`), as KWOK does, with the same engine.
+//! - With the `tls-bootstrap` feature, `bootstrap::TlsBootstrap` gives each node its own
+//!   `system:node:<name>` identity, as the kubelet's TLS bootstrap does.
 //! - With the `testenv` feature, [`testenv`] starts a real local control plane (etcd,
 //!   kube-apiserver, kube-scheduler, kube-controller-manager) for tests.
 //!
@@ -99,6 +101,9 @@
 
 pub mod annotations;
 mod backoff;
+#[cfg(feature = "tls-bootstrap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls-bootstrap")))]
+pub mod bootstrap;
 pub mod cadvisor;
 pub mod connect;
 pub mod error;

@@ -23,6 +23,13 @@ pub struct Cli {
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// A kubeconfig with bootstrap credentials (a bootstrap token): each node does the
+    /// kubelet's TLS bootstrap with it and talks as itself (`system:node:<name>`), with
+    /// its own connection and watches, as kubelets do. --kubeconfig is still needed for
+    /// the kubelet API's delegated authentication (or --serve-kubelet-api=false).
+    #[arg(long, env = "HOLLOW_BOOTSTRAP_KUBECONFIG")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+
     /// How many nodes this process runs (sharing one client and one pod watch).
     #[arg(long, env = "HOLLOW_NODES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub nodes: u32,

@@ -5,6 +5,7 @@
 //! cluster of hollow nodes on a laptop.
 
 mod cli;
+mod identity;
 mod metrics;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use hollow_cli::shutdown_signal;
+use hollow_core::bootstrap::TlsBootstrap;
 use hollow_core::connect::{cluster_config, wait_for_api};
 use hollow_core::kubelet_api::KubeletServer;
 use hollow_core::lifecycle::Lifecycle;
@@ -72,6 +74,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let managed = cli.managed().map_err(anyhow::Error::msg)?;
+    if cli.bootstrap_kubeconfig.is_some() {
+        if managed.is_some() {
+            bail!(
+                "--bootstrap-kubeconfig gives the nodes this process registers their own identities; it does not apply to Nodes others create (--manage-*)"
+            );
+        }
+        if cli.kubeconfig.is_none() && cli.serve_kubelet_api {
+            bail!(
+                "--bootstrap-kubeconfig without --kubeconfig: the kubelet API needs credentials that may create TokenReviews and SubjectAccessReviews (give --kubeconfig too, or --serve-kubelet-api=false)"
+            );
+        }
+    }
     // Signals are handled from the start, so one during start-up also shuts down cleanly.
     let shutdown = shutdown_signal().context("cannot handle SIGTERM and SIGINT")?;
     tokio::pin!(shutdown);
@@ -101,6 +115,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         &mut config,
         &hollow_core::connect::user_agent("hollow-kubelet"),
     )?;
+    let bootstrap = match &cli.bootstrap_kubeconfig {
+        Some(path) => Some(identity::tls_bootstrap(&cli, path, &metrics).await?),
+        None => None,
+    };
     let client = metrics.instrument(config, pool, cli.max_requests_in_flight as usize)?;
     tokio::select! {
         reached = wait_for_api(&client, Duration::from_secs(cli.connect_timeout)) => reached?,
@@ -134,7 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let nodes = tokio::select! {
-        nodes = start_nodes(&cli, &client, api.as_ref()) => Some(nodes?),
+        nodes = start_nodes(&cli, &client, bootstrap, api.as_ref()) => Some(nodes?),
         () = &mut shutdown => None,
     };
     if let Some(nodes) = nodes {
@@ -168,7 +186,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     eprintln!("shutting down");
     if let Some(ServedNodes::Registered(nodes)) = served.nodes.write().await.take() {
         let count = nodes.len();
-        if cli.cleanup_on_exit {
+        if cli.cleanup_on_exit && cli.bootstrap_kubeconfig.is_some() {
+            // A node may not delete its own Node object (the Node authorizer allows it
+            // create, update and patch): the process's credentials delete them.
+            nodes.shutdown().await;
+            for name in process_node_names(&cli.name, count) {
+                if let Err(error) = hollow_core::node::deregister(&client, &name).await {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot delete a node");
+                }
+            }
+        } else if cli.cleanup_on_exit {
             match nodes.deregister().await {
                 Ok(()) => eprintln!("deleted {count} node(s) and their leases"),
                 Err(error) => {
@@ -259,10 +286,12 @@ async fn start_kubelet_api(
     Ok((api, ports))
 }
 
-/// Registers the nodes, waits until they are Ready, and serves their kubelet API.
+/// Registers the nodes, waits until they are Ready, and serves their kubelet API. With
+/// `bootstrap`, each node talks as itself.
 async fn start_nodes(
     cli: &Cli,
     client: &kube::Client,
+    bootstrap: Option<TlsBootstrap>,
     api: Option<&(KubeletServer, Vec<u16>)>,
 ) -> anyhow::Result<HollowCluster> {
     let count = cli.nodes as usize;
@@ -271,19 +300,25 @@ async fn start_nodes(
         settings.kubelet_ports = Arc::new(ports.clone());
     }
     let nodes: HollowCluster = if count == 1 {
+        let client = match &bootstrap {
+            Some(bootstrap) => bootstrap.node_client(&cli.name).await?,
+            None => client.clone(),
+        };
         settings
             .apply(HollowNode::builder(&cli.name), 0)
             .build()?
-            .start(client.clone())
+            .start(client)
             .await?
             .into()
     } else {
-        HollowCluster::builder(&cli.name)
+        let mut cluster = HollowCluster::builder(&cli.name)
             .nodes(count, move |i, node| settings.apply(node, i))
             .parallelism(cli.parallelism)
-            .on_progress(progress_reporter(count))
-            .start(client.clone())
-            .await?
+            .on_progress(progress_reporter(count));
+        if let Some(bootstrap) = bootstrap {
+            cluster = cluster.credentials(bootstrap);
+        }
+        cluster.start(client.clone()).await?
     };
     if let Some((server, _)) = api {
         for node in nodes.nodes() {

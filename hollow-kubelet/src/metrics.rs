@@ -130,7 +130,7 @@ impl Metrics {
         config: kube::Config,
         pool: hollow_core::connect::ConnectionPool,
         max_in_flight: usize,
-    ) -> anyhow::Result<kube::Client> {
+    ) -> Result<kube::Client, kube::Error> {
         use tower_http::trace::TraceLayer;
         let on_request = {
             let metrics = self.clone();

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{eventually, get, init_tracing, node_ready, served_address};
+use hollow_tests::{eventually, get, init_tracing, node_ready, served_address, wait_ready_nodes};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -143,21 +143,7 @@ async fn fifty_nodes_carry_their_flags_and_clean_up_on_sigterm() -> anyhow::Resu
         &dir.path().join("kubelet.log"),
     );
     let nodes: Api<Node> = Api::all(env.client());
-    let listed = eventually("50 Ready hollow nodes", WAIT, || async {
-        let list = nodes
-            .list(&ListParams::default().labels("tier=load"))
-            .await
-            .map_err(|e| e.to_string())?;
-        let ready_count = list
-            .items
-            .iter()
-            .filter(|n| node_ready(n) == Some("True"))
-            .count();
-        (ready_count == 50)
-            .then_some(list.items)
-            .ok_or(format!("{ready_count} Ready"))
-    })
-    .await;
+    let listed = wait_ready_nodes(&nodes, "tier=load", 50, WAIT).await;
     assert_requests_name_hollow_kubelet(&env, "fifty-").await?;
     for node in &listed {
         let name = node.metadata.name.as_deref().unwrap();
@@ -635,19 +621,7 @@ async fn kwok_command_lines_serve_the_nodes_kubectl_creates() -> anyhow::Result<
     hollow_tests::kubectl_ok(&env, &["create", "-f", file.to_str().unwrap()]).await;
 
     let nodes: Api<Node> = Api::all(env.client());
-    eventually("20 served Nodes Ready", WAIT, || async {
-        let list = nodes
-            .list(&ListParams::default().labels("type=kwok"))
-            .await
-            .map_err(|e| e.to_string())?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|n| node_ready(n) == Some("True"))
-            .count();
-        (ready == 20).then_some(()).ok_or(format!("{ready} Ready"))
-    })
-    .await;
+    wait_ready_nodes(&nodes, "type=kwok", 20, WAIT).await;
     let node = nodes.get("kwok-node-3").await?;
     let endpoint = node
         .status
@@ -706,5 +680,132 @@ async fn kwok_command_lines_serve_the_nodes_kubectl_creates() -> anyhow::Result<
         .list(&ListParams::default().labels("type=kwok"))
         .await?;
     assert_eq!(left.items.len(), 15, "the creator's Nodes stay");
+    Ok(())
+}
+
+/// Writes `kubeconfig` where a process can read it.
+fn write_kubeconfig(kubeconfig: &kube::config::Kubeconfig, path: &Path) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_vec(kubeconfig)?)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bootstrapped_nodes_talk_as_themselves_and_bad_bootstrap_input_is_refused()
+-> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().audit_responses(true).start().await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = env.kubeconfig_path().display().to_string();
+    let bootstrap = dir.path().join("bootstrap.kubeconfig");
+    write_kubeconfig(&env.bootstrap_kubeconfig().await?, &bootstrap)?;
+    let bootstrap = bootstrap.display().to_string();
+
+    // Refused before anything is registered.
+    let garbage = dir.path().join("garbage.kubeconfig");
+    std::fs::write(&garbage, "this: [is not a kubeconfig")?;
+    for (args, expected) in [
+        (
+            vec![
+                "--kubeconfig",
+                &kubeconfig,
+                "--bootstrap-kubeconfig",
+                garbage.to_str().unwrap(),
+            ],
+            "cannot read --bootstrap-kubeconfig",
+        ),
+        (
+            vec![
+                "--kubeconfig",
+                &kubeconfig,
+                "--bootstrap-kubeconfig",
+                &bootstrap,
+                "--manage-all-nodes=true",
+            ],
+            "does not apply to Nodes others create",
+        ),
+        (
+            vec!["--bootstrap-kubeconfig", &bootstrap],
+            "give --kubeconfig too, or --serve-kubelet-api=false",
+        ),
+    ] {
+        let (ok, out) = run(&args).await;
+        assert!(!ok && out.contains(expected), "{args:?}: {out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+    // A token the API server does not know: the certificate request is refused.
+    let forged = dir.path().join("forged.kubeconfig");
+    let mut forged_kubeconfig: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bootstrap.kubeconfig"))?)?;
+    let token = forged_kubeconfig["users"][0]["user"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let (id, _) = token.split_once('.').expect("<id>.<secret>");
+    forged_kubeconfig["users"][0]["user"]["token"] = format!("{id}.0000000000000000").into();
+    std::fs::write(&forged, serde_json::to_vec(&forged_kubeconfig)?)?;
+    let (ok, out) = run(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "--bootstrap-kubeconfig",
+        forged.to_str().unwrap(),
+        "--name=forged",
+    ])
+    .await;
+    assert!(
+        !ok && out.contains("cannot request a client certificate for node forged"),
+        "{out}"
+    );
+
+    let mut child = spawn(
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "--bootstrap-kubeconfig",
+            &bootstrap,
+            "--name=boot",
+            "--nodes=5",
+            "--node-labels=tier=bootstrapped",
+            "--cleanup-on-exit",
+            "--metrics-bind-address=127.0.0.1:0",
+        ],
+        None,
+        &dir.path().join("kubelet.log"),
+    );
+    let nodes: Api<Node> = Api::all(env.client());
+    wait_ready_nodes(&nodes, "tier=bootstrapped", 5, WAIT).await;
+    // Each node's registration and Lease writes were its own, and allowed.
+    let writers = eventually("each node's Lease written by itself", WAIT, || async {
+        let log =
+            std::fs::read_to_string(env.audit_log_path().unwrap()).map_err(|e| e.to_string())?;
+        let mut writers = std::collections::BTreeMap::<String, String>::new();
+        for line in log.lines() {
+            let event: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            let object = &event["objectRef"];
+            if object["resource"] == "leases"
+                && event["verb"] == "update"
+                && event["responseStatus"]["code"] == 200
+                && let Some(name) = object["name"].as_str().filter(|n| n.starts_with("boot-"))
+            {
+                let user = event["user"]["username"].as_str().unwrap_or_default();
+                writers.insert(name.to_string(), user.to_string());
+            }
+        }
+        (writers.len() == 5)
+            .then_some(writers.clone())
+            .ok_or(format!("{writers:?}"))
+    })
+    .await;
+    for (lease, user) in &writers {
+        assert_eq!(user, &format!("system:node:{lease}"));
+    }
+    terminate(&child);
+    assert!(wait_exit(&mut child).await, "clean exit on SIGTERM");
+    let left = nodes
+        .list(&ListParams::default().labels("tier=bootstrapped"))
+        .await?;
+    assert!(
+        left.items.is_empty(),
+        "--cleanup-on-exit removes the nodes with the process's credentials"
+    );
     Ok(())
 }

@@ -38,6 +38,39 @@ pub fn process_node_names(name: &str, count: usize) -> Vec<String> {
 const DEREGISTRATION_PARALLELISM: usize = 32;
 
 type Configure = Box<dyn Fn(usize, HollowNodeBuilder) -> HollowNodeBuilder + Send + Sync>;
+
+/// Where each node's own client comes from, when the nodes of a [`HollowCluster`] talk
+/// to the API server as themselves (`system:node:<name>`) rather than on the process's
+/// credentials: [`TlsBootstrap`](crate::bootstrap::TlsBootstrap) (feature
+/// `tls-bootstrap`) does the kubelet's TLS bootstrap.
+///
+/// ```
+/// use hollow_core::node::NodeCredentials;
+///
+/// /// Clients from kubeconfigs written beforehand, one per node.
+/// struct Kubeconfigs(std::path::PathBuf);
+///
+/// #[async_trait::async_trait]
+/// impl NodeCredentials for Kubeconfigs {
+///     async fn client_for(
+///         &self,
+///         node: &str,
+///     ) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
+///         let kubeconfig = kube::config::Kubeconfig::read_from(self.0.join(node))?;
+///         let options = kube::config::KubeConfigOptions::default();
+///         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?;
+///         Ok(kube::Client::try_from(config)?)
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait NodeCredentials: Send + Sync {
+    /// A client that talks as `node`.
+    async fn client_for(
+        &self,
+        node: &str,
+    ) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>>;
+}
 type Progress = Box<dyn Fn(usize, usize) + Send + Sync>;
 
 /// Configures a [`HollowCluster`].
@@ -58,6 +91,7 @@ pub struct HollowClusterBuilder {
     parallelism: usize,
     progress: Option<Progress>,
     ready_timeout: Option<Duration>,
+    credentials: Option<Arc<dyn NodeCredentials>>,
 }
 
 impl std::fmt::Debug for HollowClusterBuilder {
@@ -101,8 +135,33 @@ impl HollowClusterBuilder {
         self
     }
 
-    /// Registers every node, starts one pod watch for all of them, and returns once
-    /// every node is Ready, as [`HollowNode::start`] does for one; a node not Ready
+    /// Each node talks as itself, on the client `credentials` gives it, as kubelets do:
+    /// it registers, renews its Lease, writes its pods' status and watches its own pods
+    /// and Node (`spec.nodeName=<name>`, `metadata.name=<name>`, all a node may watch
+    /// under the Node authorizer) on that client; the process shares no watch. The
+    /// client given to [`start`](Self::start) is then not used by the nodes.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "tls-bootstrap")]
+    /// # async fn run(bootstrap: kube::Config, client: kube::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use hollow_core::bootstrap::TlsBootstrap;
+    /// use hollow_core::node::HollowCluster;
+    ///
+    /// let cluster = HollowCluster::builder("hollow")
+    ///     .nodes(100, |_, node| node)
+    ///     .credentials(TlsBootstrap::new(bootstrap)?)
+    ///     .start(client)
+    ///     .await?;
+    /// # drop(cluster); Ok(()) }
+    /// ```
+    pub fn credentials(mut self, credentials: impl NodeCredentials + 'static) -> Self {
+        self.credentials = Some(Arc::new(credentials));
+        self
+    }
+
+    /// Registers every node, starts one pod watch for all of them (or, with
+    /// [`credentials`](Self::credentials), one per node on its own client), and returns
+    /// once every node is Ready, as [`HollowNode::start`] does for one; a node not Ready
     /// within its ready timeout fails the start with [`Error::NotReady`] (the nodes
     /// started so far are stopped).
     pub async fn start(self, client: kube::Client) -> Result<HollowCluster, Error> {
@@ -118,28 +177,46 @@ impl HollowClusterBuilder {
             .collect::<Result<_, _>>()?;
         let router = Arc::new(PodRouter::default());
         let cancel = CancellationToken::new();
-        let pod_watch =
-            router
+        let credentials = self.credentials;
+        let watch = credentials.is_none().then(|| {
+            let pod_watch =
+                router
+                    .clone()
+                    .run(client.clone(), "spec.nodeName!=".into(), cancel.clone());
+            let node_watch = router
                 .clone()
-                .run(client.clone(), "spec.nodeName!=".into(), cancel.clone());
-        let node_watch = router
-            .clone()
-            .run_nodes(client.clone(), None, cancel.clone());
-        let watch = tokio::spawn(async move {
-            futures::join!(pod_watch, node_watch);
+                .run_nodes(client.clone(), None, cancel.clone());
+            tokio::spawn(async move {
+                futures::join!(pod_watch, node_watch);
+            })
         });
         let cluster = HollowCluster {
             nodes: Vec::with_capacity(nodes.len()),
             cancel,
-            watch: Some(watch),
+            watch,
         };
         let total = nodes.len();
         let mut started = futures::stream::iter(nodes.into_iter().enumerate())
             .map(|(index, node)| {
                 let (client, router) = (client.clone(), router.clone());
+                let credentials = credentials.clone();
                 async move {
                     let ready_timeout = node.ready_timeout;
-                    let node = node.start_with(client, router, true).await?;
+                    let node = match credentials {
+                        None => node.start_with(client, router, true).await?,
+                        Some(credentials) => {
+                            let name = node.name().to_string();
+                            let own = credentials.client_for(&name).await.map_err(|source| {
+                                Error::Credentials {
+                                    node: name.clone(),
+                                    source,
+                                }
+                            })?;
+                            let node = node.start_with(own.clone(), router, false).await?;
+                            node.watch_own(own);
+                            node
+                        }
+                    };
                     node.wait_ready(ready_timeout).await?;
                     Ok::<_, Error>((index, node))
                 }
@@ -192,6 +269,7 @@ impl HollowCluster {
             parallelism: 64,
             progress: None,
             ready_timeout: None,
+            credentials: None,
         }
     }
 

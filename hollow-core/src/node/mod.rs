@@ -54,7 +54,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use cluster::{HollowCluster, HollowClusterBuilder, process_node_names};
+pub use cluster::{HollowCluster, HollowClusterBuilder, NodeCredentials, process_node_names};
 pub use config::{
     ConfigError, DEFAULT_KUBELET_VERSION, DEFAULT_READY_TIMEOUT, HollowNodeBuilder, NodeTiming,
     check_hostname,
@@ -97,6 +97,16 @@ pub enum Error {
         /// The API error.
         #[source]
         source: kube::Error,
+    },
+    /// The node's own client could not be made
+    /// ([`HollowClusterBuilder::credentials`]).
+    #[error("cannot get the credentials of node {node}")]
+    Credentials {
+        /// The node.
+        node: String,
+        /// The credentials' error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A provider failed while the node started.
     #[error("provider failed while starting node {node}")]
@@ -160,17 +170,8 @@ impl HollowNode {
     pub async fn start(self, client: kube::Client) -> Result<RunningNode, Error> {
         let ready_timeout = self.ready_timeout;
         let router = Arc::new(PodRouter::default());
-        let node = self
-            .start_with(client.clone(), router.clone(), false)
-            .await?;
-        let selector = format!("spec.nodeName={}", node.name());
-        let own_node = format!("metadata.name={}", node.name());
-        let cancel = node.shared.cancel.clone();
-        {
-            let mut tasks = node.tasks.lock();
-            tasks.spawn(router.clone().run(client.clone(), selector, cancel.clone()));
-            tasks.spawn(router.run_nodes(client, Some(own_node), cancel));
-        }
+        let node = self.start_with(client.clone(), router, false).await?;
+        node.watch_own(client);
         node.wait_ready(ready_timeout).await?;
         Ok(node)
     }
@@ -336,6 +337,25 @@ impl RunningNode {
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.shared.config.name
+    }
+
+    /// Starts the node's own pod and Node watches on `client` (`spec.nodeName=<name>`,
+    /// `metadata.name=<name>`, as a kubelet's), routed to it; they stop with the node.
+    pub(crate) fn watch_own(&self, client: kube::Client) {
+        let selector = format!("spec.nodeName={}", self.name());
+        let own_node = format!("metadata.name={}", self.name());
+        let cancel = self.shared.cancel.clone();
+        let mut tasks = self.tasks.lock();
+        tasks.spawn(
+            self.router
+                .clone()
+                .run(client.clone(), selector, cancel.clone()),
+        );
+        tasks.spawn(
+            self.router
+                .clone()
+                .run_nodes(client, Some(own_node), cancel),
+        );
     }
 
     /// Waits until the node has written a Ready status and holds its Lease.

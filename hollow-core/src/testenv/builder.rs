@@ -50,6 +50,15 @@ rules:
   - level: Metadata
 ";
 
+/// Every request logged once it is answered (a watch once it starts streaming, and
+/// again when it ends), with its response code, without its body.
+const AUDIT_POLICY_RESPONSES: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, Panic]
+rules:
+  - level: Metadata
+";
+
 /// Configures and starts a [`TestEnv`]. Built with [`TestEnv::builder`].
 ///
 /// ```
@@ -74,6 +83,7 @@ pub struct TestEnvBuilder {
     kubelet_preferred_address_types: Vec<String>,
     start_timeout: Duration,
     audit_log: bool,
+    audit_responses: bool,
     extra_args: BTreeMap<Component, Vec<String>>,
 }
 
@@ -91,6 +101,7 @@ impl Default for TestEnvBuilder {
                 .to_vec(),
             start_timeout: Duration::from_secs(180),
             audit_log: false,
+            audit_responses: false,
             extra_args: BTreeMap::new(),
         }
     }
@@ -177,6 +188,23 @@ impl TestEnvBuilder {
         self
     }
 
+    /// Turns the audit log on ([`audit_log`](Self::audit_log)) with one line per
+    /// request when it is answered, with its `responseStatus.code`, in place of one
+    /// when it is received: for checking what was allowed or refused. A watch has two
+    /// lines, one when it starts streaming (`ResponseStarted`) and one when it ends.
+    ///
+    /// ```
+    /// use hollow_core::testenv::TestEnv;
+    ///
+    /// let builder = TestEnv::builder().audit_responses(true);
+    /// # drop(builder);
+    /// ```
+    pub fn audit_responses(mut self, enabled: bool) -> Self {
+        self.audit_responses = enabled;
+        self.audit_log |= enabled;
+        self
+    }
+
     /// How long each component may take to become ready (default 180 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
@@ -224,7 +252,12 @@ impl TestEnvBuilder {
         let layout = Layout::new(&dir)?;
         let audit_log_path = self.audit_log.then(|| layout.logs.join("audit.log"));
         if self.audit_log {
-            std::fs::write(layout.pki.join("audit-policy.yaml"), AUDIT_POLICY)
+            let policy = if self.audit_responses {
+                AUDIT_POLICY_RESPONSES
+            } else {
+                AUDIT_POLICY
+            };
+            std::fs::write(layout.pki.join("audit-policy.yaml"), policy)
                 .map_err(io("cannot write the audit policy"))?;
         }
         let pki = Pki::generate()?;

@@ -85,6 +85,8 @@ pub(crate) fn apiserver_args(
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--authorization-mode=Node,RBAC".into(),
         "--enable-admission-plugins=NodeRestriction".into(),
+        // Kubelets' TLS bootstrap (TestEnv::bootstrap_kubeconfig).
+        "--enable-bootstrap-token-auth".into(),
         "--allow-privileged=true".into(),
         format!(
             "--kubelet-client-certificate={}",

@@ -69,6 +69,15 @@ pub enum Error {
     /// A Kubernetes client could not be built.
     #[error("cannot build a client for the test environment")]
     Client(#[source] kube::Error),
+    /// A request to the environment's API server failed.
+    #[error("{context}")]
+    Api {
+        /// What was being done.
+        context: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// A kubeconfig could not be turned into a client configuration.
     #[error("cannot use the test environment's kubeconfig")]
     Kubeconfig(#[from] kube::config::KubeconfigError),

@@ -18,6 +18,28 @@ pub(crate) fn kubeconfig_json(
     user: &str,
     identity: &CertAndKey,
 ) -> serde_json::Value {
+    document(
+        server,
+        ca_pem,
+        user,
+        json!({
+            "client-certificate-data": STANDARD.encode(&identity.cert_pem),
+            "client-key-data": STANDARD.encode(&identity.key_pem),
+        }),
+    )
+}
+
+/// A kubeconfig for the cluster at `server` that authenticates with a bearer token.
+pub(crate) fn token_kubeconfig_json(server: &str, ca_pem: &str, token: &str) -> serde_json::Value {
+    document(server, ca_pem, "bootstrap", json!({ "token": token }))
+}
+
+fn document(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    credentials: serde_json::Value,
+) -> serde_json::Value {
     json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -28,13 +50,7 @@ pub(crate) fn kubeconfig_json(
                 "certificate-authority-data": STANDARD.encode(ca_pem),
             },
         }],
-        "users": [{
-            "name": user,
-            "user": {
-                "client-certificate-data": STANDARD.encode(&identity.cert_pem),
-                "client-key-data": STANDARD.encode(&identity.key_pem),
-            },
-        }],
+        "users": [{ "name": user, "user": credentials }],
         "contexts": [{
             "name": "hollow",
             "context": { "cluster": "hollow", "user": user },

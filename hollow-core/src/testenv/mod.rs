@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bootstrap_token;
 mod builder;
 mod component;
 mod error;
@@ -40,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+pub use bootstrap_token::BOOTSTRAPPERS;
 pub use builder::{DEFAULT_KUBELET_PREFERRED_ADDRESS_TYPES, TestEnvBuilder, default_bin_dir};
 pub use component::Component;
 pub use error::{Error, Result};
