@@ -4,6 +4,7 @@
 //! kubelets ([`TrafficProfile::Kubelet`]).
 
 mod csinode;
+mod lines;
 mod objects;
 mod token;
 mod watch;
