@@ -471,6 +471,7 @@ async fn pod_run(
     running: &observe::FirstSeen,
     scheduled: bool,
 ) -> anyhow::Result<PodRun> {
+    anyhow::ensure!(plan.pods > 0, "no pods to run (--max-pods 0)");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mode = if scheduled { "s" } else { "d" };
     let started = Instant::now();

@@ -38,6 +38,7 @@ pub fn process_node_names(name: &str, count: usize) -> Vec<String> {
 const DEREGISTRATION_PARALLELISM: usize = 32;
 
 type Configure = Box<dyn Fn(usize, HollowNodeBuilder) -> HollowNodeBuilder + Send + Sync>;
+type Progress = Box<dyn Fn(usize, usize) + Send + Sync>;
 
 /// Where each node's own client comes from, when the nodes of a [`HollowCluster`] talk
 /// to the API server as themselves (`system:node:<name>`) rather than on the process's
@@ -71,7 +72,6 @@ pub trait NodeCredentials: Send + Sync {
         node: &str,
     ) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>>;
 }
-type Progress = Box<dyn Fn(usize, usize) + Send + Sync>;
 
 /// Configures a [`HollowCluster`].
 ///
@@ -139,7 +139,11 @@ impl HollowClusterBuilder {
     /// it registers, renews its Lease, writes its pods' status and watches its own pods
     /// and Node (`spec.nodeName=<name>`, `metadata.name=<name>`, all a node may watch
     /// under the Node authorizer) on that client; the process shares no watch. The
-    /// client given to [`start`](Self::start) is then not used by the nodes.
+    /// client given to [`start`](Self::start) is then not used by the nodes. A node may
+    /// not delete its own Node object (the Node authorizer lets it create, update and
+    /// patch it), so [`HollowCluster::deregister`] fails under NodeRestriction: stop the
+    /// nodes with [`HollowCluster::shutdown`] and delete them with other credentials
+    /// ([`deregister`](crate::node::deregister)), as `hollow-kubelet` does.
     ///
     /// ```no_run
     /// # #[cfg(feature = "tls-bootstrap")]
