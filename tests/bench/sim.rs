@@ -22,6 +22,11 @@ use tokio::process::Child;
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Hollow,
+    /// hollow-kubelet with `--traffic-profile=lean`, on an identity of its own
+    /// (`hollow-lean`), so that its requests are told apart from `hollow`'s in an audit
+    /// log (both send the same user agent).
+    #[serde(rename = "hollow-lean")]
+    HollowLean,
     /// hollow-kubelet serving Nodes the benchmark creates, as KWOK serves them.
     #[serde(rename = "hollow-managed")]
     HollowManaged,
@@ -33,12 +38,16 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Hollow => "hollow",
+            Kind::HollowLean => "hollow-lean",
             Kind::HollowManaged => "hollow-managed",
             Kind::Kwok => "kwok",
             Kind::Kubemark => "kubemark",
         }
     }
 }
+
+/// The user `hollow-lean` runs as (in the group `system:masters`).
+pub const LEAN_USER: &str = "hollow-lean";
 
 /// A running simulator.
 pub struct Simulator {
@@ -81,13 +90,21 @@ impl Simulator {
         let label = format!("bench={}", kind.name());
         let mut children = Vec::new();
         match kind {
-            Kind::Hollow => {
+            Kind::Hollow | Kind::HollowLean => {
+                let (kubeconfig, profile) = if kind == Kind::HollowLean {
+                    let path = dir.join("kubeconfig-hollow-lean");
+                    env.write_kubeconfig_for(LEAN_USER, &["system:masters"], &path)?;
+                    (path.display().to_string(), "lean")
+                } else {
+                    (kubeconfig, "kubelet")
+                };
                 let args = [
                     "--kubeconfig".to_string(),
-                    kubeconfig.clone(),
-                    "--name=bench-hollow".into(),
+                    kubeconfig,
+                    format!("--name=bench-{}", kind.name()),
                     format!("--nodes={count}"),
                     format!("--node-labels={label}"),
+                    format!("--traffic-profile={profile}"),
                     "--metrics-bind-address=127.0.0.1:0".into(),
                     "--kubelet-port=0".into(),
                     "--cleanup-on-exit".into(),
@@ -138,8 +155,8 @@ impl Simulator {
                 }
             }
         }
-        let hollow_log =
-            matches!(kind, Kind::Hollow | Kind::HollowManaged).then(|| dir.join("hollow.log"));
+        let hollow_log = matches!(kind, Kind::Hollow | Kind::HollowLean | Kind::HollowManaged)
+            .then(|| dir.join("hollow.log"));
         Ok(Simulator {
             kind,
             children,

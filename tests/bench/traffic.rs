@@ -1,9 +1,10 @@
 //! `hollow-traffic`: what N hollow nodes and N Kubemark nodes ask of the API server,
 //! counted from its audit log by verb and resource, per node per minute, side by side
-//! (#19). Both run the same pods (pause containers mounting a ConfigMap, a Secret and
+//! (#19). All run the same pods (pause containers mounting a ConfigMap, a Secret and
 //! their service account token) on one control plane; requests are told apart by user
 //! agent (hollow's `hollow-kubelet/<version> (<os>/<arch>) hollow/<commit>`, Kubemark's
-//! plain `hollow-kubelet`).
+//! plain `hollow-kubelet`) and, between hollow's two traffic profiles, by user (the
+//! lean profile's process runs as `hollow-lean`).
 //!
 //! ```sh
 //! control-plane/install
@@ -46,8 +47,13 @@ struct Args {
     /// Seconds waited after every pod runs, before counting.
     #[arg(long, default_value_t = 30)]
     settle: u64,
-    /// The simulators compared (hollow, hollow-managed, kubemark).
-    #[arg(long, value_delimiter = ',', default_value = "kubemark,hollow")]
+    /// The simulators compared (kubemark, hollow, hollow-lean, hollow-managed); the
+    /// first is the one the others are compared with.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kubemark,hollow,hollow-lean"
+    )]
     simulators: Vec<Kind>,
     /// Where the table (traffic.md) and counts (traffic.json) go.
     #[arg(long, default_value = "/tmp/hollow-traffic")]
@@ -58,11 +64,14 @@ const WAIT: Duration = Duration::from_secs(300);
 /// How long the start window runs on after the last pod runs.
 const START_TAIL: Duration = Duration::from_secs(10);
 
-/// Whose request an audit event is, from its user agent: `hollow` (either hollow
-/// kind), `kubemark` or `kwok`.
-fn simulator_of(user_agent: &str) -> Option<&'static str> {
+/// Whose request an audit event is, from its user agent and user: `hollow` (hollow's
+/// kubelet profile, or hollow-managed), `hollow-lean`, `kubemark` or `kwok`.
+fn simulator_of(user_agent: &str, user: &str) -> Option<&'static str> {
     let product = user_agent.split('/').next().unwrap_or_default();
     match product {
+        "hollow-kubelet" if user_agent.contains(" hollow/") && user == sim::LEAN_USER => {
+            Some("hollow-lean")
+        }
         "hollow-kubelet" if user_agent.contains(" hollow/") => Some("hollow"),
         // Kubemark's kubelet names itself `hollow-kubelet`, with nothing after it.
         "hollow-kubelet" if user_agent == "hollow-kubelet" => Some("kubemark"),
@@ -76,6 +85,7 @@ fn simulator_of(user_agent: &str) -> Option<&'static str> {
 fn agent_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Hollow | Kind::HollowManaged => "hollow",
+        Kind::HollowLean => "hollow-lean",
         Kind::Kubemark => "kubemark",
         Kind::Kwok => "kwok",
     }
@@ -107,41 +117,63 @@ fn ready(node: &Node) -> bool {
     hollow_tests::node_ready(node) == Some("True")
 }
 
-async fn create_pods(client: &kube::Client, kind: Kind, per_node: usize) -> anyhow::Result<usize> {
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default().labels(&format!("bench={}", kind.name())))
-        .await?;
+/// The same pods on every node of every simulator, created together (node by node,
+/// one simulator after the other), so that all start in one window.
+async fn create_pods(
+    client: &kube::Client,
+    kinds: &[Kind],
+    per_node: usize,
+) -> anyhow::Result<usize> {
+    let mut nodes_of = Vec::new();
+    for kind in kinds {
+        let nodes = Api::<Node>::all(client.clone())
+            .list(&ListParams::default().labels(&format!("bench={}", kind.name())))
+            .await?;
+        nodes_of.push((*kind, nodes.items));
+    }
+    let most = nodes_of.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut created = 0;
-    for (n, node) in nodes.items.iter().enumerate() {
+    for n in 0..most {
         for p in 0..per_node {
-            let pod: Pod = serde_json::from_value(json!({
-                "metadata": {
-                    "name": format!("traffic-{}-{n}-{p}", kind.name()),
-                    "labels": { "traffic": kind.name() },
-                },
-                "spec": {
-                    "nodeName": node.metadata.name,
-                    "containers": [{
-                        "name": "app",
-                        "image": "registry.k8s.io/pause:3.10",
-                        "resources": { "requests": { "cpu": "10m", "memory": "16Mi" } },
-                        "volumeMounts": [
-                            { "name": "config", "mountPath": "/etc/config" },
-                            { "name": "secret", "mountPath": "/etc/secret" },
-                        ],
-                    }],
-                    "volumes": [
-                        { "name": "config", "configMap": { "name": "traffic-config" } },
-                        { "name": "secret", "secret": { "secretName": "traffic-secret" } },
-                    ],
-                },
-            }))?;
-            pods.create(&PostParams::default(), &pod).await?;
-            created += 1;
+            for (kind, nodes) in &nodes_of {
+                let Some(node) = nodes.get(n) else { continue };
+                pods.create(&PostParams::default(), &pod(*kind, node, n, p)?)
+                    .await?;
+                created += 1;
+            }
         }
     }
     Ok(created)
+}
+
+fn pod(kind: Kind, node: &Node, n: usize, p: usize) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("traffic-{}-{n}-{p}", kind.name()),
+            "labels": { "traffic": "true" },
+        },
+        "spec": {
+            "nodeName": node.metadata.name,
+            "containers": [{
+                "name": "app",
+                "image": "registry.k8s.io/pause:3.10",
+                "resources": { "requests": { "cpu": "10m", "memory": "16Mi" } },
+                "volumeMounts": [
+                    { "name": "config", "mountPath": "/etc/config" },
+                    { "name": "secret", "mountPath": "/etc/secret" },
+                ],
+            }],
+            "volumes": [
+                { "name": "config", "configMap": { "name": "traffic-config" } },
+                { "name": "secret", "secret": { "secretName": "traffic-secret" } },
+            ],
+        },
+    }))?)
+}
+
+fn minutes_between(from: Timestamp, to: Timestamp) -> f64 {
+    (to.as_millisecond() - from.as_millisecond()) as f64 / 60_000.0
 }
 
 /// Requests by simulator and `verb resource`, received in `[from, to)`, and the other
@@ -170,7 +202,8 @@ fn count(
             continue;
         }
         let agent = event["userAgent"].as_str().unwrap_or_default();
-        match simulator_of(agent) {
+        let user = event["user"]["username"].as_str().unwrap_or_default();
+        match simulator_of(agent, user) {
             Some(simulator) => {
                 *counts
                     .entry(simulator.to_string())
@@ -186,53 +219,146 @@ fn count(
     Ok((counts, others))
 }
 
-/// The counts side by side, each divided by `divisor` (nodes, or node-minutes).
+/// Whether a `verb resource` line is an Event's. Kubemark's kubelet records none: its
+/// dependencies have no `EventClient` (k8s.io/kubernetes pkg/kubemark/hollow_kubelet.go),
+/// and the kubelet sends Events only with one (cmd/kubelet/app/server.go,
+/// `makeEventRecorder`); a kubelet with default flags sends them, and so does hollow.
+fn is_event(key: &str) -> bool {
+    key.split(' ')
+        .nth(1)
+        .is_some_and(|r| r == "events" || r.starts_with("events/"))
+}
+
+/// The rate of `key` (or of all lines `keep` keeps, with `key` empty) for `simulator`.
+fn rate(counts: &Counts, simulator: &str, key: &str, divisor: f64) -> f64 {
+    counts
+        .get(simulator)
+        .and_then(|c| c.get(key))
+        .map_or(0.0, |n| *n as f64 / divisor)
+}
+
+fn total(counts: &Counts, simulator: &str, divisor: f64, keep: impl Fn(&str) -> bool) -> f64 {
+    counts.get(simulator).map_or(0.0, |c| {
+        c.iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(_, n)| *n as f64)
+            .sum::<f64>()
+            / divisor
+    })
+}
+
+fn ratio(value: f64, base: f64) -> String {
+    if base > 0.0 {
+        format!("{:.2}", value / base)
+    } else {
+        "-".into()
+    }
+}
+
+/// The counts side by side, each divided by `divisor` (nodes, or node-minutes), with
+/// each simulator's ratio to the first.
 fn table(counts: &Counts, simulators: &[Kind], divisor: f64) -> String {
-    let rate = |kind: Kind, key: &str| {
-        counts
-            .get(agent_name(kind))
-            .and_then(|c| c.get(key))
-            .map_or(0.0, |n| *n as f64 / divisor)
-    };
+    let agents: Vec<&str> = simulators.iter().map(|k| agent_name(*k)).collect();
+    let first = agents[0];
     let mut keys: Vec<&String> = counts.values().flat_map(|c| c.keys()).collect();
     keys.sort();
     keys.dedup();
-    let first = simulators[0];
-    keys.sort_by(|a, b| rate(first, b).total_cmp(&rate(first, a)));
-    let names: Vec<&str> = simulators.iter().map(|k| k.name()).collect();
+    keys.sort_by(|a, b| {
+        rate(counts, first, b, divisor).total_cmp(&rate(counts, first, a, divisor))
+    });
+    let ratios: Vec<String> = agents[1..].iter().map(|a| format!("{a}/{first}")).collect();
     let mut out = format!(
-        "| request | {} | ratio to {} |\n|---|{}---|\n",
-        names.join(" | "),
-        first.name(),
-        "---|".repeat(names.len())
+        "| request | {} | {} |\n|---|{}\n",
+        agents.join(" | "),
+        ratios.join(" | "),
+        "---|".repeat(agents.len() + ratios.len())
     );
-    let ratio = |value: f64, base: f64| {
-        if base > 0.0 {
-            format!("{:.2}", value / base)
-        } else {
-            "-".into()
-        }
-    };
-    let mut total = vec![0.0; simulators.len()];
-    for key in keys {
-        let rates: Vec<f64> = simulators.iter().map(|k| rate(*k, key)).collect();
-        for (sum, r) in total.iter_mut().zip(&rates) {
-            *sum += r;
-        }
-        let shown: Vec<String> = rates.iter().map(|r| format!("{r:.2}")).collect();
-        let last = *rates.last().unwrap_or(&0.0);
+    let mut row = |label: &str, rates: Vec<f64>, bold: bool| {
+        let shown: Vec<String> = rates
+            .iter()
+            .map(|r| {
+                if bold {
+                    format!("**{r:.2}**")
+                } else {
+                    format!("{r:.2}")
+                }
+            })
+            .collect();
+        let ratios: Vec<String> = rates[1..].iter().map(|r| ratio(*r, rates[0])).collect();
         out.push_str(&format!(
-            "| {key} | {} | {} |\n",
+            "| {label} | {} | {} |\n",
             shown.join(" | "),
-            ratio(last, rates[0])
+            ratios.join(" | ")
+        ));
+    };
+    for key in keys {
+        row(
+            key,
+            agents
+                .iter()
+                .map(|a| rate(counts, a, key, divisor))
+                .collect(),
+            false,
+        );
+    }
+    let all = |keep: fn(&str) -> bool| -> Vec<f64> {
+        agents
+            .iter()
+            .map(|a| total(counts, a, divisor, keep))
+            .collect()
+    };
+    row("**all**", all(|_| true), true);
+    row("**all but Events**", all(|k| !is_event(k)), true);
+    out
+}
+
+/// What keeps `candidate` out of the issue's bounds beside `base` (#19): each line
+/// `base` sends at least `floor` times (per node, or per node per minute, as `divisor`
+/// makes it) within ±20 %, and all requests but Events within ±10 %. Empty when inside.
+fn out_of_bounds(
+    counts: &Counts,
+    base: &str,
+    candidate: &str,
+    divisor: f64,
+    floor: f64,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let within = |value: f64, reference: f64, tolerance: f64| {
+        (value - reference).abs() <= tolerance * reference
+    };
+    for key in counts.get(base).into_iter().flat_map(|c| c.keys()) {
+        let reference = rate(counts, base, key, divisor);
+        let value = rate(counts, candidate, key, divisor);
+        if reference >= floor && !within(value, reference, 0.2) {
+            failures.push(format!("{key}: {value:.2} against {reference:.2} (±20 %)"));
+        }
+    }
+    let reference = total(counts, base, divisor, |k| !is_event(k));
+    let value = total(counts, candidate, divisor, |k| !is_event(k));
+    if !within(value, reference, 0.1) {
+        failures.push(format!(
+            "all but Events: {value:.2} against {reference:.2} (±10 %)"
         ));
     }
-    let shown: Vec<String> = total.iter().map(|r| format!("**{r:.2}**")).collect();
-    out.push_str(&format!(
-        "| **all** | {} | {} |\n",
-        shown.join(" | "),
-        ratio(*total.last().unwrap_or(&0.0), total[0])
-    ));
+    failures
+}
+
+/// [`out_of_bounds`] for each simulator after the first, as lines of text.
+fn verdicts(counts: &Counts, simulators: &[Kind], divisor: f64, floor: f64) -> String {
+    let base = agent_name(simulators[0]);
+    let mut out = String::new();
+    for kind in &simulators[1..] {
+        let candidate = agent_name(*kind);
+        let failures = out_of_bounds(counts, base, candidate, divisor, floor);
+        if failures.is_empty() {
+            out.push_str(&format!("- {candidate}: within the bounds of {base}\n"));
+        } else {
+            out.push_str(&format!(
+                "- {candidate}: outside, {}\n",
+                failures.join("; ")
+            ));
+        }
+    }
     out
 }
 
@@ -284,26 +410,22 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    // Each simulator's pods start in a window of their own: from the first create until
-    // all run, plus the status writes of the next seconds.
-    let mut start_windows = Vec::new();
-    for kind in &args.simulators {
-        let started = Timestamp::now();
-        let created = create_pods(&client, *kind, args.pods_per_node).await?;
-        let labels = format!("traffic={}", kind.name());
-        wait_until(&format!("{} pods Running", kind.name()), async || {
-            let list = pods.list(&ListParams::default().labels(&labels)).await?;
-            let running = list
-                .items
-                .iter()
-                .filter(|p| hollow_tests::pod_phase(p) == "Running")
-                .count();
-            Ok(running >= created)
-        })
-        .await?;
-        tokio::time::sleep(START_TAIL).await;
-        start_windows.push((*kind, started, Timestamp::now()));
-    }
+    // All pods start in one window: from the first create until all run, plus the
+    // status writes of the next seconds.
+    let started = Timestamp::now();
+    let created = create_pods(&client, &args.simulators, args.pods_per_node).await?;
+    wait_until("all pods Running", async || {
+        let list = pods.list(&ListParams::default().labels("traffic")).await?;
+        let running = list
+            .items
+            .iter()
+            .filter(|p| hollow_tests::pod_phase(p) == "Running")
+            .count();
+        Ok(running >= created)
+    })
+    .await?;
+    tokio::time::sleep(START_TAIL).await;
+    let start_ended = Timestamp::now();
     println!(
         "all pods run; settling {} s, then counting {} s",
         args.settle, args.window
@@ -315,26 +437,34 @@ async fn main() -> anyhow::Result<()> {
     // The audit backend writes as it goes; a moment for the last lines.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (steady, others) = count(&log, from, to)?;
-    let mut starting = Counts::new();
-    for (kind, started, ended) in start_windows {
-        let (counts, _) = count(&log, started, ended)?;
-        if let Some(mine) = counts.get(agent_name(kind)) {
-            starting.insert(agent_name(kind).to_string(), mine.clone());
-        }
-    }
+    let (starting, _) = count(&log, started, start_ended)?;
+    let (whole, _) = count(&log, started, to)?;
+    let start_minutes = minutes_between(started, start_ended);
+    let whole_minutes = minutes_between(started, to);
     let minutes = args.window as f64 / 60.0;
     let nodes = args.nodes as f64;
     let text = format!(
-        "{} nodes each, {} pods per node (pause, mounting a ConfigMap, a Secret and the service account token).\n\n\
-         While the pods start (from the first create until all run, plus {} s), requests per node:\n\n{}\n\
-         Steady ({} s counted after {} s settling), requests per node per minute:\n\n{}",
+        "{} nodes each, {} pods per node (pause, mounting a ConfigMap, a Secret and the service account token), \
+         all created together.\n\n\
+         While the pods start (from the first create until all run, plus {} s: {:.1} min), requests per node:\n\n{}\n\
+         Steady ({} s counted after {} s settling), requests per node per minute:\n\n{}\n\
+         The whole run (from the first create to the end of the steady window: {:.1} min), requests per node per minute:\n\n{}\n\
+         Against #19's bounds (each line {} sends at least 0.5 times a node a minute within ±20 %; \
+         all but Events within ±10 %):\n\n\
+         The whole run:\n{}Steady:\n{}",
         args.nodes,
         args.pods_per_node,
         START_TAIL.as_secs(),
+        start_minutes,
         table(&starting, &args.simulators, nodes),
         args.window,
         args.settle,
         table(&steady, &args.simulators, nodes * minutes),
+        whole_minutes,
+        table(&whole, &args.simulators, nodes * whole_minutes),
+        args.simulators[0].name(),
+        verdicts(&whole, &args.simulators, nodes * whole_minutes, 0.5),
+        verdicts(&steady, &args.simulators, nodes * minutes, 0.5),
     );
     println!("{text}");
     println!("other clients in the steady window: {others:?}");
@@ -345,8 +475,11 @@ async fn main() -> anyhow::Result<()> {
             "nodes": args.nodes,
             "pods_per_node": args.pods_per_node,
             "window_seconds": args.window,
+            "start_minutes": start_minutes,
             "starting": starting,
             "steady": steady,
+            "whole_minutes": whole_minutes,
+            "whole": whole,
             "other_clients": others,
         }))?,
     )?;
@@ -364,19 +497,71 @@ mod tests {
     #[test]
     fn requests_are_told_apart_by_user_agent() {
         assert_eq!(
-            simulator_of("hollow-kubelet/v0.1.0 (linux/amd64) hollow/abc1234"),
+            simulator_of(
+                "hollow-kubelet/v0.1.0 (linux/amd64) hollow/abc1234",
+                "admin"
+            ),
             Some("hollow")
         );
-        assert_eq!(simulator_of("hollow-kubelet"), Some("kubemark"));
         assert_eq!(
-            simulator_of("kubemark/v1.36.5 (linux/amd64) kubernetes/9b1f0c3"),
+            simulator_of(
+                "hollow-kubelet/v0.1.0 (linux/amd64) hollow/abc1234",
+                "hollow-lean"
+            ),
+            Some("hollow-lean")
+        );
+        assert_eq!(simulator_of("hollow-kubelet", "admin"), Some("kubemark"));
+        assert_eq!(
+            simulator_of("kubemark/v1.36.5 (linux/amd64) kubernetes/9b1f0c3", "admin"),
             Some("kubemark")
         );
         assert_eq!(
-            simulator_of("kube-controller-manager/v1.36.5 (linux/amd64) kubernetes/9b1f0c3"),
+            simulator_of(
+                "kube-controller-manager/v1.36.5 (linux/amd64) kubernetes/9b1f0c3",
+                "system:kube-controller-manager"
+            ),
             None
         );
         let event = json!({ "verb": "patch", "objectRef": { "resource": "pods", "subresource": "status" } });
         assert_eq!(request_key(&event), "patch pods/status");
+    }
+
+    fn counts(lines: &[(&str, &str, u64)]) -> Counts {
+        let mut counts = Counts::new();
+        for (simulator, key, n) in lines {
+            counts
+                .entry(simulator.to_string())
+                .or_default()
+                .insert(key.to_string(), *n);
+        }
+        counts
+    }
+
+    #[test]
+    fn bounds_are_per_line_above_the_floor_and_on_the_total_without_events() {
+        let inside = counts(&[
+            ("kubemark", "get pods", 100),
+            ("kubemark", "update leases", 3),
+            ("hollow", "get pods", 118),
+            ("hollow", "update leases", 9),
+            ("hollow", "create events", 500),
+        ]);
+        // Leases are under the floor (0.3 a node) and may differ; get pods is within
+        // 20 %, but the total without Events (12.7 against 10.3) is not within 10 %.
+        let failures = out_of_bounds(&inside, "kubemark", "hollow", 10.0, 0.5);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].starts_with("all but Events"), "{failures:?}");
+        let line = counts(&[("kubemark", "get pods", 100), ("hollow", "get pods", 121)]);
+        let failures = out_of_bounds(&line, "kubemark", "hollow", 10.0, 0.5);
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].starts_with("get pods"));
+        let exact = counts(&[
+            ("kubemark", "get pods", 100),
+            ("hollow", "get pods", 105),
+            ("hollow", "create events", 50),
+            ("hollow", "patch events", 5),
+        ]);
+        assert!(out_of_bounds(&exact, "kubemark", "hollow", 10.0, 0.5).is_empty());
+        assert!(is_event("create events") && !is_event("get pods"));
     }
 }
