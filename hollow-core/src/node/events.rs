@@ -291,3 +291,39 @@ mod tests {
         assert!(node.namespace.is_none());
     }
 }
+
+/// A duration as Go prints a `time.Duration` truncated to milliseconds (`1.234s`,
+/// `12ms`, `1m2.5s`, `0s`), as the kubelet's pull events show it.
+pub(crate) fn go_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".into();
+    }
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let minutes = millis / 60_000;
+    let rest = millis % 60_000;
+    let seconds = format!("{}.{:03}", rest / 1000, rest % 1000);
+    let seconds = seconds.trim_end_matches('0').trim_end_matches('.');
+    if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+#[cfg(test)]
+mod go_duration_tests {
+    use super::go_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_go_prints_them() {
+        assert_eq!(go_duration(Duration::from_micros(300)), "0s");
+        assert_eq!(go_duration(Duration::from_millis(12)), "12ms");
+        assert_eq!(go_duration(Duration::from_millis(1234)), "1.234s");
+        assert_eq!(go_duration(Duration::from_millis(2000)), "2s");
+        assert_eq!(go_duration(Duration::from_millis(62_500)), "1m2.5s");
+    }
+}

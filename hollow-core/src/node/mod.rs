@@ -23,6 +23,7 @@ mod admission;
 mod affinity;
 mod cluster;
 mod config;
+mod container_env;
 mod events;
 mod faults;
 mod heartbeat;

@@ -29,6 +29,7 @@ use tokio::sync::broadcast;
 use crate::error::{Error, Result};
 
 pub use fake::annotations;
+pub(crate) use fake::runs_in_userland;
 pub use fake::{Behavior, ExecOutput, FakeRuntime, RuntimeCall, RuntimeMethod};
 pub use streaming::{Input, Output, PortStream, Process, ProcessIo, TerminalSize};
 pub use types::{

@@ -71,6 +71,10 @@ pub struct ContainerConfig {
     pub pod_name: String,
     /// The container's command and arguments.
     pub command: Vec<String>,
+    /// The container's environment, by name; the engine fills it only for a command
+    /// the fake runtime's userland runs (a shell's `-c` script or a program it knows),
+    /// as nothing else reads it.
+    pub env: Vec<(String, String)>,
     /// The ports the container declares (what a fake may pretend listens).
     pub ports: Vec<u16>,
     /// The pod's annotations.

@@ -5,7 +5,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Backoff, MOUNT_BACKOFF, PodWorker, RETRY_DELAY, SYNC_RETRY};
-use crate::node::events::{self, Kind};
+use crate::node::container_env::command_and_env;
+use crate::node::events::{self, Kind, go_duration};
 use crate::node::pod_status::{ContainerRecord, restart_policy};
 use crate::pod::ContainerKind;
 use crate::runtime::ContainerConfig;
@@ -442,8 +443,16 @@ impl PodWorker {
                     .collect()
             })
             .unwrap_or_default();
+        let (command, env) = command_and_env(
+            &self.pod,
+            spec_container.as_ref(),
+            &self.pod_ips,
+            self.shared.node_ips(),
+        );
         let config = ContainerConfig {
             ports,
+            command,
+            env,
             name: record.name.clone(),
             image: record.image.clone(),
             kind: record.kind,
@@ -451,15 +460,6 @@ impl PodWorker {
             pod_uid: self.uid.clone(),
             pod_namespace: meta.namespace.clone().unwrap_or_default(),
             pod_name: meta.name.clone().unwrap_or_default(),
-            command: spec_container
-                .map(|c| {
-                    c.command
-                        .unwrap_or_default()
-                        .into_iter()
-                        .chain(c.args.unwrap_or_default())
-                        .collect()
-                })
-                .unwrap_or_default(),
             annotations: meta.annotations.clone().unwrap_or_default(),
             pod_labels: meta.labels.clone().unwrap_or_default(),
         };
@@ -564,41 +564,5 @@ impl PodWorker {
             let _ = runtime.stop_pod_sandbox(&sandbox).await;
             let _ = runtime.remove_pod_sandbox(&sandbox).await;
         }
-    }
-}
-
-/// A duration as Go prints a `time.Duration` truncated to milliseconds (`1.234s`,
-/// `12ms`, `1m2.5s`, `0s`), as the kubelet's pull events show it.
-fn go_duration(duration: Duration) -> String {
-    let millis = duration.as_millis();
-    if millis == 0 {
-        return "0s".into();
-    }
-    if millis < 1000 {
-        return format!("{millis}ms");
-    }
-    let minutes = millis / 60_000;
-    let rest = millis % 60_000;
-    let seconds = format!("{}.{:03}", rest / 1000, rest % 1000);
-    let seconds = seconds.trim_end_matches('0').trim_end_matches('.');
-    if minutes > 0 {
-        format!("{minutes}m{seconds}s")
-    } else {
-        format!("{seconds}s")
-    }
-}
-
-#[cfg(test)]
-mod go_duration_tests {
-    use super::go_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_read_as_go_prints_them() {
-        assert_eq!(go_duration(Duration::from_micros(300)), "0s");
-        assert_eq!(go_duration(Duration::from_millis(12)), "12ms");
-        assert_eq!(go_duration(Duration::from_millis(1234)), "1.234s");
-        assert_eq!(go_duration(Duration::from_millis(2000)), "2s");
-        assert_eq!(go_duration(Duration::from_millis(62_500)), "1m2.5s");
     }
 }

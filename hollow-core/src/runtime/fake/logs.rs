@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::state::Container;
+use super::userland::{self, End};
 use crate::annotations;
 use crate::runtime::types::{ContainerState, LogLine};
 
@@ -11,11 +12,15 @@ const LOG_TICK: Duration = Duration::from_secs(10);
 /// How many of those lines are kept (older ones are rotated away).
 const LOG_TICKS_KEPT: u32 = 1000;
 
-/// A fake container's log as of `now`: a start line, the pod's `hollow.dev/logs`
-/// lines, a line every 10 s while it runs, and an exit line. A created container has
-/// logged nothing.
+/// A fake container's log as of `now`. One whose command the userland runs logs what
+/// its command prints (and, if it reaches a program outside the userland, one line
+/// saying so); any other logs a start line, the pod's `hollow.dev/logs` lines, a line
+/// every 10 s while it runs, and an exit line. A created container has logged nothing.
 pub(super) fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
     let c = &container.config;
+    if userland::runs(&c.command) {
+        return userland_logs(container, now);
+    }
     let (started_at, end, exit) = match &container.state {
         ContainerState::Created { .. } => return Vec::new(),
         ContainerState::Running { started_at } => (*started_at, now, None),
@@ -60,6 +65,42 @@ pub(super) fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogL
             end,
             format!("hollow: {} exited with code {code} ({reason})", c.name),
         ));
+    }
+    lines
+}
+
+/// What a container the userland runs printed by `now` (or by its exit), worked out
+/// again from its command and environment: nothing of it is stored.
+fn userland_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
+    let c = &container.config;
+    let (started_at, end) = match &container.state {
+        ContainerState::Created { .. } => return Vec::new(),
+        ContainerState::Running { started_at } => (*started_at, now),
+        ContainerState::Exited {
+            started_at,
+            finished_at,
+            ..
+        } => (*started_at, *finished_at),
+    };
+    let horizon = end.duration_since(started_at).unwrap_or_default();
+    let run = userland::run(&c.command, &c.env, &c.pod_name, horizon, true);
+    let mut lines: Vec<LogLine> = run
+        .log
+        .into_iter()
+        .map(|line| LogLine {
+            time: started_at + line.after,
+            text: line.text,
+        })
+        .collect();
+    if let End::Forever {
+        after,
+        why: Some(why),
+    } = run.end
+    {
+        lines.push(LogLine {
+            time: started_at + after,
+            text: format!("hollow: {why}; it runs until stopped"),
+        });
     }
     lines
 }

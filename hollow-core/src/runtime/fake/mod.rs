@@ -28,6 +28,7 @@ mod state;
 mod steps;
 mod stop;
 mod streaming;
+mod userland;
 
 use std::sync::Arc;
 
@@ -39,6 +40,12 @@ use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 
 pub use self::behavior::Behavior;
+
+/// Whether the fake runtime's userland runs `command` (a container's command and
+/// args): the engine then makes the container's environment for it.
+pub(crate) fn runs_in_userland(command: &[String]) -> bool {
+    userland::runs(command)
+}
 pub use self::calls::{RuntimeCall, RuntimeMethod};
 pub use self::streaming::ExecOutput;
 

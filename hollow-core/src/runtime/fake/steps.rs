@@ -8,10 +8,12 @@ use super::FakeRuntime;
 use super::annotations;
 use super::behavior::{Behavior, BehaviorFn};
 use super::state::Inner;
+use super::userland;
 use crate::error::Result;
 use crate::lifecycle::{
     ContainerFacts, ContainerStep, EventStep, EventType, Lifecycle, MIN_REPEAT_PERIOD,
 };
+use crate::pod::ContainerKind;
 use crate::runtime::types::{ContainerConfig, ContainerState, PodAction, PodActionKind};
 
 /// The pod facts lifecycle rules match a container against.
@@ -29,8 +31,9 @@ pub(super) fn container_facts(config: &ContainerConfig) -> ContainerFacts<'_> {
 }
 
 /// What a starting container does: as `script` says, else as the pod's annotations
-/// say, else as `lifecycle`'s container rules say, else [`Behavior::default_for`]. A
-/// malformed annotation is an error.
+/// say, else as `lifecycle`'s container rules say, else as its command does when the
+/// userland runs it, else [`Behavior::default_for`]. A malformed annotation is an
+/// error.
 pub(super) fn behavior_of(
     config: &ContainerConfig,
     script: Option<&BehaviorFn>,
@@ -48,7 +51,32 @@ pub(super) fn behavior_of(
             delay: plan.delay,
             steps: plan.steps.to_vec(),
         })
+        .or_else(|| userland_behavior(config))
         .unwrap_or_else(|| Behavior::default_for(config)))
+}
+
+/// How a container the userland runs ends: it exits when its script does; from a
+/// program outside the userland on, it runs until stopped (an init container
+/// completes there, as the default has it).
+fn userland_behavior(config: &ContainerConfig) -> Option<Behavior> {
+    if !userland::runs(&config.command) {
+        return None;
+    }
+    let run = userland::run(
+        &config.command,
+        &config.env,
+        &config.pod_name,
+        userland::HORIZON,
+        false,
+    );
+    Some(match run.end {
+        userland::End::Exit { after, code } => Behavior::Exit { after, code },
+        userland::End::Forever {
+            after,
+            why: Some(_),
+        } if config.kind == ContainerKind::Init => Behavior::Exit { after, code: 0 },
+        userland::End::Forever { .. } | userland::End::Running => Behavior::Run,
+    })
 }
 
 impl FakeRuntime {

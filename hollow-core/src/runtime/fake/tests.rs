@@ -277,3 +277,60 @@ async fn calls_are_recorded_with_their_method_and_main_argument() {
         "stop_pod_sandbox"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_container_runs_its_script_in_the_userland() {
+    let fake = FakeRuntime::default();
+    let mut events = fake.subscribe().unwrap();
+    let config = ContainerConfig {
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo index $INDEX; sleep 5; exit $((INDEX % 2))".into(),
+        ],
+        env: vec![("INDEX".into(), "3".into())],
+        ..regular("job-3")
+    };
+    let id = started(&fake, config).await;
+    assert!(matches!(
+        events.recv().await.unwrap().state,
+        ContainerState::Running { .. }
+    ));
+    let logs = fake.container_logs(&id, None).await.unwrap();
+    assert_eq!(
+        logs.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+        ["index 3"]
+    );
+    let exited = tokio::time::timeout(Duration::from_secs(6), events.recv())
+        .await
+        .expect("the script ends after its sleep")
+        .unwrap();
+    let ContainerState::Exited {
+        exit_code, reason, ..
+    } = exited.state
+    else {
+        panic!("{exited:?}");
+    };
+    assert_eq!((exit_code, reason.as_str()), (1, "Error"));
+
+    // A program outside the userland: the container runs, its log says why.
+    let server = ContainerConfig {
+        command: vec!["sh".into(), "-c".into(), "echo up; exec nginx".into()],
+        ..regular("web")
+    };
+    let id = started(&fake, server).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(matches!(
+        fake.container_status(&id).await.unwrap().state,
+        ContainerState::Running { .. }
+    ));
+    let logs = fake.container_logs(&id, None).await.unwrap();
+    assert_eq!(logs[0].text, "up");
+    assert!(
+        logs[1]
+            .text
+            .contains("`nginx` is outside hollow's userland"),
+        "{logs:?}"
+    );
+    assert_eq!(logs.len(), 2);
+}

@@ -1,0 +1,239 @@
+//! A container's environment and command as the kubelet hands them to the runtime:
+//! `makeEnvironmentVariables` and `podFieldSelectorRuntimeValue` in
+//! pkg/kubelet/kubelet_pods.go, `ExpandContainerCommandAndArgs` in
+//! pkg/kubelet/container/helpers.go, and `$(VAR)` references as
+//! third_party/forked/golang/expansion/expand.go reads them.
+//!
+//! What hollow leaves out, and why: the Services' variables (`KUBERNETES_SERVICE_HOST`
+//! and each Service's `<NAME>_SERVICE_HOST`/`_PORT` family), values read from
+//! ConfigMaps and Secrets (`envFrom`, `configMapKeyRef`, `secretKeyRef`; hollow checks
+//! that they exist, `node/references.rs`, but keeps no values) and `resourceFieldRef`.
+//! A variable left out is unset in the container.
+//!
+//! Only a container whose command the fake runtime's userland runs gets its
+//! environment made (it is read by nothing else, and a pod is kept small).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod};
+
+/// The container's command and args, with `$(VAR)` references expanded over `env`.
+fn expanded_command(container: &Container, env: &BTreeMap<String, String>) -> Vec<String> {
+    container
+        .command
+        .iter()
+        .flatten()
+        .chain(container.args.iter().flatten())
+        .map(|word| expand(word, |name| env.get(name).map(String::as_str)))
+        .collect()
+}
+
+/// The command the runtime is given and, when the fake's userland runs it, the
+/// environment the kubelet would make (empty otherwise).
+pub(crate) fn command_and_env(
+    pod: &Pod,
+    container: Option<&Container>,
+    pod_ips: &[IpAddr],
+    host_ips: &[IpAddr],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let Some(container) = container else {
+        return (Vec::new(), Vec::new());
+    };
+    let raw: Vec<String> = container
+        .command
+        .iter()
+        .flatten()
+        .chain(container.args.iter().flatten())
+        .cloned()
+        .collect();
+    if !crate::runtime::runs_in_userland(&raw) {
+        return (raw, Vec::new());
+    }
+    let env = environment(pod, container, pod_ips, host_ips);
+    let command = expanded_command(container, &env);
+    (command, env.into_iter().collect())
+}
+
+/// `makeEnvironmentVariables`: the container's `env`, in order, each value's `$(VAR)`
+/// references expanded over the variables before it; downward API fields resolved.
+fn environment(
+    pod: &Pod,
+    container: &Container,
+    pod_ips: &[IpAddr],
+    host_ips: &[IpAddr],
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for var in container.env.iter().flatten() {
+        let value = match &var.value_from {
+            None => Some(expand(var.value.as_deref().unwrap_or_default(), |name| {
+                env.get(name).map(String::as_str)
+            })),
+            Some(source) => source
+                .field_ref
+                .as_ref()
+                .and_then(|field| field_value(pod, field, pod_ips, host_ips)),
+        };
+        if let Some(value) = value {
+            env.insert(var.name.clone(), value);
+        }
+    }
+    env
+}
+
+/// `podFieldSelectorRuntimeValue`, and `fieldpath.ExtractFieldPathAsString` for the
+/// metadata paths.
+fn field_value(
+    pod: &Pod,
+    field: &ObjectFieldSelector,
+    pod_ips: &[IpAddr],
+    host_ips: &[IpAddr],
+) -> Option<String> {
+    let spec = pod.spec.as_ref();
+    let meta = &pod.metadata;
+    let joined = |ips: &[IpAddr]| {
+        ips.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let path = field.field_path.as_str();
+    let keyed = |prefix: &str, map: Option<&BTreeMap<String, String>>| {
+        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
+        Some(map.and_then(|m| m.get(key)).cloned().unwrap_or_default())
+    };
+    Some(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" => host_ips.first().map(ToString::to_string)?,
+        "status.hostIPs" => joined(host_ips),
+        "status.podIP" => pod_ips.first().map(ToString::to_string).unwrap_or_default(),
+        "status.podIPs" => joined(pod_ips),
+        _ => keyed("metadata.labels['", meta.labels.as_ref())
+            .or_else(|| keyed("metadata.annotations['", meta.annotations.as_ref()))?,
+    })
+}
+
+/// `$(NAME)` replaced by `lookup(NAME)`, left as written when it has none; `$$` is a
+/// `$`; any other `$` stays.
+pub(crate) fn expand<'a>(input: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::new();
+    let mut rest = input;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        match after.chars().next() {
+            Some('$') => {
+                out.push('$');
+                rest = &after[1..];
+            }
+            Some('(') => match after.find(')') {
+                Some(close) => {
+                    let name = &after[1..close];
+                    match lookup(name) {
+                        Some(value) => out.push_str(value),
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(name);
+                            out.push(')');
+                        }
+                    }
+                    rest = &after[close + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = &after[1..];
+                }
+            },
+            Some(c) => {
+                out.push('$');
+                out.push(c);
+                rest = &after[c.len_utf8()..];
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_expand_as_the_kubelet_expands_them() {
+        let env = |name: &str| match name {
+            "A" => Some("1"),
+            "EMPTY" => Some(""),
+            _ => None,
+        };
+        // The cases of third_party/forked/golang/expansion/expand_test.go.
+        assert_eq!(expand("$(A)-$(EMPTY)-$(B)", env), "1--$(B)");
+        assert_eq!(expand("$$(A) $$ $A $(A", env), "$(A) $ $A $(A");
+        assert_eq!(expand("x$", env), "x$");
+        assert_eq!(expand("", env), "");
+    }
+
+    #[test]
+    fn a_job_index_from_the_downward_api_and_values_from_earlier_variables() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "job-1-x", "namespace": "ns", "uid": "u-1",
+                "annotations": { "batch.kubernetes.io/job-completion-index": "3" },
+            },
+            "spec": {
+                "nodeName": "node-a",
+                "containers": [{
+                    "name": "c",
+                    "command": ["sh", "-c"],
+                    "args": ["echo $(GREETING) $JOB_COMPLETION_INDEX"],
+                    "env": [
+                        { "name": "JOB_COMPLETION_INDEX", "valueFrom": { "fieldRef": {
+                            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']" } } },
+                        { "name": "NAME", "value": "world" },
+                        { "name": "GREETING", "value": "hello $(NAME) on $(NODE)" },
+                        { "name": "NODE", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } },
+                        { "name": "IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
+                        { "name": "FROM_SECRET", "valueFrom": { "secretKeyRef": { "name": "s", "key": "k" } } },
+                    ],
+                }],
+            },
+        }))
+        .expect("a pod");
+        let container = &pod.spec.as_ref().expect("spec").containers[0];
+        let ip: IpAddr = "10.0.0.7".parse().expect("ip");
+        let (command, env) = command_and_env(&pod, Some(container), &[ip], &[]);
+        // NODE comes after GREETING: its reference stays as written.
+        assert_eq!(
+            command,
+            [
+                "sh",
+                "-c",
+                "echo hello world on $(NODE) $JOB_COMPLETION_INDEX"
+            ]
+        );
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        assert_eq!(env["JOB_COMPLETION_INDEX"], "3");
+        assert_eq!(env["NODE"], "node-a");
+        assert_eq!(env["IP"], "10.0.0.7");
+        assert!(!env.contains_key("FROM_SECRET"));
+
+        let server = Container {
+            name: "s".into(),
+            command: Some(vec!["nginx".into()]),
+            env: container.env.clone(),
+            ..Container::default()
+        };
+        let (command, env) = command_and_env(&pod, Some(&server), &[ip], &[]);
+        assert_eq!((command, env.len()), (vec!["nginx".to_string()], 0));
+    }
+}

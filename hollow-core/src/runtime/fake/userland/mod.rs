@@ -1,0 +1,157 @@
+//! The userland: a small, deterministic shell that runs a container's command when it
+//! is a script in a documented subset (`docs/lifecycle.md`, "Containers that run their
+//! command"), so a container that says `exit 1` fails and one that echoes its
+//! environment logs it.
+//!
+//! A container's run is worked out, not lived: the script runs at once on a clock that
+//! only `sleep` moves, so a `sleep 3600` costs nothing while it waits; the fake keeps
+//! only the container's command and environment, and works out its end when it starts
+//! and its log when asked (the same script over the same environment gives the same
+//! lines at the same offsets).
+//!
+//! - `lex` splits a script into words and operators, `parse` builds its commands,
+//!   `eval` runs them (expansions, redirections, control flow), `builtins` (and `text`) are
+//!   the commands it knows, `test_expr` is `test`/`[`, `arith` is `$(( ))`, `fs` the
+//!   container's files.
+//! - A program it does not know ends the run there: the container runs it until
+//!   stopped (an init container completes, as a hollow init container always did), and
+//!   its log says so in one line.
+//!
+//! No crate fitted: brush-parser (a full bash parser) brings insta, cached and bon into
+//! every build of the library, for a grammar this module covers in a few hundred lines.
+
+mod arith;
+mod builtins;
+mod eval;
+mod fs;
+mod lex;
+mod parse;
+mod test_expr;
+#[cfg(test)]
+mod tests;
+mod text;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use self::eval::{Io, Shell, Sink, Stop};
+use self::fs::Fs;
+use self::parse::List;
+
+/// Commands (and loop passes) a script may run before it counts as running forever.
+const COMMAND_BUDGET: u32 = 10_000;
+/// The most log lines a worked-out run keeps (its latest).
+const LOG_LIMIT: usize = 10_000;
+/// How far ahead a container's end is worked out: a script that sleeps longer runs
+/// until stopped.
+pub(crate) const HORIZON: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// Why a script is outside the userland.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unsupported(pub(crate) String);
+
+impl Unsupported {
+    fn new(why: impl Into<String>) -> Self {
+        Unsupported(format!("{} is outside hollow's userland", why.into()))
+    }
+}
+
+fn parse_script(script: &str) -> Result<List, Unsupported> {
+    parse::script(lex::tokens(script)?)
+}
+
+/// A log stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Stdout = 0,
+    Stderr = 1,
+}
+
+/// A line a container wrote, `after` its start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogLine {
+    pub(crate) after: Duration,
+    pub(crate) stream: Stream,
+    pub(crate) text: String,
+}
+
+/// How a worked-out run ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The container exits `after` its start with `code`.
+    Exit { after: Duration, code: i32 },
+    /// From `after` on it runs until stopped; `why`, when it reached a program outside
+    /// the userland.
+    Forever {
+        after: Duration,
+        why: Option<String>,
+    },
+    /// It still runs at the horizon asked for.
+    Running,
+}
+
+/// A worked-out run: its end and what it logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub(crate) end: End,
+    pub(crate) log: Vec<LogLine>,
+}
+
+/// Whether the userland runs `command` (a container's command and args): a shell's
+/// `-c` script, or a command the userland knows. Other programs keep the fake's
+/// default behaviour.
+pub(crate) fn runs(command: &[String]) -> bool {
+    let Some(program) = command.first() else {
+        return false;
+    };
+    let name = program.rsplit('/').next().unwrap_or_default();
+    builtins::SHELLS.contains(&name) || KNOWN.contains(&name)
+}
+
+/// Programs run as the container's own command (not only inside a script).
+const KNOWN: &[&str] = &[
+    "sleep", "echo", "printf", "true", "false", "cat", "env", "printenv", "hostname", "ls", "seq",
+    "expr", "test", "tail", "touch", "mkdir", "pwd",
+];
+
+/// Runs `command` over `env` until it ends or its clock passes `horizon`; `log`
+/// says whether lines are kept (a run that only wants the end keeps none).
+pub(crate) fn run(
+    command: &[String],
+    env: &[(String, String)],
+    hostname: &str,
+    horizon: Duration,
+    log: bool,
+) -> Run {
+    let mut fs = Fs::default();
+    fs.write("/etc/hostname", &format!("{hostname}\n"), false)
+        .ok();
+    let mut shell = Shell::new(&mut fs, hostname, horizon);
+    if !log {
+        shell.log_limit = 0;
+    }
+    shell.vars = env.iter().cloned().collect::<BTreeMap<_, _>>();
+    shell.exported = shell.vars.keys().cloned().collect();
+    let io = Io {
+        stdin: String::new(),
+        stdout: Sink::Log(Stream::Stdout),
+        stderr: Sink::Log(Stream::Stderr),
+    };
+    let result = builtins::run(&mut shell, command, &io);
+    shell.flush();
+    let end = match result {
+        Ok(code) | Err(Stop::Exit(code)) => End::Exit {
+            after: shell.clock,
+            code,
+        },
+        Err(Stop::Forever(why)) => End::Forever {
+            after: shell.clock,
+            why,
+        },
+        Err(Stop::Horizon) => End::Running,
+    };
+    Run {
+        end,
+        log: shell.log,
+    }
+}

@@ -1,0 +1,163 @@
+//! Containers that run their command (#24): the fake runtime's userland, judged by the
+//! real Job controller and read back through the API server's log endpoint.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use hollow_core::kubelet_api::KubeletServer;
+use hollow_core::node::HollowCluster;
+use hollow_core::testenv::TestEnv;
+use hollow_tests::{free_port, init_tracing, pod, pod_phase, wait_job_condition, wait_pod};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{LogParams, PostParams};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(150);
+
+fn node_ip(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 41, 10 + index as u8))
+}
+
+/// test/e2e/framework/job/fixtures.go's `failOddSucceedEven` pods, as
+/// test/e2e/apps/job.go's "should execute all indexes despite some failing when using
+/// backoffLimitPerIndex" runs them.
+fn indexed_job() -> Job {
+    serde_json::from_value(json!({
+        "metadata": { "name": "with-backoff-limit-per-index" },
+        "spec": {
+            "parallelism": 2,
+            "completions": 4,
+            "backoffLimitPerIndex": 1,
+            "completionMode": "Indexed",
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "c",
+                        "image": "registry.k8s.io/e2e-test-images/busybox:1.37.0-1",
+                        "command": ["sh", "-c"],
+                        "args": ["\n\t\t\tif [ $(expr ${JOB_COMPLETION_INDEX} % 2) -ne 0 ]; then\n\t\t\t\texit 1\n\t\t\telse\n\t\t\t\texit 0\n\t\t\tfi\n\t\t\t"],
+                    }],
+                },
+            },
+        },
+    }))
+    .expect("a valid Job")
+}
+
+async fn logs(pods: &Api<Pod>, name: &str, container: &str) -> String {
+    let params = LogParams {
+        container: Some(container.into()),
+        ..LogParams::default()
+    };
+    pods.logs(name, &params)
+        .await
+        .unwrap_or_else(|e| format!("error: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_run_their_command() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let api = KubeletServer::builder().start(env.client()).await?;
+    let port = free_port();
+    let cluster = HollowCluster::builder("userland")
+        .nodes(2, move |i, node| {
+            node.address(node_ip(i)).kubelet_port(port)
+        })
+        .start(env.client())
+        .await?;
+    for node in cluster.nodes() {
+        api.serve(node.view()).await?;
+    }
+    let client = env.client();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    // The Job controller's verdict, exactly as upstream's e2e test expects it.
+    jobs.create(&PostParams::default(), &indexed_job()).await?;
+
+    // A pod that prints what its environment holds (literal values, references to
+    // earlier variables, the downward API), then waits.
+    let echo = pod(
+        "echo",
+        json!({
+            "containers": [{
+                "name": "main",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo \"greeting: $GREETING\"; printenv MY_NODE; sleep 3600"],
+                "env": [
+                    { "name": "NAME", "value": "world" },
+                    { "name": "GREETING", "value": "hello $(NAME)" },
+                    { "name": "MY_NODE", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } },
+                ],
+            }],
+        }),
+    );
+    pods.create(&PostParams::default(), &echo).await?;
+    // A pod whose init container sleeps and whose container fails after a line.
+    let fails = pod(
+        "fails",
+        json!({
+            "restartPolicy": "Never",
+            "initContainers": [{ "name": "wait", "image": "busybox", "command": ["sleep", "1"] }],
+            "containers": [{
+                "name": "main",
+                "image": "busybox",
+                "command": ["/bin/sh", "-c", "echo starting >&2; sleep 2; exit 3"],
+            }],
+        }),
+    );
+    pods.create(&PostParams::default(), &fails).await?;
+
+    let running = wait_pod(&pods, "echo", "echo Running", WAIT, |p| {
+        pod_phase(p) == "Running"
+    })
+    .await;
+    let node = running
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
+    let printed = logs(&pods, "echo", "main").await;
+    assert_eq!(printed, format!("greeting: hello world\n{node}\n"));
+
+    let failed = wait_pod(&pods, "fails", "fails Failed", WAIT, |p| {
+        pod_phase(p) == "Failed"
+    })
+    .await;
+    let status = failed.status.expect("a status");
+    let terminated = status.container_statuses.expect("container statuses")[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("terminated");
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (3, Some("Error"))
+    );
+    let ran = terminated.finished_at.expect("finished").0.as_millisecond()
+        - terminated.started_at.expect("started").0.as_millisecond();
+    assert!((1500..=4000).contains(&ran), "ran {ran} ms, not about 2 s");
+    assert_eq!(logs(&pods, "fails", "main").await, "starting\n");
+
+    let job = wait_job_condition(&jobs, "with-backoff-limit-per-index", "Failed", WAIT).await;
+    let status = job.status.expect("a Job status");
+    assert_eq!(status.failed_indexes.as_deref(), Some("1,3"));
+    assert_eq!(status.completed_indexes.as_deref(), Some("0,2"));
+    assert_eq!(status.failed, Some(4));
+    assert_eq!(status.succeeded, Some(2));
+    let reason = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed")
+        .and_then(|c| c.reason.clone());
+    assert_eq!(reason.as_deref(), Some("FailedIndexes"));
+
+    cluster.shutdown().await;
+    env.stop();
+    Ok(())
+}
