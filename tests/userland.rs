@@ -97,16 +97,22 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
         }),
     );
     pods.create(&PostParams::default(), &echo).await?;
-    // A pod whose init container sleeps and whose container fails after a line.
+    // A pod whose init container sleeps and leaves a termination message, and whose
+    // container fails after a line (its termination message, from its log).
     let fails = pod(
         "fails",
         json!({
             "restartPolicy": "Never",
-            "initContainers": [{ "name": "wait", "image": "busybox", "command": ["sleep", "1"] }],
+            "initContainers": [{
+                "name": "wait",
+                "image": "busybox",
+                "command": ["sh", "-c", "sleep 1; echo ready > /dev/termination-log"],
+            }],
             "containers": [{
                 "name": "main",
                 "image": "busybox",
                 "command": ["/bin/sh", "-c", "echo starting >&2; sleep 2; exit 3"],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
             }],
         }),
     );
@@ -129,6 +135,15 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
     })
     .await;
     let status = failed.status.expect("a status");
+    let init = status
+        .init_container_statuses
+        .clone()
+        .expect("init statuses")[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("the init container terminated");
+    assert_eq!(init.message.as_deref(), Some("ready\n"));
     let terminated = status.container_statuses.expect("container statuses")[0]
         .state
         .as_ref()
@@ -141,6 +156,7 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
     let ran = terminated.finished_at.expect("finished").0.as_millisecond()
         - terminated.started_at.expect("started").0.as_millisecond();
     assert!((1500..=4000).contains(&ran), "ran {ran} ms, not about 2 s");
+    assert_eq!(terminated.message.as_deref(), Some("starting\n"));
     assert_eq!(logs(&pods, "fails", "main").await, "starting\n");
 
     let job = wait_job_condition(&jobs, "with-backoff-limit-per-index", "Failed", WAIT).await;

@@ -29,16 +29,25 @@ fn expanded_command(container: &Container, env: &BTreeMap<String, String>) -> Ve
         .collect()
 }
 
-/// The command the runtime is given and, when the fake's userland runs it, the
-/// environment the kubelet would make (empty otherwise).
-pub(crate) fn command_and_env(
+/// What the runtime is given to run a container: its command and, when the fake's
+/// userland runs it, the environment the kubelet would make and where the container
+/// writes its termination message.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Launch {
+    pub(crate) command: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) termination_message_path: Option<String>,
+}
+
+/// The [`Launch`] of `container` in `pod`.
+pub(crate) fn launch(
     pod: &Pod,
     container: Option<&Container>,
     pod_ips: &[IpAddr],
     host_ips: &[IpAddr],
-) -> (Vec<String>, Vec<(String, String)>) {
+) -> Launch {
     let Some(container) = container else {
-        return (Vec::new(), Vec::new());
+        return Launch::default();
     };
     let raw: Vec<String> = container
         .command
@@ -48,11 +57,17 @@ pub(crate) fn command_and_env(
         .cloned()
         .collect();
     if !crate::runtime::runs_in_userland(&raw) {
-        return (raw, Vec::new());
+        return Launch {
+            command: raw,
+            ..Launch::default()
+        };
     }
     let env = environment(pod, container, pod_ips, host_ips);
-    let command = expanded_command(container, &env);
-    (command, env.into_iter().collect())
+    Launch {
+        command: expanded_command(container, &env),
+        env: env.into_iter().collect(),
+        termination_message_path: container.termination_message_path.clone(),
+    }
 }
 
 /// `makeEnvironmentVariables`: the container's `env`, in order, each value's `$(VAR)`
@@ -211,7 +226,8 @@ mod tests {
         .expect("a pod");
         let container = &pod.spec.as_ref().expect("spec").containers[0];
         let ip: IpAddr = "10.0.0.7".parse().expect("ip");
-        let (command, env) = command_and_env(&pod, Some(container), &[ip], &[]);
+        let launched = launch(&pod, Some(container), &[ip], &[]);
+        let (command, env) = (launched.command, launched.env);
         // NODE comes after GREETING: its reference stays as written.
         assert_eq!(
             command,
@@ -233,7 +249,12 @@ mod tests {
             env: container.env.clone(),
             ..Container::default()
         };
-        let (command, env) = command_and_env(&pod, Some(&server), &[ip], &[]);
-        assert_eq!((command, env.len()), (vec!["nginx".to_string()], 0));
+        assert_eq!(
+            launch(&pod, Some(&server), &[ip], &[]),
+            Launch {
+                command: vec!["nginx".to_string()],
+                ..Launch::default()
+            }
+        );
     }
 }

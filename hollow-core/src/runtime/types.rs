@@ -75,6 +75,13 @@ pub struct ContainerConfig {
     /// the fake runtime's userland runs (a shell's `-c` script or a program it knows),
     /// as nothing else reads it.
     pub env: Vec<(String, String)>,
+    /// Where the container writes its termination message (the pod spec's
+    /// `terminationMessagePath`); the engine sets it for a command the userland runs
+    /// (only its containers write files).
+    pub termination_message_path: Option<String>,
+    /// `terminationMessagePolicy: FallbackToLogsOnError`: a container that fails with
+    /// no message gets the tail of its log as one.
+    pub fallback_to_logs: bool,
     /// The ports the container declares (what a fake may pretend listens).
     pub ports: Vec<u16>,
     /// The pod's annotations.

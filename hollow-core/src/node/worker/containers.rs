@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Backoff, MOUNT_BACKOFF, PodWorker, RETRY_DELAY, SYNC_RETRY};
-use crate::node::container_env::command_and_env;
+use crate::node::container_env::launch;
 use crate::node::events::{self, Kind, go_duration};
 use crate::node::pod_status::{ContainerRecord, restart_policy};
 use crate::pod::ContainerKind;
@@ -443,16 +443,22 @@ impl PodWorker {
                     .collect()
             })
             .unwrap_or_default();
-        let (command, env) = command_and_env(
+        let launch = launch(
             &self.pod,
             spec_container.as_ref(),
             &self.pod_ips,
             self.shared.node_ips(),
         );
+        let fallback_to_logs = spec_container
+            .as_ref()
+            .and_then(|c| c.termination_message_policy.as_deref())
+            == Some("FallbackToLogsOnError");
         let config = ContainerConfig {
             ports,
-            command,
-            env,
+            command: launch.command,
+            env: launch.env,
+            termination_message_path: launch.termination_message_path,
+            fallback_to_logs,
             name: record.name.clone(),
             image: record.image.clone(),
             kind: record.kind,

@@ -28,6 +28,7 @@ mod state;
 mod steps;
 mod stop;
 mod streaming;
+mod termination;
 mod userland;
 
 use std::sync::Arc;

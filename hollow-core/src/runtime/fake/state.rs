@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use super::behavior::BehaviorFn;
 use super::calls::{RuntimeCall, RuntimeMethod};
 use super::streaming::ExecOutput;
+use super::termination::termination_message;
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::runtime::types::{
@@ -169,12 +170,14 @@ impl Container {
         let ContainerState::Running { started_at } = self.state else {
             return None;
         };
+        let finished_at = SystemTime::now();
+        let message = termination_message(self, code, finished_at);
         self.state = ContainerState::Exited {
             started_at,
-            finished_at: SystemTime::now(),
+            finished_at,
             exit_code: code,
             reason: reason.to_string(),
-            message: None,
+            message,
         };
         Some(self.event(id))
     }

@@ -334,3 +334,48 @@ async fn a_container_runs_its_script_in_the_userland() {
     );
     assert_eq!(logs.len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn termination_messages_come_from_the_file_or_the_log() {
+    let fake = FakeRuntime::default();
+    let exited = |fake: FakeRuntime, id: String| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match fake.container_status(&id).await.unwrap().state {
+            ContainerState::Exited { message, .. } => message,
+            other => panic!("{other:?}"),
+        }
+    };
+    let script = |text: &str| vec!["sh".into(), "-c".into(), text.into()];
+    let written = ContainerConfig {
+        command: script("echo done > /dev/termination-log; echo logged; exit 2"),
+        termination_message_path: Some("/dev/termination-log".into()),
+        fallback_to_logs: true,
+        ..regular("a")
+    };
+    let id = started(&fake, written).await;
+    assert_eq!(exited(fake.clone(), id).await.as_deref(), Some("done\n"));
+    let fallback = ContainerConfig {
+        command: script("echo one; echo two >&2; exit 1"),
+        termination_message_path: Some("/dev/termination-log".into()),
+        fallback_to_logs: true,
+        ..regular("b")
+    };
+    let id = started(&fake, fallback.clone()).await;
+    assert_eq!(
+        exited(fake.clone(), id).await.as_deref(),
+        Some("one\ntwo\n")
+    );
+    // The policy applies to failures only, and only when asked for.
+    let succeeded = ContainerConfig {
+        command: script("echo one; exit 0"),
+        ..fallback.clone()
+    };
+    let id = started(&fake, succeeded).await;
+    assert_eq!(exited(fake.clone(), id).await, None);
+    let file_policy = ContainerConfig {
+        fallback_to_logs: false,
+        ..fallback
+    };
+    let id = started(&fake, file_policy).await;
+    assert_eq!(exited(fake.clone(), id).await, None);
+}

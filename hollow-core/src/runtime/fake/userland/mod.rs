@@ -123,6 +123,28 @@ pub(crate) fn run(
     horizon: Duration,
     log: bool,
 ) -> Run {
+    execute(command, env, hostname, horizon, log).0
+}
+
+/// The file at `path` as `command` left it by `horizon` (none if it is not there).
+pub(crate) fn file_at(
+    command: &[String],
+    env: &[(String, String)],
+    hostname: &str,
+    horizon: Duration,
+    path: &str,
+) -> Option<String> {
+    let (_, fs) = execute(command, env, hostname, horizon, false);
+    fs.read(&fs::normalize("/", path)).ok()
+}
+
+fn execute(
+    command: &[String],
+    env: &[(String, String)],
+    hostname: &str,
+    horizon: Duration,
+    log: bool,
+) -> (Run, Fs) {
     let mut fs = Fs::default();
     fs.write("/etc/hostname", &format!("{hostname}\n"), false)
         .ok();
@@ -150,8 +172,6 @@ pub(crate) fn run(
         },
         Err(Stop::Horizon) => End::Running,
     };
-    Run {
-        end,
-        log: shell.log,
-    }
+    let log = shell.log;
+    (Run { end, log }, fs)
 }
