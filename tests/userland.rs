@@ -7,11 +7,14 @@ use std::time::Duration;
 use hollow_core::kubelet_api::KubeletServer;
 use hollow_core::node::HollowCluster;
 use hollow_core::testenv::TestEnv;
-use hollow_tests::{free_port, init_tracing, pod, pod_phase, wait_job_condition, wait_pod};
+use hollow_tests::{
+    eventually, free_port, init_tracing, pod, pod_phase, wait_job_condition, wait_pod,
+};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{LogParams, PostParams};
+use kube::api::{ListParams, LogParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(150);
@@ -172,6 +175,115 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
         .find(|c| c.type_ == "Failed")
         .and_then(|c| c.reason.clone());
     assert_eq!(reason.as_deref(), Some("FailedIndexes"));
+
+    cluster.shutdown().await;
+    env.stop();
+    Ok(())
+}
+
+/// The waiting reasons of the pods with `labels`, by pod, and how many run.
+async fn waiting_reasons(pods: &Api<Pod>, labels: &str) -> (Vec<String>, usize) {
+    let list = pods
+        .list(&ListParams::default().labels(labels))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let reasons = list
+        .iter()
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        .collect();
+    let running = list.iter().filter(|p| pod_phase(p) == "Running").count();
+    (reasons, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_to_an_image_that_does_not_exist_stalls() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let cluster = HollowCluster::builder("images")
+        .nodes(2, |_, node| node)
+        .start(env.client())
+        .await?;
+    let client = env.client();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] },
+            },
+        },
+    }))?;
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    eventually("two web pods run", WAIT, || async {
+        let (_, running) = waiting_reasons(&pods, "app=web").await;
+        (running == 2)
+            .then_some(())
+            .ok_or(format!("{running} running"))
+    })
+    .await;
+
+    // The new ReplicaSet's pod cannot pull; the old pods keep serving.
+    let broken = json!({ "spec": { "template": { "spec": { "containers": [
+        { "name": "web", "image": "registry.k8s.io/web:does-not-exist" }
+    ] } } } });
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Merge(&broken))
+        .await?;
+    eventually("the new pod backs off pulling", WAIT, || async {
+        let (reasons, running) = waiting_reasons(&pods, "app=web").await;
+        (reasons.iter().any(|r| r == "ImagePullBackOff") && running == 2)
+            .then_some(())
+            .ok_or(format!("{reasons:?}, {running} running"))
+    })
+    .await;
+    let web = deployments.get("web").await?;
+    let status = web.status.expect("a Deployment status");
+    assert_eq!(status.available_replicas, Some(2));
+    assert_eq!(status.updated_replicas, Some(1));
+
+    // `imagePullPolicy: Never` and an image no pod pulled on the node.
+    let never = pod(
+        "never",
+        json!({ "containers": [{
+            "name": "main", "image": "registry.example/never-pulled:1",
+            "imagePullPolicy": "Never",
+        }] }),
+    );
+    pods.create(&PostParams::default(), &never).await?;
+    let waiting = wait_pod(&pods, "never", "ErrImageNeverPull", WAIT, |p| {
+        p.status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+            .any(|w| w.reason.as_deref() == Some("ErrImageNeverPull"))
+    })
+    .await;
+    let message = waiting
+        .status
+        .and_then(|s| s.container_statuses)
+        .expect("statuses")[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.message.clone());
+    assert_eq!(
+        message.as_deref(),
+        Some(
+            "Container image \"registry.example/never-pulled:1\" is not present with pull policy of Never"
+        )
+    );
 
     cluster.shutdown().await;
     env.stop();

@@ -323,16 +323,29 @@ impl PodWorker {
         }
         // The image manager's events (pkg/kubelet/images/image_manager.go): an image
         // already on the node is not pulled again unless the policy says Always.
-        let always = spec_container
+        let policy = spec_container
             .as_ref()
-            .and_then(|c| c.image_pull_policy.as_deref())
-            == Some("Always");
-        let present = !always
-            && self
-                .shared
-                .images
-                .lock()
-                .contains_key(record.image.as_str());
+            .and_then(|c| c.image_pull_policy.as_deref());
+        let on_node = self
+            .shared
+            .images
+            .lock()
+            .contains_key(record.image.as_str());
+        let present = policy != Some("Always") && on_node;
+        if policy == Some("Never") && !on_node {
+            // `imagePullPrecheck` in pkg/kubelet/images/image_manager.go, and
+            // startContainer's "Error: ..." event; retried on the next sync.
+            let message = format!(
+                "Container image \"{}\" is not present with pull policy of Never",
+                record.image
+            );
+            let (kind, reason) = (Kind::Warning, "ErrImageNeverPull");
+            self.container_event(init, &record.name, kind, reason, message.clone());
+            let error = format!("Error: {reason}");
+            self.container_event(init, &record.name, kind, "Failed", error);
+            self.record(init, index).waiting = Some((reason.into(), message));
+            return;
+        }
         if present {
             self.container_event(
                 init,

@@ -1,7 +1,8 @@
 //! Image pulls: they fail for images given to
 //! [`FakeRuntime::fail_pulls_of`](super::FakeRuntime::fail_pulls_of), for pods
-//! annotated [`annotations::PULL_ERROR`], and as the lifecycle's pull rules say, which
-//! may also make them take time.
+//! annotated [`annotations::PULL_ERROR`], for images that name no registry or
+//! repository there is ([`missing_image`]), and as the lifecycle's pull rules say,
+//! which may also make them take time.
 
 use std::time::Duration;
 
@@ -23,8 +24,8 @@ pub(super) fn planned_pull(
         .failing_pulls
         .get(image)
         .or_else(|| pod.annotations.get(annotations::PULL_ERROR));
-    if let Some(message) = failure {
-        return Err(Error::InvalidInput(message.clone()));
+    if let Some(message) = failure.cloned().or_else(|| missing_image(image)) {
+        return Err(Error::InvalidInput(message));
     }
     let facts = ContainerFacts {
         namespace: &pod.namespace,
@@ -48,4 +49,57 @@ pub(super) fn planned_pull(
                 }),
         },
     )
+}
+
+/// Why an image that cannot exist fails to pull, in containerd's words: a registry in
+/// the `.invalid` domain (RFC 2606; upstream's e2e tests pull
+/// `invalid.registry.k8s.io/invalid`), or a repository or tag that says it does not
+/// exist (`nonexistent`, `does-not-exist`, `no-such-tag`, `invalid-tag`).
+pub(super) fn missing_image(image: &str) -> Option<String> {
+    let (registry, _) = image.split_once('/').unwrap_or(("", image));
+    let registry = registry.split(':').next().unwrap_or_default();
+    let domain = registry.contains('.') || registry == "localhost";
+    if domain && (registry.ends_with(".invalid") || registry.starts_with("invalid.")) {
+        return Some(format!(
+            "rpc error: code = Unknown desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": failed to do request: Head \"https://{registry}/v2/\": dial tcp: lookup {registry}: no such host"
+        ));
+    }
+    let named = image.rsplit('/').next().unwrap_or(image);
+    const MISSING: &[&str] = &[
+        "nonexistent",
+        "does-not-exist",
+        "no-such-tag",
+        "invalid-tag",
+    ];
+    MISSING.iter().any(|word| named.contains(word)).then(|| {
+        format!(
+            "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_image;
+
+    #[test]
+    fn images_that_cannot_exist_fail_to_pull() {
+        let no_host = missing_image("invalid.registry.k8s.io/invalid:1").unwrap();
+        assert!(
+            no_host.contains("lookup invalid.registry.k8s.io: no such host"),
+            "{no_host}"
+        );
+        assert!(missing_image("registry.example.invalid/app").is_some());
+        let not_found = missing_image("registry.k8s.io/pause:does-not-exist").unwrap();
+        assert!(not_found.ends_with("registry.k8s.io/pause:does-not-exist: not found"));
+        assert!(missing_image("nginx:nonexistent").is_some());
+        for real in [
+            "nginx",
+            "registry.k8s.io/pause:3.10",
+            "invalid/app:1",
+            "localhost:5000/app",
+        ] {
+            assert_eq!(missing_image(real), None, "{real}");
+        }
+    }
 }
