@@ -57,6 +57,10 @@ struct Args {
     /// The nodes' traffic profile (kubelet or lean).
     #[arg(long, default_value = "kubelet")]
     traffic: TrafficProfile,
+    /// The pods' container runs `sh -c <SCRIPT>` in the fake runtime's userland (e.g.
+    /// `'echo hello; sleep 3600'`) instead of its image's entrypoint.
+    #[arg(long)]
+    script: Option<String>,
 }
 
 /// Live heap bytes and blocks.
@@ -107,7 +111,14 @@ async fn main() -> anyhow::Result<()> {
     let (bytes, blocks) = per(idle, base, args.nodes);
     println!("per node (idle): {bytes:.0} bytes in {blocks:.0} blocks");
     if args.pods > 0 {
-        count_pods(&client, args.pods, args.settle, idle).await?;
+        count_pods(
+            &client,
+            args.pods,
+            args.settle,
+            idle,
+            args.script.as_deref(),
+        )
+        .await?;
         if args.soak > 0 {
             soak(&client, args.pods, &args).await?;
         }
@@ -127,7 +138,9 @@ async fn count_pods(
     replicas: usize,
     settle: u64,
     idle: (u64, u64),
+    script: Option<&str>,
 ) -> anyhow::Result<()> {
+    let command = script.map(|s| json!(["sh", "-c", s]));
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": { "name": "heap" },
         "spec": {
@@ -138,6 +151,7 @@ async fn count_pods(
                 "spec": { "containers": [{
                     "name": "c",
                     "image": "nginx:1.27",
+                    "command": command,
                     "resources": { "requests": { "cpu": "1m" } },
                 }] },
             },
