@@ -31,6 +31,7 @@ mod node_status;
 mod phases;
 mod pod_status;
 mod pods;
+mod prober;
 mod references;
 mod register;
 mod resize;

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use super::prober::ContainerProbes;
 use super::spec_status;
 use crate::pod::ContainerKind;
 use crate::runtime::ContainerState;
@@ -55,6 +56,8 @@ pub(crate) struct ContainerRecord {
     pub readiness_delay: Duration,
     /// Readiness as the runtime scripts it; `None` leaves it to the probe's timing.
     pub runtime_ready: Option<bool>,
+    /// The probes of the current container, where it has any.
+    pub probes: Option<Box<ContainerProbes>>,
 }
 
 impl ContainerRecord {
@@ -96,16 +99,40 @@ impl ContainerRecord {
         self.started_by().map(|at| at + self.readiness_delay)
     }
 
+    /// The probers' results for the current container, where the runtime answers them.
+    fn probed(&self) -> Option<&ContainerProbes> {
+        self.probes
+            .as_deref()
+            .filter(|p| self.id.as_deref() == Some(p.container_id.as_str()))
+    }
+
+    /// Whether a container its liveness or startup probe failed is being killed for it.
+    pub fn killed_by_probe(&self) -> bool {
+        self.probed()
+            .is_some_and(|p| p.workers.iter().any(|w| w.on_hold))
+    }
+
     fn started(&self, now: SystemTime) -> bool {
-        self.started_by().is_some_and(|at| at <= now)
+        match self.probed().and_then(ContainerProbes::started) {
+            Some(started) => started && self.is_running(),
+            None => self.started_by().is_some_and(|at| at <= now),
+        }
     }
 
     fn ready(&self, now: SystemTime) -> bool {
         match self.kind {
             ContainerKind::Init => self.exit_code() == Some(0),
             ContainerKind::Sidecar | ContainerKind::Regular => {
-                self.ready_by().is_some_and(|at| at <= now) && self.runtime_ready != Some(false)
-                    || self.runtime_ready == Some(true) && self.started(now)
+                let probed = self.probed().and_then(ContainerProbes::ready);
+                match (self.runtime_ready, probed) {
+                    (None, Some(ready)) => ready && self.started(now),
+                    _ => {
+                        self.ready_by().is_some_and(|at| at <= now)
+                            && self.started(now)
+                            && self.runtime_ready != Some(false)
+                            || self.runtime_ready == Some(true) && self.started(now)
+                    }
+                }
             }
         }
     }

@@ -17,6 +17,7 @@
 //! ```
 
 mod fake;
+mod probe;
 mod streaming;
 mod types;
 
@@ -31,6 +32,7 @@ use crate::error::{Error, Result};
 pub use fake::annotations;
 pub(crate) use fake::runs_in_userland;
 pub use fake::{Behavior, ExecOutput, FakeRuntime, RuntimeCall, RuntimeMethod};
+pub use probe::{ProbeAction, ProbeOutcome, ProbeReport};
 pub use streaming::{Input, Output, PortStream, Process, ProcessIo, TerminalSize};
 pub use types::{
     ContainerConfig, ContainerEvent, ContainerState, ContainerStatus, LogLine, PodAction,
@@ -120,6 +122,14 @@ pub trait RuntimeService: Send + Sync + 'static {
         _tty: bool,
     ) -> Result<Box<dyn Process>> {
         Err(Error::Unsupported("exec"))
+    }
+
+    /// Runs one probe of a running container, as the kubelet's prober does (exec
+    /// probes in the container, network probes against the pod). The default answers
+    /// [`ProbeOutcome::Unknown`]: the engine then counts the probe as succeeding once
+    /// its initial delay has passed.
+    async fn probe(&self, _container_id: &str, _action: &ProbeAction) -> Result<ProbeReport> {
+        Ok(ProbeReport::unknown())
     }
 
     /// Prepares an attach to a running container's main process (`kubectl attach`).

@@ -165,7 +165,12 @@ impl PodWorker {
             let record = &self.regular[index];
             match record.exit_code() {
                 None if record.id.is_none() => self.start(false, index).await,
-                Some(code) if policy == "Always" || (policy == "OnFailure" && code != 0) => {
+                // A container killed for a failed probe restarts unless the policy is
+                // Never, whatever its exit code (computePodActions).
+                Some(code)
+                    if policy == "Always"
+                        || (policy == "OnFailure" && (code != 0 || record.killed_by_probe())) =>
+                {
                     self.restart(false, index).await;
                 }
                 _ => {}
@@ -174,7 +179,7 @@ impl PodWorker {
     }
 
     /// Records an event about one of the pod's containers.
-    fn container_event(
+    pub(super) fn container_event(
         &self,
         init: bool,
         container: &str,

@@ -3,6 +3,7 @@
 
 mod containers;
 mod kubelet;
+mod probes;
 mod resize;
 mod status;
 
@@ -102,6 +103,8 @@ pub(crate) struct PodWorker {
     token_renewal: Option<Instant>,
     /// Set once the kubelet's first status, before the volumes are mounted, was sent.
     first_status_sent: bool,
+    /// The runtime told of a change since the last pass (probes are asked again).
+    nudged: bool,
 }
 
 fn records(
@@ -180,6 +183,7 @@ impl PodWorker {
             traffic,
             token_renewal: None,
             first_status_sent: started_before,
+            nudged: false,
         }
     }
 
@@ -277,9 +281,13 @@ impl PodWorker {
                 delivery = self.inbox.next() => match delivery {
                     Delivery::Pod(pod, nudged) => {
                         self.observe(pod);
+                        self.nudged |= nudged;
                         nudged || self.pod.metadata.deletion_timestamp.is_some()
                     }
-                    Delivery::Nudged => true,
+                    Delivery::Nudged => {
+                        self.nudged = true;
+                        true
+                    }
                     Delivery::Gone => break,
                 },
                 _ = sleep => true,
@@ -344,6 +352,8 @@ impl PodWorker {
                 && self.ensure_sandbox().await
             {
                 self.drive_containers().await;
+                let nudged = std::mem::take(&mut self.nudged);
+                Box::pin(self.run_probes(nudged)).await;
             }
             if matches!(
                 phase(&self.pod, &self.init, &self.regular),
@@ -405,6 +415,7 @@ impl PodWorker {
             .chain(&self.regular)
             .flat_map(|r| [r.started_by(), r.ready_by()])
             .flatten()
+            .chain(self.probes_due())
             .filter_map(|at| at.duration_since(wall).ok())
             .filter(|wait| !wait.is_zero())
             .map(|wait| now + wait);

@@ -47,6 +47,8 @@ pub enum RuntimeMethod {
     ContainerLogs,
     /// `exec`.
     Exec,
+    /// `probe`.
+    Probe,
     /// `attach`.
     Attach,
     /// `port_forward`.
@@ -83,6 +85,7 @@ impl RuntimeMethod {
             RuntimeMethod::ListContainers => "list_containers",
             RuntimeMethod::ContainerLogs => "container_logs",
             RuntimeMethod::Exec => "exec",
+            RuntimeMethod::Probe => "probe",
             RuntimeMethod::Attach => "attach",
             RuntimeMethod::PortForward => "port_forward",
             RuntimeMethod::Subscribe => "subscribe",

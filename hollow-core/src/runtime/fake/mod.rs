@@ -19,6 +19,7 @@
 pub mod annotations;
 mod behavior;
 mod calls;
+mod files;
 mod ids;
 mod ips;
 mod logs;

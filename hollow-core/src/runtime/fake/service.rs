@@ -19,6 +19,7 @@ use super::steps::behavior_of;
 use super::streaming::{FakeAttach, FakeShell, echo_connection};
 use crate::error::{Error, Result};
 use crate::runtime::RuntimeService;
+use crate::runtime::probe::{ProbeAction, ProbeReport};
 use crate::runtime::streaming::{PortStream, Process};
 use crate::runtime::types::{
     ContainerConfig, ContainerEvent, ContainerState, ContainerStatus, LogLine, PodAction,
@@ -150,6 +151,7 @@ impl RuntimeService for FakeRuntime {
                     created_at: SystemTime::now(),
                 },
                 ready: None,
+                files_diff: None,
             },
         );
         Ok(id)
@@ -274,12 +276,17 @@ impl RuntimeService for FakeRuntime {
         if state.streaming_disabled {
             return Err(Error::Unsupported("exec"));
         }
-        let container = state.running_container(container_id)?;
+        state.running_container(container_id)?;
         Ok(Box::new(FakeShell {
+            runtime: self.clone(),
+            container_id: container_id.to_string(),
             command: command.to_vec(),
-            hostname: container.config.pod_name.clone(),
-            scripted: state.exec_outputs.clone(),
         }))
+    }
+
+    async fn probe(&self, container_id: &str, action: &ProbeAction) -> Result<ProbeReport> {
+        drop(self.enter(Method::Probe, container_id)?);
+        self.probe_inside(container_id, action)
     }
 
     async fn attach(&self, container_id: &str, _tty: bool) -> Result<Box<dyn Process>> {

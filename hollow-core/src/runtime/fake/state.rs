@@ -13,6 +13,7 @@ use super::behavior::BehaviorFn;
 use super::calls::{RuntimeCall, RuntimeMethod};
 use super::streaming::ExecOutput;
 use super::termination::termination_message;
+use super::userland::FsDiff;
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::runtime::types::{
@@ -162,6 +163,8 @@ pub(super) struct Container {
     pub(super) state: ContainerState,
     /// Set by lifecycle steps; `None` leaves readiness to the engine.
     pub(super) ready: Option<bool>,
+    /// What `kubectl exec` changed in its files, once something was.
+    pub(super) files_diff: Option<Box<FsDiff>>,
 }
 
 impl Container {

@@ -31,7 +31,7 @@ pub(super) fn run(shell: &mut Shell<'_>, argv: &[String], io: &Io) -> Result<i32
         "test" => test(shell, args, io),
         "[" => match args.split_last() {
             Some((last, rest)) if last == "]" => test(shell, rest, io),
-            _ => Err("[: missing ]".to_string()),
+            _ => shell.write(&io.stderr, "sh: missing ]\n").map(|()| 2),
         },
         "cat" => cat(shell, args, io),
         "touch" => each_path(shell, args, io, |shell, path| {
@@ -113,6 +113,19 @@ pub(super) fn run(shell: &mut Shell<'_>, argv: &[String], io: &Io) -> Result<i32
             return Err(Stop::Exit(status));
         }
         shell_name if SHELLS.contains(&shell_name) => return nested_shell(shell, args, io),
+        _ if shell.programs.is_some_and(|p| p.contains_key(program)) => {
+            let output = shell.programs.and_then(|p| p.get(program)).cloned();
+            let output = output.unwrap_or_default();
+            shell.write(&io.stdout, &output.stdout).ok();
+            shell.write(&io.stderr, &output.stderr).ok();
+            return Ok(output.exit_code);
+        }
+        _ if shell.exec_mode => {
+            shell
+                .write(&io.stderr, &format!("sh: {}: not found\n", argv[0]))
+                .ok();
+            return Ok(127);
+        }
         _ => {
             return Err(Stop::Forever(Some(format!(
                 "`{}` is outside hollow's userland (docs/lifecycle.md)",
@@ -169,10 +182,14 @@ fn sleep(shell: &mut Shell<'_>, args: &[String], io: &Io) -> Result<i32, Stop> {
     Ok(0)
 }
 
-fn test(shell: &mut Shell<'_>, args: &[String], _io: &Io) -> Result<i32, String> {
+/// `test`/`[`: a malformed expression is an error with status 2, as busybox gives.
+fn test(shell: &mut Shell<'_>, args: &[String], io: &Io) -> Result<i32, String> {
     match test_expr::status(args, shell.fs, &shell.cwd) {
         Ok(status) => Ok(status),
-        Err(message) => Err(message).map_err(|m| format!("{m} (status 2)")),
+        Err(message) => {
+            shell.write(&io.stderr, &format!("sh: {message}\n"))?;
+            Ok(2)
+        }
     }
 }
 

@@ -2,12 +2,14 @@
 //! filesystem, on a clock that only `sleep` moves, writing what it prints to the
 //! container's log.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use super::super::streaming::ExecOutput;
 use super::fs::Fs;
 use super::lex::{Part, RedirectKind, Word};
 use super::parse::{AndOr, Body, Command, List, Pipeline, Redirect};
+use super::watch::Watch;
 use super::{LogLine, Stream, Unsupported, arith, builtins};
 
 /// Why a script stopped before its end.
@@ -67,6 +69,13 @@ pub(super) struct Shell<'a> {
     /// A line written without its newline yet, per stream.
     partial: [String; 2],
     captures: Vec<String>,
+    /// Set to find the files at a moment and when they next change.
+    pub(super) watch: Option<Watch>,
+    /// Run for `kubectl exec`: a program outside the userland is not found (127)
+    /// rather than running until stopped, unless `programs` scripts it.
+    pub(super) exec_mode: bool,
+    /// Programs with scripted output (`FakeRuntime::set_exec_output`).
+    pub(super) programs: Option<&'a HashMap<String, ExecOutput>>,
 }
 
 impl<'a> Shell<'a> {
@@ -88,6 +97,9 @@ impl<'a> Shell<'a> {
             log_limit: super::LOG_LIMIT,
             partial: [String::new(), String::new()],
             captures: Vec::new(),
+            watch: None,
+            exec_mode: false,
+            programs: None,
         }
     }
 
@@ -144,6 +156,9 @@ impl<'a> Shell<'a> {
 
     /// Moves the clock on; stops at the horizon.
     pub(super) fn sleep(&mut self, duration: Duration) -> Result<(), Stop> {
+        if let Some(watch) = self.watch.as_mut() {
+            watch.sleeps(self.fs, self.clock, duration)?;
+        }
         self.clock = self.clock.saturating_add(duration);
         if self.clock > self.horizon {
             self.clock = self.horizon;
@@ -226,13 +241,7 @@ impl<'a> Shell<'a> {
     }
 
     fn run_command(&mut self, command: &Command, io: &Io) -> Result<i32, Stop> {
-        if self.budget == 0 {
-            return Err(Stop::Forever(Some(format!(
-                "the script ran {} commands without ending",
-                super::COMMAND_BUDGET
-            ))));
-        }
-        self.budget -= 1;
+        self.spend()?;
         let io = match self.redirected(&command.redirects, io)? {
             Ok(io) => io,
             Err(message) => {
@@ -307,7 +316,7 @@ impl<'a> Shell<'a> {
         Ok(status)
     }
 
-    /// A loop's pass costs a command of the budget (a loop of nothing but
+    /// A command, or a loop's pass, costs one of the budget (a loop of nothing but
     /// assignments ends too).
     fn spend(&mut self) -> Result<(), Stop> {
         if self.budget == 0 {

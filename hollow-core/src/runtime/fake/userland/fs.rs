@@ -193,3 +193,188 @@ impl Fs {
         Ok(names)
     }
 }
+
+/// What `kubectl exec` changed in a container's files: each path written (with its
+/// text) or removed, and each directory made or removed. Kept per container, only once
+/// an exec changed something.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FsDiff {
+    files: BTreeMap<String, Option<String>>,
+    dirs: BTreeMap<String, bool>,
+}
+
+impl FsDiff {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dirs.is_empty()
+    }
+
+    /// Adds a later diff: where both touch a path, the later wins.
+    pub(crate) fn merge(&mut self, later: FsDiff) {
+        self.files.extend(later.files);
+        self.dirs.extend(later.dirs);
+    }
+}
+
+impl Fs {
+    /// What changed from `self` to `after`.
+    pub(crate) fn diff(&self, after: &Fs) -> FsDiff {
+        let mut diff = FsDiff::default();
+        for (path, text) in &after.files {
+            if self.files.get(path) != Some(text) {
+                diff.files.insert(path.clone(), Some(text.clone()));
+            }
+        }
+        for path in self.files.keys().filter(|p| !after.files.contains_key(*p)) {
+            diff.files.insert(path.clone(), None);
+        }
+        for dir in after.dirs.difference(&self.dirs) {
+            diff.dirs.insert(dir.clone(), true);
+        }
+        for dir in self.dirs.difference(&after.dirs) {
+            diff.dirs.insert(dir.clone(), false);
+        }
+        diff
+    }
+
+    /// Applies what an exec changed.
+    pub(crate) fn apply(&mut self, diff: &FsDiff) {
+        for (dir, made) in &diff.dirs {
+            if *made {
+                self.dirs.insert(dir.clone());
+            } else {
+                self.dirs.remove(dir);
+            }
+        }
+        for (path, text) in &diff.files {
+            match text {
+                Some(text) => {
+                    self.files.insert(path.clone(), text.clone());
+                }
+                None => {
+                    self.files.remove(path);
+                }
+            }
+        }
+    }
+
+    /// Whether a file is at `path` (an absolute path).
+    pub(crate) fn has_file(&self, path: &str) -> bool {
+        self.files.contains_key(path)
+    }
+}
+
+/// The page httpd's image serves from its document root.
+const HTTPD_INDEX: &str = "<html><body><h1>It works!</h1></body></html>\n";
+/// nginx's welcome page, shortened.
+const NGINX_INDEX: &str = "<!DOCTYPE html>\n<html>\n<head>\n<title>Welcome to nginx!</title>\n</head>\n<body>\n<h1>Welcome to nginx!</h1>\n</body>\n</html>\n";
+
+/// agnhost's TLS files, at the root it serves from (their text is a stand-in).
+const AGNHOST_CERT: &str = "-----BEGIN CERTIFICATE-----\nhollow\n-----END CERTIFICATE-----\n";
+const AGNHOST_KEY: &str = "-----BEGIN PRIVATE KEY-----\nhollow\n-----END PRIVATE KEY-----\n";
+
+/// A well-known web server: its image, the word its command must hold (when the
+/// image serves only with it), where it serves files from on port 80, and what is there.
+struct WebServer {
+    image: &'static str,
+    program: Option<&'static str>,
+    docroot: &'static str,
+    files: &'static [(&'static str, &'static str)],
+}
+
+const WEB_SERVERS: &[WebServer] = &[
+    WebServer {
+        image: "httpd",
+        program: None,
+        docroot: "/usr/local/apache2/htdocs",
+        files: &[("index.html", HTTPD_INDEX)],
+    },
+    WebServer {
+        image: "nginx",
+        program: None,
+        docroot: "/usr/share/nginx/html",
+        files: &[("index.html", NGINX_INDEX), ("50x.html", NGINX_INDEX)],
+    },
+    // `agnhost test-webserver` serves the image's root, as upstream's StatefulSet
+    // tests run it (test/e2e/framework/statefulset/fixtures.go).
+    WebServer {
+        image: "agnhost",
+        program: Some("test-webserver"),
+        docroot: "/",
+        files: &[
+            ("localhost.crt", AGNHOST_CERT),
+            ("localhost.key", AGNHOST_KEY),
+        ],
+    },
+];
+
+/// An image's name without its registry, tag or digest (`httpd` for
+/// `registry.k8s.io/e2e-test-images/httpd:2.4.38-4`).
+fn image_name(image: &str) -> &str {
+    let path = image.split('@').next().unwrap_or_default();
+    let last = path.rsplit('/').next().unwrap_or_default();
+    last.split(':').next().unwrap_or_default()
+}
+
+fn web_server(image: &str, command: &[String]) -> Option<&'static WebServer> {
+    let name = image_name(image);
+    WEB_SERVERS.iter().find(|w| {
+        w.image == name
+            && w.program
+                .is_none_or(|p| command.iter().any(|word| word == p))
+    })
+}
+
+/// Where a well-known web server serves files from on port 80 (none for other
+/// containers).
+pub(crate) fn docroot(image: &str, command: &[String]) -> Option<&'static str> {
+    web_server(image, command).map(|w| w.docroot)
+}
+
+/// The files a container of `image` running `command` starts with: every
+/// container's directories, and for a well-known web server the files it serves.
+pub(crate) fn image_files(image: &str, command: &[String]) -> Fs {
+    let mut fs = Fs::default();
+    if let Some(web) = web_server(image, command) {
+        fs.mkdir(web.docroot, true).ok();
+        for (name, text) in web.files {
+            fs.write(&normalize(web.docroot, name), text, false).ok();
+        }
+    }
+    fs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diff_applied_to_the_files_before_gives_the_files_after() {
+        let before = image_files("registry.k8s.io/e2e-test-images/httpd:2.4.38-4", &[]);
+        assert!(before.has_file("/usr/local/apache2/htdocs/index.html"));
+        let mut after = before.clone();
+        after
+            .rename("/usr/local/apache2/htdocs/index.html", "/tmp")
+            .unwrap();
+        after.mkdir("/srv/a", true).unwrap();
+        let diff = before.diff(&after);
+        assert!(!diff.is_empty());
+        let mut replayed = before.clone();
+        replayed.apply(&diff);
+        assert_eq!(replayed, after);
+        assert!(replayed.has_file("/tmp/index.html"));
+        assert!(before.diff(&before).is_empty());
+    }
+
+    #[test]
+    fn only_well_known_web_images_serve_files() {
+        assert_eq!(docroot("nginx:1.27", &[]), Some("/usr/share/nginx/html"));
+        let digest = "docker.io/library/nginx@sha256:ab";
+        assert_eq!(docroot(digest, &[]), Some("/usr/share/nginx/html"));
+        assert_eq!(docroot("busybox", &[]), None);
+        assert_eq!(image_files("busybox", &[]), Fs::default());
+        let agnhost = "registry.k8s.io/e2e-test-images/agnhost:2.56";
+        assert_eq!(docroot(agnhost, &["netexec".into()]), None);
+        let serving = image_files(agnhost, &["test-webserver".into()]);
+        assert!(serving.has_file("/localhost.crt"));
+    }
+}

@@ -12,7 +12,7 @@
 //! - `lex` splits a script into words and operators, `parse` builds its commands,
 //!   `eval` runs them (expansions, redirections, control flow), `builtins` (and `text`) are
 //!   the commands it knows, `test_expr` is `test`/`[`, `arith` is `$(( ))`, `fs` the
-//!   container's files.
+//!   container's files, `watch` finds when a run changes them.
 //! - A program it does not know ends the run there: the container runs it until
 //!   stopped (an init container completes, as a hollow init container always did), and
 //!   its log says so in one line.
@@ -30,13 +30,16 @@ mod test_expr;
 #[cfg(test)]
 mod tests;
 mod text;
+mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use self::eval::{Io, Shell, Sink, Stop};
-use self::fs::Fs;
+pub(crate) use self::fs::{Fs, FsDiff, docroot};
 use self::parse::List;
+use self::watch::Watch;
+use super::streaming::ExecOutput;
 
 /// Commands (and loop passes) a script may run before it counts as running forever.
 const COMMAND_BUDGET: u32 = 10_000;
@@ -123,7 +126,7 @@ pub(crate) fn run(
     horizon: Duration,
     log: bool,
 ) -> Run {
-    execute(command, env, hostname, horizon, log).0
+    execute(command, env, hostname, &mut Fs::default(), horizon, log)
 }
 
 /// The file at `path` as `command` left it by `horizon` (none if it is not there).
@@ -134,32 +137,118 @@ pub(crate) fn file_at(
     horizon: Duration,
     path: &str,
 ) -> Option<String> {
-    let (_, fs) = execute(command, env, hostname, horizon, false);
+    let mut fs = Fs::default();
+    execute(command, env, hostname, &mut fs, horizon, false);
     fs.read(&fs::normalize("/", path)).ok()
+}
+
+/// A container as the userland sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Container<'a> {
+    pub(crate) image: &'a str,
+    pub(crate) command: &'a [String],
+    pub(crate) env: &'a [(String, String)],
+    pub(crate) hostname: &'a str,
+}
+
+/// The files of `container` `after` its start (its image's, then what its command
+/// wrote by then), and when its command next changes them (none: not while it runs).
+pub(crate) fn files_at(container: Container<'_>, after: Duration) -> (Fs, Option<Duration>) {
+    let mut fs = fs::image_files(container.image, container.command);
+    fs.write("/etc/hostname", &format!("{}\n", container.hostname), false)
+        .ok();
+    if !runs(container.command) {
+        return (fs, None);
+    }
+    let mut shell = shell(&mut fs, container.env, container.hostname, HORIZON);
+    shell.log_limit = 0;
+    shell.watch = Some(Watch {
+        at: after,
+        ..Watch::default()
+    });
+    let _ = builtins::run(&mut shell, container.command, &log_io());
+    let clock = shell.clock;
+    let watch = shell.watch.take().unwrap_or_default();
+    match watch.snapshot {
+        // It ended (or reached the horizon) before `after`: its files stay as it left them.
+        None => (fs, None),
+        Some(snapshot) => {
+            let next = watch
+                .next_change
+                .or_else(|| (snapshot != fs).then_some(clock));
+            (snapshot, next)
+        }
+    }
+}
+
+/// How an exec'd command runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Exec<'a> {
+    pub(crate) env: &'a [(String, String)],
+    pub(crate) hostname: &'a str,
+    pub(crate) stdin: String,
+    /// How far its clock may go.
+    pub(crate) horizon: Duration,
+    /// Programs with scripted output.
+    pub(crate) programs: Option<&'a HashMap<String, ExecOutput>>,
+    /// A program outside the userland is not found (`kubectl exec`), rather than
+    /// ending the run as one that runs until stopped (a probe: its outcome is unknown).
+    pub(crate) unknown_not_found: bool,
+}
+
+/// Runs an exec'd `command` in a container whose files are `fs`, changing them as
+/// the command does; its output is the run's log.
+pub(crate) fn exec(command: &[String], options: Exec<'_>, fs: &mut Fs) -> Run {
+    let mut shell = shell(fs, options.env, options.hostname, options.horizon);
+    shell.exec_mode = options.unknown_not_found;
+    shell.programs = options.programs;
+    let io = Io {
+        stdin: options.stdin,
+        ..log_io()
+    };
+    let result = builtins::run(&mut shell, command, &io);
+    finish(shell, result)
+}
+
+fn shell<'a>(
+    fs: &'a mut Fs,
+    env: &[(String, String)],
+    hostname: &'a str,
+    horizon: Duration,
+) -> Shell<'a> {
+    fs.write("/etc/hostname", &format!("{hostname}\n"), false)
+        .ok();
+    let mut shell = Shell::new(fs, hostname, horizon);
+    shell.vars = env.iter().cloned().collect::<BTreeMap<_, _>>();
+    shell.exported = shell.vars.keys().cloned().collect();
+    shell
+}
+
+fn log_io() -> Io {
+    Io {
+        stdin: String::new(),
+        stdout: Sink::Log(Stream::Stdout),
+        stderr: Sink::Log(Stream::Stderr),
+    }
 }
 
 fn execute(
     command: &[String],
     env: &[(String, String)],
     hostname: &str,
+    fs: &mut Fs,
     horizon: Duration,
     log: bool,
-) -> (Run, Fs) {
-    let mut fs = Fs::default();
-    fs.write("/etc/hostname", &format!("{hostname}\n"), false)
-        .ok();
-    let mut shell = Shell::new(&mut fs, hostname, horizon);
+) -> Run {
+    let mut shell = shell(fs, env, hostname, horizon);
     if !log {
         shell.log_limit = 0;
     }
-    shell.vars = env.iter().cloned().collect::<BTreeMap<_, _>>();
-    shell.exported = shell.vars.keys().cloned().collect();
-    let io = Io {
-        stdin: String::new(),
-        stdout: Sink::Log(Stream::Stdout),
-        stderr: Sink::Log(Stream::Stderr),
-    };
-    let result = builtins::run(&mut shell, command, &io);
+    let result = builtins::run(&mut shell, command, &log_io());
+    finish(shell, result)
+}
+
+fn finish(mut shell: Shell<'_>, result: Result<i32, Stop>) -> Run {
     shell.flush();
     let end = match result {
         Ok(code) | Err(Stop::Exit(code)) => End::Exit {
@@ -172,6 +261,8 @@ fn execute(
         },
         Err(Stop::Horizon) => End::Running,
     };
-    let log = shell.log;
-    (Run { end, log }, fs)
+    Run {
+        end,
+        log: shell.log,
+    }
 }
