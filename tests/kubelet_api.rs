@@ -74,6 +74,148 @@ async fn port_forward(
     Ok((child, local))
 }
 
+/// What a WebSocket session got: the bytes of each channel, and the protocol chosen.
+#[derive(Debug, Default)]
+struct WsSession {
+    protocol: String,
+    channels: std::collections::BTreeMap<u8, Vec<u8>>,
+}
+
+impl WsSession {
+    fn text(&self, channel: u8) -> String {
+        String::from_utf8_lossy(self.channels.get(&channel).map_or(&[][..], |b| b)).into_owned()
+    }
+}
+
+/// Opens a WebSocket to `path` on the API server as an admin, offering `protocols`,
+/// and reads it to its end (channel-framed unless `raw`).
+async fn websocket(
+    env: &TestEnv,
+    path: &str,
+    protocols: &str,
+    raw: bool,
+) -> anyhow::Result<WsSession> {
+    use base64::Engine;
+    use futures::StreamExt;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let pki = env.pki();
+    let admin = pki.client_cert("websocket-admin", &["system:masters"])?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pki.ca_pem().as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let chain =
+        CertificateDer::pem_slice_iter(admin.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(admin.key_pem.as_bytes())?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)?;
+    let authority = env.server_url().trim_start_matches("https://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&authority).await?;
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority.as_str(), |(h, _)| h);
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(host.to_string())?, tcp)
+        .await?;
+    let request = http::Request::builder()
+        .uri(format!("wss://{authority}{path}"))
+        .header("Host", &authority)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .header("Sec-WebSocket-Protocol", protocols)
+        .body(())?;
+    let (mut socket, response) = tokio_tungstenite::client_async(request, tls).await?;
+    let mut session = WsSession {
+        protocol: response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        ..WsSession::default()
+    };
+    let base64 = session.protocol.contains("base64");
+    let read = async {
+        while let Some(message) = socket.next().await {
+            let (channel, data) = match message? {
+                Message::Binary(bytes) if raw => (1, bytes.to_vec()),
+                Message::Text(text) if raw => (
+                    1,
+                    base64::engine::general_purpose::STANDARD.decode(text.as_str())?,
+                ),
+                Message::Binary(bytes) if !bytes.is_empty() => (bytes[0], bytes[1..].to_vec()),
+                Message::Text(text) if base64 && !text.is_empty() => (
+                    text.as_bytes()[0] - b'0',
+                    base64::engine::general_purpose::STANDARD.decode(&text.as_str()[1..])?,
+                ),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            session.channels.entry(channel).or_default().extend(data);
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(60), read).await??;
+    Ok(session)
+}
+
+/// exec and logs over WebSocket with the channel protocols, which the API server
+/// passes through to the kubelet (all but v5, which it translates to SPDY).
+async fn websocket_streaming_works_through_the_api_server(env: &TestEnv) -> anyhow::Result<()> {
+    let exec = "/api/v1/namespaces/default/pods/shell/exec?container=main\
+                &stdout=true&stderr=true&command=sh&command=-c&command=";
+    let echo = format!("{exec}echo%20over%20websocket");
+    let session = websocket(env, &echo, "v4.channel.k8s.io", false).await?;
+    assert_eq!(session.protocol, "v4.channel.k8s.io");
+    assert_eq!(session.text(1), "over websocket\n", "{session:?}");
+    let status: serde_json::Value = serde_json::from_str(&session.text(3))?;
+    assert_eq!(status["status"], "Success", "{session:?}");
+
+    let failing = format!("{exec}echo%20oops%20%3E%262%3B%20exit%203");
+    let session = websocket(env, &failing, "v4.base64.channel.k8s.io", false).await?;
+    assert_eq!(session.protocol, "v4.base64.channel.k8s.io");
+    assert_eq!(session.text(2), "oops\n", "{session:?}");
+    let status: serde_json::Value = serde_json::from_str(&session.text(3))?;
+    assert_eq!(status["reason"], "NonZeroExitCode", "{session:?}");
+    assert_eq!(
+        status["details"]["causes"][0]["message"], "3",
+        "{session:?}"
+    );
+
+    // The oldest protocol carries only a failure's message.
+    let session = websocket(env, &failing, "channel.k8s.io", false).await?;
+    assert_eq!(session.protocol, "channel.k8s.io");
+    assert!(session.text(3).contains("exit code"), "{session:?}");
+
+    // Logs: the API server reads the kubelet's /containerLogs into the WebSocket.
+    let (ok, expected) = kubectl(env, &["logs", "shell", "-c", "main"]).await;
+    assert!(ok && !expected.is_empty(), "{expected}");
+    let logs = "/api/v1/namespaces/default/pods/shell/log?container=main";
+    for protocol in ["binary.k8s.io", "base64.binary.k8s.io"] {
+        let session = websocket(env, logs, protocol, true).await?;
+        assert_eq!(session.protocol, protocol);
+        let got = session.text(1);
+
+        assert!(
+            !got.is_empty() && expected.starts_with(got.lines().next().unwrap_or("-")),
+            "{protocol}: {got:?} vs {expected:?}"
+        );
+    }
+    Ok(())
+}
+
 /// `kubectl exec`, `attach` and `port-forward`: the API server upgrades to SPDY and
 /// talks to the node's kubelet API, which runs the fake runtime's shell and echo server.
 async fn streaming_works_through_the_api_server(
@@ -154,6 +296,8 @@ async fn streaming_works_through_the_api_server(
         assert_eq!(String::from_utf8_lossy(&back), message);
     }
     forward.start_kill()?;
+
+    websocket_streaming_works_through_the_api_server(env).await?;
 
     // A port nothing declares is refused, as a closed port is.
     let (mut refused, local) = port_forward(env, "pod/shell", 81).await?;

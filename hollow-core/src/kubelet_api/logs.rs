@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 
@@ -16,6 +17,8 @@ use crate::runtime::{ContainerState, ContainerStatus, LogLine, RuntimeService};
 
 /// How often a followed log is read again for new lines.
 const FOLLOW_PERIOD: Duration = Duration::from_secs(1);
+/// How long after a finished log's text its response ends.
+const END_AFTER_TEXT: Duration = Duration::from_millis(250);
 
 /// The query of a log request.
 #[derive(Debug, Default, Deserialize)]
@@ -178,15 +181,27 @@ pub(crate) async fn container_logs(
         text.truncate(cut);
     }
     let following = options.follow && !previous && is_running(&chosen.state);
-    if !following {
-        return (StatusCode::OK, text).into_response();
-    }
-    let last_seen = selected.last().map(|l| l.time);
-    let stream = follow(runtime, id, text, last_seen, timestamps);
+    // Streamed (chunked, no length) even when not following, as the kubelet writes
+    // logs through a flushing writer (getContainerLogs in pkg/kubelet/server/server.go),
+    // and the end sent a moment after the text: the API server's WebSocket log reader
+    // drops a read that comes with the end of the body (messageCopy in k8s.io/streaming's
+    // wsstream), which a whole body read at once is.
+    let body = if following {
+        let last_seen = selected.last().map(|l| l.time);
+        Body::from_stream(follow(runtime, id, text, last_seen, timestamps))
+    } else {
+        let end = futures::stream::once(async {
+            tokio::time::sleep(END_AFTER_TEXT).await;
+            Ok(String::new())
+        });
+        Body::from_stream(
+            futures::stream::once(async move { Ok::<_, std::io::Error>(text) }).chain(end),
+        )
+    };
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain")
-        .body(Body::from_stream(stream))
+        .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 

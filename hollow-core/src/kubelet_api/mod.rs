@@ -51,6 +51,7 @@ mod spdy;
 mod stats;
 mod streaming;
 mod tls;
+mod websocket;
 
 use parking_lot::RwLock;
 use std::collections::HashMap;

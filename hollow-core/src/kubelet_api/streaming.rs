@@ -1,4 +1,5 @@
-//! `/exec`, `/attach` and `/portForward`: the kubelet's streaming endpoints, over SPDY.
+//! `/exec`, `/attach` and `/portForward`: the kubelet's streaming endpoints, over SPDY
+//! (exec and attach also over WebSocket: `super::websocket`).
 //!
 //! As the kubelet does, the request is checked first (the pod, the container, the
 //! runtime's support) and answered with a plain HTTP error if it cannot go on; then the
@@ -19,6 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::mpsc;
 
 use super::spdy::{Session, Stream};
+use super::websocket;
 use crate::node::NodeView;
 use crate::runtime::{ContainerState, Output, Process, ProcessIo, TerminalSize};
 
@@ -50,11 +52,11 @@ pub(super) enum Kind {
 
 /// Which streams a request asks for.
 #[derive(Debug, Clone, Copy, Default)]
-struct Options {
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
+pub(super) struct Options {
+    pub(super) stdin: bool,
+    pub(super) stdout: bool,
+    pub(super) stderr: bool,
+    pub(super) tty: bool,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -62,9 +64,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// A request answered before any upgrade (boxed: a response is large).
-type Refused = Box<Response>;
+pub(super) type Refused = Box<Response>;
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Refused {
+pub(super) fn refuse(status: StatusCode, message: impl Into<String>) -> Refused {
     Box::new(error(status, message))
 }
 
@@ -287,6 +289,12 @@ pub(super) async fn exec_or_attach(
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
+    if websocket::is_websocket(request.headers()) {
+        return match websocket::negotiate(request.headers()) {
+            Ok(protocol) => websocket::upgrade(request, protocol, options, process, command).await,
+            Err(response) => *response,
+        };
+    }
     let protocol = match negotiate(request.headers(), EXEC_PROTOCOLS) {
         Ok(protocol) => protocol,
         Err(response) => return *response,
@@ -395,7 +403,7 @@ async fn run_process(
 }
 
 /// The Status the kubelet writes on the error stream for a process's end.
-fn status_of(outcome: &crate::Result<i32>, command: &[String]) -> serde_json::Value {
+pub(super) fn status_of(outcome: &crate::Result<i32>, command: &[String]) -> serde_json::Value {
     match outcome {
         Ok(0) => serde_json::json!({"metadata": {}, "status": "Success"}),
         Ok(code) => serde_json::json!({
