@@ -1,7 +1,8 @@
-//! Probes that consult the fake runtime's userland (#24): exec probes run in the
-//! container's files, HTTP probes of well-known web servers find their page there,
-//! and `kubectl exec` changes what they see; liveness failures restart containers and
-//! readiness gates a StatefulSet's rolling update, judged by the real controllers.
+//! Probes and lifecycle hooks that consult the fake runtime's userland (#24): exec
+//! probes run in the container's files, HTTP probes of well-known web servers find
+//! their page there, and `kubectl exec` changes what they see; liveness failures
+//! restart containers and readiness gates a StatefulSet's rolling update, judged by
+//! the real controllers; postStart and preStop exec hooks run there too.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -328,6 +329,132 @@ async fn a_rolling_update_waits_for_a_broken_readiness_probe() -> anyhow::Result
             })
             && status.current_revision.as_deref() == Some(update_revision.as_str());
         done.then_some(()).ok_or(format!("{status:?}"))
+    })
+    .await;
+
+    cluster.shutdown().await;
+    env.stop();
+    Ok(())
+}
+
+fn with_hooks(name: &str, lifecycle: serde_json::Value, extra: serde_json::Value) -> Pod {
+    let mut container = json!({
+        "name": "busybox",
+        "image": "registry.k8s.io/e2e-test-images/busybox:1.37.0-1",
+        "command": ["sleep", "3600"],
+        "lifecycle": lifecycle,
+    });
+    if let (Some(container), Some(extra)) = (container.as_object_mut(), extra.as_object()) {
+        container.extend(extra.clone());
+    }
+    pod(
+        name,
+        json!({ "containers": [container], "terminationGracePeriodSeconds": 30 }),
+    )
+}
+
+fn exec_hook(script: &str) -> serde_json::Value {
+    json!({ "exec": { "command": ["sh", "-c", script] } })
+}
+
+/// postStart and preStop exec hooks, as pkg/kubelet/kuberuntime runs them: a failed
+/// postStart kills the container, a postStart's files are there for its probes, a
+/// preStop's `sleep` holds the deletion, a failed preStop is an Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_hooks_run_in_the_userland() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().start().await?;
+    let cluster = HollowCluster::builder("hooks")
+        .nodes(1, |_, node| node)
+        .start(env.client())
+        .await?;
+    let client = env.client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let created = [
+        with_hooks(
+            "post-start-fails",
+            json!({ "postStart": exec_hook("exit 1") }),
+            json!({}),
+        ),
+        with_hooks(
+            "post-start-ready",
+            json!({ "postStart": exec_hook("echo ok > /tmp/started") }),
+            json!({ "readinessProbe": exec_probe(&["cat", "/tmp/started"], json!({ "periodSeconds": 1 })) }),
+        ),
+        with_hooks(
+            "pre-stop-sleeps",
+            json!({ "preStop": exec_hook("sleep 4") }),
+            json!({}),
+        ),
+        with_hooks(
+            "pre-stop-fails",
+            json!({ "preStop": exec_hook("exit 2") }),
+            json!({}),
+        ),
+    ];
+    for pod in &created {
+        pods.create(&PostParams::default(), pod).await?;
+    }
+    wait_pod(
+        &pods,
+        "post-start-ready",
+        "post-start-ready Ready",
+        WAIT,
+        ready,
+    )
+    .await;
+    wait_pod(
+        &pods,
+        "post-start-fails",
+        "post-start-fails restarted",
+        WAIT,
+        |p| restarts(p) >= 1,
+    )
+    .await;
+    eventually("the postStart Events", WAIT, || async {
+        let recorded = events_of(&events, "post-start-fails").await;
+        let failed = recorded
+            .iter()
+            .any(|(r, m)| r == "FailedPostStartHook" && m == "PostStartHook failed");
+        let killing = recorded
+            .iter()
+            .any(|(r, m)| r == "Killing" && m == "FailedPostStartHook");
+        (failed && killing)
+            .then_some(())
+            .ok_or(format!("{recorded:?}"))
+    })
+    .await;
+
+    for name in ["pre-stop-sleeps", "pre-stop-fails"] {
+        wait_pod(&pods, name, &format!("{name} Running"), WAIT, |p| {
+            hollow_tests::pod_phase(p) == "Running"
+        })
+        .await;
+    }
+    let deleting = std::time::Instant::now();
+    for name in ["pre-stop-sleeps", "pre-stop-fails"] {
+        pods.delete(name, &Default::default()).await?;
+    }
+    eventually("pre-stop-sleeps gone", WAIT, || async {
+        match pods.get_opt("pre-stop-sleeps").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let held = deleting.elapsed();
+    assert!(
+        held >= Duration::from_millis(3500),
+        "the preStop sleep held it {held:?}"
+    );
+    eventually("the preStop Event", WAIT, || async {
+        let recorded = events_of(&events, "pre-stop-fails").await;
+        recorded
+            .iter()
+            .any(|(r, m)| r == "FailedPreStopHook" && m == "PreStopHook failed")
+            .then_some(())
+            .ok_or(format!("{recorded:?}"))
     })
     .await;
 

@@ -6,7 +6,7 @@
 //! answers [`ProbeOutcome::Unknown`] and the engine keeps its timing model (the probe
 //! succeeds once its initial delay has passed).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// What a probe does (the handler of a pod spec's `Probe`), ports resolved.
 ///
@@ -76,10 +76,12 @@ impl ProbeOutcome {
 /// A probe's outcome, and until when it holds.
 ///
 /// ```
+/// use std::time::Duration;
 /// use hollow_core::runtime::{ProbeOutcome, ProbeReport};
 ///
-/// let report = ProbeReport::new(ProbeOutcome::Success);
+/// let report = ProbeReport::new(ProbeOutcome::Success).took(Duration::from_secs(2));
 /// assert_eq!(report.until, None);
+/// assert_eq!(report.took, Duration::from_secs(2));
 /// assert_eq!(ProbeReport::unknown().outcome, ProbeOutcome::Unknown);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +93,12 @@ pub struct ProbeReport {
     /// later); `None` when only something the engine sees (an exec, a restart) changes
     /// it. The engine probes again then, not every period.
     pub until: Option<SystemTime>,
+    /// How long an exec ran before it ended (a `sleep` in it); the engine waits as long
+    /// for a lifecycle hook's exec, which it runs through [`probe`] too, as the kubelet
+    /// runs both through the runtime's `ExecSync`.
+    ///
+    /// [`probe`]: crate::runtime::RuntimeService::probe
+    pub took: Duration,
 }
 
 impl ProbeReport {
@@ -99,6 +107,7 @@ impl ProbeReport {
         ProbeReport {
             outcome,
             until: None,
+            took: Duration::ZERO,
         }
     }
 
@@ -111,6 +120,13 @@ impl ProbeReport {
     #[must_use]
     pub fn until(mut self, until: Option<SystemTime>) -> Self {
         self.until = until;
+        self
+    }
+
+    /// The exec ran for `took`.
+    #[must_use]
+    pub fn took(mut self, took: Duration) -> Self {
+        self.took = took;
         self
     }
 }

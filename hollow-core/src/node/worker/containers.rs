@@ -1,6 +1,5 @@
-//! The worker's runtime side: the pod's sandbox and containers, started, restarted, stopped.
-
-use std::time::Duration;
+//! The worker's runtime side: the pod's sandbox and containers, started and restarted
+//! (stopped: `super::stop`).
 
 use tokio::time::Instant;
 
@@ -542,6 +541,7 @@ impl PodWorker {
                 record.waiting = None;
                 let name = record.name.clone();
                 self.start_failures.remove(&name);
+                self.post_start(init, index).await;
             }
             Err((reason, error)) => {
                 record.waiting = Some((reason.into(), error.to_string()));
@@ -550,43 +550,6 @@ impl PodWorker {
                 self.start_failures
                     .insert(name, Backoff::next(previous, now));
             }
-        }
-    }
-
-    /// Stops every container (all at once, as the kubelet kills a pod) and the
-    /// sandbox, giving containers `grace` to exit.
-    pub(super) async fn stop_everything(&mut self, grace: Duration) {
-        let runtime = self.shared.config.runtime.clone();
-        let mut running = Vec::new();
-        let mut killed = Vec::new();
-        for record in self.init.iter_mut().chain(self.regular.iter_mut()) {
-            record.waiting = None;
-            if let (Some(id), true) = (&record.id, record.is_running()) {
-                running.push(id.clone());
-                killed.push((record.kind != ContainerKind::Regular, record.name.clone()));
-            }
-        }
-        // killContainer's event (pkg/kubelet/kuberuntime/kuberuntime_container.go).
-        for (init, name) in killed {
-            let message = format!("Stopping container {name}");
-            self.container_event(init, &name, Kind::Normal, "Killing", message);
-        }
-        let stops = running.iter().map(|id| runtime.stop_container(id, grace));
-        futures::future::join_all(stops).await;
-        if let Some(sandbox) = &self.sandbox
-            && !self.sandbox_stopped
-        {
-            let _ = runtime.stop_pod_sandbox(sandbox).await;
-            self.sandbox_stopped = true;
-        }
-        self.refresh().await;
-    }
-
-    pub(super) async fn remove_from_runtime(&mut self) {
-        if let Some(sandbox) = self.sandbox.take() {
-            let runtime = self.shared.config.runtime.clone();
-            let _ = runtime.stop_pod_sandbox(&sandbox).await;
-            let _ = runtime.remove_pod_sandbox(&sandbox).await;
         }
     }
 }

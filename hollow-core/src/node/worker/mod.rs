@@ -2,10 +2,12 @@
 //! pod workers do, and writes the status the kubelet would.
 
 mod containers;
+mod hooks;
 mod kubelet;
 mod probes;
 mod resize;
 mod status;
+mod stop;
 
 #[cfg(test)]
 mod tests;

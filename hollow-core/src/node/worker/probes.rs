@@ -3,7 +3,7 @@
 //! container whose liveness or startup probe failed, as
 //! pkg/kubelet/kuberuntime/kuberuntime_manager.go (`computePodActions`) does.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Container;
 
@@ -169,8 +169,34 @@ impl PodWorker {
             .or(container.startup_probe.as_ref())
             .and_then(|p| p.termination_grace_period_seconds)
             .and_then(|s| u64::try_from(s).ok())
-            .map_or_else(|| self.grace_period(), std::time::Duration::from_secs);
+            .map_or_else(|| self.grace_period(), Duration::from_secs);
         let runtime = self.shared.config.runtime.clone();
+        let started = tokio::time::Instant::now();
+        let pre_stop = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref());
+        if let Some(hook) = pre_stop.filter(|_| !grace.is_zero())
+            && super::hooks::run_hook(runtime.as_ref(), id, hook, grace)
+                .await
+                .is_err()
+        {
+            let message = "PreStopHook failed".to_string();
+            self.container_event(
+                init,
+                &container.name,
+                Kind::Warning,
+                "FailedPreStopHook",
+                message,
+            );
+        }
+        let grace = if pre_stop.is_some() {
+            grace
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(2))
+        } else {
+            grace
+        };
         let _ = runtime.stop_container(id, grace).await;
         if let Some(record) = self.records_mut(init).get_mut(index)
             && let Ok(status) = runtime.container_status(id).await

@@ -115,17 +115,18 @@ impl FakeRuntime {
                     .get(container_id)
                     .and_then(|c| c.files_at(SystemTime::now()).1);
                 let output: String = run.log.iter().map(|l| format!("{}\n", l.text)).collect();
-                let outcome = match run.end {
-                    userland::End::Exit { code: 0, .. } => ProbeOutcome::Success,
-                    userland::End::Exit { .. } => ProbeOutcome::Failure { output },
-                    userland::End::Forever { why: Some(_), .. } => ProbeOutcome::Unknown,
+                let (outcome, took) = match run.end {
+                    userland::End::Exit { code: 0, after } => (ProbeOutcome::Success, after),
+                    userland::End::Exit { after, .. } => (ProbeOutcome::Failure { output }, after),
+                    userland::End::Forever { why: Some(_), .. } => {
+                        (ProbeOutcome::Unknown, Duration::ZERO)
+                    }
                     userland::End::Forever { why: None, .. } | userland::End::Running => {
-                        ProbeOutcome::Failure {
-                            output: "command timed out".into(),
-                        }
+                        let output = "command timed out".into();
+                        (ProbeOutcome::Failure { output }, PROBE_HORIZON)
                     }
                 };
-                Ok(ProbeReport::new(outcome).until(until))
+                Ok(ProbeReport::new(outcome).until(until).took(took))
             }
             ProbeAction::HttpGet { port, path } => {
                 let state = self.lock();

@@ -19,6 +19,7 @@
 pub mod annotations;
 mod behavior;
 mod calls;
+mod exits;
 mod files;
 mod ids;
 mod ips;

@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 
 use super::behavior::BehaviorFn;
 use super::calls::{RuntimeCall, RuntimeMethod};
+use super::exits::Exits;
 use super::streaming::ExecOutput;
 use super::termination::termination_message;
 use super::userland::FsDiff;
@@ -36,6 +37,16 @@ pub(super) struct Inner {
     /// so the fake of an idle node holds no channel (about 2 KiB for both).
     events: OnceLock<broadcast::Sender<ContainerEvent>>,
     actions: OnceLock<broadcast::Sender<PodAction>>,
+    /// The shared timer of timed exits, made at the first.
+    pub(super) exits: OnceLock<Arc<Exits>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(exits) = self.exits.get() {
+            exits.close();
+        }
+    }
 }
 
 impl Inner {
@@ -48,6 +59,7 @@ impl Inner {
             }),
             events: OnceLock::new(),
             actions: OnceLock::new(),
+            exits: OnceLock::new(),
         }
     }
 

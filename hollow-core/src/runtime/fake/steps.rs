@@ -83,6 +83,10 @@ impl FakeRuntime {
     /// Plays a container's steps in the background, until they end or the container
     /// stops running. A repeating list waits at least [`MIN_REPEAT_PERIOD`] a pass.
     pub(super) fn play(&self, container_id: String, delay: Duration, steps: Vec<ContainerStep>) {
+        if let [ContainerStep::Exit { code }] = steps.as_slice() {
+            self.exit_later(container_id, *code, delay);
+            return;
+        }
         if steps.is_empty() {
             return;
         }
@@ -122,7 +126,7 @@ impl FakeRuntime {
 
 /// Plays one step on a running container; false when the container is gone, stopped
 /// or the step ended it.
-fn apply_step(inner: &Inner, container_id: &str, step: &ContainerStep) -> bool {
+pub(super) fn apply_step(inner: &Inner, container_id: &str, step: &ContainerStep) -> bool {
     let mut state = inner.state.lock();
     let Some(container) = state.containers.get_mut(container_id) else {
         return false;
