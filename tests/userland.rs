@@ -100,6 +100,29 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
         }),
     );
     pods.create(&PostParams::default(), &echo).await?;
+    // A pod that prints what its downward API volume holds.
+    let mut podinfo = pod(
+        "podinfo",
+        json!({
+            "containers": [{
+                "name": "main",
+                "image": "busybox",
+                "command": ["sh", "-c", "cat /etc/podinfo/labels; echo; cat /etc/podinfo/name; sleep 3600"],
+                "volumeMounts": [{ "name": "podinfo", "mountPath": "/etc/podinfo" }],
+            }],
+            "volumes": [{ "name": "podinfo", "downwardAPI": { "items": [
+                { "path": "labels", "fieldRef": { "fieldPath": "metadata.labels" } },
+                { "path": "name", "fieldRef": { "fieldPath": "metadata.name" } },
+            ] } }],
+        }),
+    );
+    podinfo.metadata.labels = Some(
+        [("zone", "us-east-1a"), ("app", "web")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    pods.create(&PostParams::default(), &podinfo).await?;
     // A pod whose init container sleeps and leaves a termination message, and whose
     // container fails after a line (its termination message, from its log).
     let fails = pod(
@@ -132,6 +155,14 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
         .unwrap_or_default();
     let printed = logs(&pods, "echo", "main").await;
     assert_eq!(printed, format!("greeting: hello world\n{node}\n"));
+    wait_pod(&pods, "podinfo", "podinfo Running", WAIT, |p| {
+        pod_phase(p) == "Running"
+    })
+    .await;
+    assert_eq!(
+        logs(&pods, "podinfo", "main").await,
+        "app=\"web\"\nzone=\"us-east-1a\"\npodinfo\n"
+    );
 
     let failed = wait_pod(&pods, "fails", "fails Failed", WAIT, |p| {
         pod_phase(p) == "Failed"

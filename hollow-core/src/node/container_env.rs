@@ -37,6 +37,8 @@ pub(crate) struct Launch {
     pub(crate) command: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) termination_message_path: Option<String>,
+    /// What its downward API volumes hold.
+    pub(crate) files: Vec<(String, String)>,
 }
 
 /// The [`Launch`] of `container` in `pod`.
@@ -67,6 +69,7 @@ pub(crate) fn launch(
         command: expanded_command(container, &env),
         env: env.into_iter().collect(),
         termination_message_path: container.termination_message_path.clone(),
+        files: super::volume_files::volume_files(pod, container),
     }
 }
 
@@ -98,7 +101,7 @@ fn environment(
 
 /// `podFieldSelectorRuntimeValue`, and `fieldpath.ExtractFieldPathAsString` for the
 /// metadata paths.
-fn field_value(
+pub(super) fn field_value(
     pod: &Pod,
     field: &ObjectFieldSelector,
     pod_ips: &[IpAddr],

@@ -41,6 +41,7 @@ mod spec_status;
 mod taint_effect;
 mod traffic;
 mod view;
+mod volume_files;
 mod worker;
 
 #[cfg(test)]

@@ -1,16 +1,75 @@
 //! A pod as a node keeps it: without what the node never reads.
 
-use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+
+/// Whether a volume holds downward API files (itself or among its projected sources).
+fn holds_downward_files(volume: &Volume) -> bool {
+    volume.downward_api.is_some()
+        || volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .any(|s| s.downward_api.is_some())
+}
+
+/// Whether a container's command runs in the fake's userland and mounts one of
+/// `volumes`: it reads their files (`super::volume_files`).
+fn reads_files(container: &Container, volumes: &BTreeSet<&str>) -> bool {
+    let command: Vec<String> = container
+        .command
+        .iter()
+        .flatten()
+        .chain(container.args.iter().flatten())
+        .cloned()
+        .collect();
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| volumes.contains(m.name.as_str()))
+        && crate::runtime::runs_in_userland(&command)
+}
 
 /// Drops what the node never reads from a pod it keeps for as long as the pod runs:
 /// `metadata.managedFields` (often the largest part of the object) and the volumes
 /// with their mounts (a hollow runtime mounts nothing; each `Volume` alone is over
-/// 3 KiB in memory).
+/// 3 KiB in memory), but for the downward API volumes of containers whose command
+/// the userland runs, and their mounts.
 pub(crate) fn slimmed(mut pod: Pod) -> Pod {
     pod.metadata.managed_fields = None;
     shrink(&mut pod.metadata.owner_references);
     if let Some(spec) = pod.spec.as_mut() {
-        spec.volumes = None;
+        let downward: BTreeSet<&str> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| holds_downward_files(v))
+            .map(|v| v.name.as_str())
+            .collect();
+        let readers: BTreeSet<String> = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .filter(|c| reads_files(c, &downward))
+            .map(|c| c.name.clone())
+            .collect();
+        let read: BTreeSet<String> = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .filter(|c| readers.contains(&c.name))
+            .flat_map(|c| c.volume_mounts.iter().flatten().map(|m| m.name.clone()))
+            .filter(|name| downward.contains(name.as_str()))
+            .collect();
+        match spec.volumes.as_mut() {
+            Some(volumes) if !read.is_empty() => {
+                volumes.retain(|v| read.contains(&v.name));
+                volumes.shrink_to_fit();
+            }
+            _ => spec.volumes = None,
+        }
         // serde grows a list by doubling, from room for four items of up to 1 KiB (one
         // for larger ones): one ContainerStatus (750 bytes) sits in 3 KiB, five
         // conditions in room for eight. Every pod is kept for its life.
@@ -36,7 +95,7 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
             .iter_mut()
             .chain(spec.init_containers.iter_mut().flatten());
         for container in containers {
-            if mounts_in_status(&container.name) {
+            if mounts_in_status(&container.name) && !readers.contains(&container.name) {
                 container.volume_mounts = None;
             } else {
                 shrink(&mut container.volume_mounts);

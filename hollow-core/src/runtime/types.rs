@@ -79,6 +79,9 @@ pub struct ContainerConfig {
     /// `terminationMessagePath`); the engine sets it for a command the userland runs
     /// (only its containers write files).
     pub termination_message_path: Option<String>,
+    /// The files the container's volumes hold (absolute path, text), as far as the
+    /// engine makes them: the downward API's, for a command the userland runs.
+    pub files: Vec<(String, String)>,
     /// `terminationMessagePolicy: FallbackToLogsOnError`: a container that fails with
     /// no message gets the tail of its log as one.
     pub fallback_to_logs: bool,

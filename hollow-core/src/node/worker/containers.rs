@@ -475,6 +475,7 @@ impl PodWorker {
             command: launch.command,
             env: launch.env,
             termination_message_path: launch.termination_message_path,
+            files: launch.files,
             fallback_to_logs,
             name: record.name.clone(),
             image: record.image.clone(),

@@ -8,7 +8,7 @@ use super::state::Container;
 use super::userland::{self, Exec, Fs, Run};
 use crate::error::Result;
 use crate::runtime::probe::{ProbeAction, ProbeOutcome, ProbeReport};
-use crate::runtime::types::ContainerState;
+use crate::runtime::types::{ContainerConfig, ContainerState};
 
 /// How far an exec probe's clock may run: one that sleeps longer timed out.
 const PROBE_HORIZON: Duration = Duration::from_secs(3600);
@@ -16,14 +16,23 @@ const PROBE_HORIZON: Duration = Duration::from_secs(3600);
 /// The port well-known web server images listen on.
 const WEB_PORT: u16 = 80;
 
-impl Container {
-    fn view(&self) -> userland::Container<'_> {
+impl ContainerConfig {
+    /// The container as the userland sees it.
+    pub(super) fn view(&self) -> userland::Container<'_> {
         userland::Container {
-            image: &self.config.image,
-            command: &self.config.command,
-            env: &self.config.env,
-            hostname: &self.config.pod_name,
+            image: &self.image,
+            command: &self.command,
+            env: &self.env,
+            hostname: &self.pod_name,
+            files: &self.files,
         }
+    }
+}
+
+impl Container {
+    /// The container as the userland sees it.
+    pub(super) fn view(&self) -> userland::Container<'_> {
+        self.config.view()
     }
 
     /// The container's files at `now`, and when its command next changes them.

@@ -83,7 +83,7 @@ fn userland_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
         } => (*started_at, *finished_at),
     };
     let horizon = end.duration_since(started_at).unwrap_or_default();
-    let run = userland::run(&c.command, &c.env, &c.pod_name, horizon, true);
+    let run = userland::run(c.view(), horizon, true);
     let mut lines: Vec<LogLine> = run
         .log
         .into_iter()

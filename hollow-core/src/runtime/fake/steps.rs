@@ -62,13 +62,7 @@ fn userland_behavior(config: &ContainerConfig) -> Option<Behavior> {
     if !userland::runs(&config.command) {
         return None;
     }
-    let run = userland::run(
-        &config.command,
-        &config.env,
-        &config.pod_name,
-        userland::HORIZON,
-        false,
-    );
+    let run = userland::run(config.view(), userland::HORIZON, false);
     Some(match run.end {
         userland::End::Exit { after, code } => Behavior::Exit { after, code },
         userland::End::Forever {

@@ -50,7 +50,7 @@ fn written_file(container: &Container, path: &str, now: SystemTime) -> Option<St
     };
     let c = &container.config;
     let ran = now.duration_since(started_at).unwrap_or_default();
-    userland::file_at(&c.command, &c.env, &c.pod_name, ran, path)
+    userland::file_at(c.view(), ran, path)
 }
 
 /// The last `max` bytes of `text`, cut at a character boundary.

@@ -117,28 +117,18 @@ const KNOWN: &[&str] = &[
     "expr", "test", "tail", "touch", "mkdir", "pwd",
 ];
 
-/// Runs `command` over `env` until it ends or its clock passes `horizon`; `log`
+/// Runs `container`'s command until it ends or its clock passes `horizon`; `log`
 /// says whether lines are kept (a run that only wants the end keeps none).
-pub(crate) fn run(
-    command: &[String],
-    env: &[(String, String)],
-    hostname: &str,
-    horizon: Duration,
-    log: bool,
-) -> Run {
-    execute(command, env, hostname, &mut Fs::default(), horizon, log)
+pub(crate) fn run(container: Container<'_>, horizon: Duration, log: bool) -> Run {
+    let mut fs = starting_files(container);
+    execute(container, &mut fs, horizon, log)
 }
 
-/// The file at `path` as `command` left it by `horizon` (none if it is not there).
-pub(crate) fn file_at(
-    command: &[String],
-    env: &[(String, String)],
-    hostname: &str,
-    horizon: Duration,
-    path: &str,
-) -> Option<String> {
-    let mut fs = Fs::default();
-    execute(command, env, hostname, &mut fs, horizon, false);
+/// The file at `path` as `container`'s command left it by `horizon` (none if it is
+/// not there).
+pub(crate) fn file_at(container: Container<'_>, horizon: Duration, path: &str) -> Option<String> {
+    let mut fs = starting_files(container);
+    execute(container, &mut fs, horizon, false);
     fs.read(&fs::normalize("/", path)).ok()
 }
 
@@ -149,14 +139,29 @@ pub(crate) struct Container<'a> {
     pub(crate) command: &'a [String],
     pub(crate) env: &'a [(String, String)],
     pub(crate) hostname: &'a str,
+    /// What its volumes hold (absolute path, text).
+    pub(crate) files: &'a [(String, String)],
+}
+
+/// The files a container starts with: its image's, its volumes', `/etc/hostname`.
+fn starting_files(container: Container<'_>) -> Fs {
+    let mut fs = fs::image_files(container.image, container.command);
+    for (path, text) in container.files {
+        let path = fs::normalize("/", path);
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            fs.mkdir(if dir.is_empty() { "/" } else { dir }, true).ok();
+        }
+        fs.write(&path, text, false).ok();
+    }
+    fs.write("/etc/hostname", &format!("{}\n", container.hostname), false)
+        .ok();
+    fs
 }
 
 /// The files of `container` `after` its start (its image's, then what its command
 /// wrote by then), and when its command next changes them (none: not while it runs).
 pub(crate) fn files_at(container: Container<'_>, after: Duration) -> (Fs, Option<Duration>) {
-    let mut fs = fs::image_files(container.image, container.command);
-    fs.write("/etc/hostname", &format!("{}\n", container.hostname), false)
-        .ok();
+    let mut fs = starting_files(container);
     if !runs(container.command) {
         return (fs, None);
     }
@@ -232,19 +237,12 @@ fn log_io() -> Io {
     }
 }
 
-fn execute(
-    command: &[String],
-    env: &[(String, String)],
-    hostname: &str,
-    fs: &mut Fs,
-    horizon: Duration,
-    log: bool,
-) -> Run {
-    let mut shell = shell(fs, env, hostname, horizon);
+fn execute(container: Container<'_>, fs: &mut Fs, horizon: Duration, log: bool) -> Run {
+    let mut shell = shell(fs, container.env, container.hostname, horizon);
     if !log {
         shell.log_limit = 0;
     }
-    let result = builtins::run(&mut shell, command, &log_io());
+    let result = builtins::run(&mut shell, container.command, &log_io());
     finish(shell, result)
 }
 

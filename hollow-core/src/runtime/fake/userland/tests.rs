@@ -1,6 +1,24 @@
 use std::time::Duration;
 
-use super::{End, HORIZON, Stream, run, runs};
+use super::{Container, End, HORIZON, Run, Stream, runs};
+
+/// Runs `command` over `env` in a busybox container named `hostname`.
+fn run(
+    command: &[String],
+    env: &[(String, String)],
+    hostname: &str,
+    horizon: Duration,
+    log: bool,
+) -> Run {
+    let container = Container {
+        image: "busybox",
+        command,
+        env,
+        hostname,
+        files: &[],
+    };
+    super::run(container, horizon, log)
+}
 
 fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
