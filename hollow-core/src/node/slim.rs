@@ -4,14 +4,20 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 
-/// Whether a volume holds downward API files (itself or among its projected sources).
+/// Whether a volume holds downward API files (itself or among its projected sources)
+/// that a pod asked for: the service account's projected volume
+/// (`kube-api-access-*`, with its namespace file) is not kept, as every pod has one
+/// and a `Volume` costs over 3 KiB.
 fn holds_downward_files(volume: &Volume) -> bool {
-    volume.downward_api.is_some()
-        || volume
+    let sources = || {
+        volume
             .projected
             .iter()
             .flat_map(|p| p.sources.iter().flatten())
-            .any(|s| s.downward_api.is_some())
+    };
+    volume.downward_api.is_some()
+        || (sources().any(|s| s.downward_api.is_some())
+            && !sources().any(|s| s.service_account_token.is_some()))
 }
 
 /// Whether a container's command runs in the fake's userland and mounts one of
