@@ -23,6 +23,28 @@ fn node_ip(prefix: u8, index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, prefix, 10 + index as u8))
 }
 
+/// `nodes` hollow nodes on 127.0.`prefix`.x, their kubelet API served (for
+/// `kubectl exec`).
+async fn served_cluster(
+    env: &TestEnv,
+    name: &str,
+    nodes: usize,
+    prefix: u8,
+) -> anyhow::Result<(HollowCluster, KubeletServer)> {
+    let api = KubeletServer::builder().start(env.client()).await?;
+    let port = free_port();
+    let cluster = HollowCluster::builder(name)
+        .nodes(nodes, move |i, node| {
+            node.address(node_ip(prefix, i)).kubelet_port(port)
+        })
+        .start(env.client())
+        .await?;
+    for node in cluster.nodes() {
+        api.serve(node.view()).await?;
+    }
+    Ok((cluster, api))
+}
+
 fn restarts(pod: &Pod) -> i32 {
     pod.status
         .as_ref()
@@ -79,17 +101,7 @@ async fn events_of(events: &Api<Event>, pod: &str) -> Vec<(String, String)> {
 async fn probes_follow_the_containers_files() -> anyhow::Result<()> {
     init_tracing();
     let env = TestEnv::builder().start().await?;
-    let api = KubeletServer::builder().start(env.client()).await?;
-    let port = free_port();
-    let cluster = HollowCluster::builder("probes")
-        .nodes(1, move |i, node| {
-            node.address(node_ip(42, i)).kubelet_port(port)
-        })
-        .start(env.client())
-        .await?;
-    for node in cluster.nodes() {
-        api.serve(node.view()).await?;
-    }
+    let (cluster, _api) = served_cluster(&env, "probes", 1, 42).await?;
     let client = env.client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
@@ -228,17 +240,7 @@ async fn probes_follow_the_containers_files() -> anyhow::Result<()> {
 async fn a_rolling_update_waits_for_a_broken_readiness_probe() -> anyhow::Result<()> {
     init_tracing();
     let env = TestEnv::builder().start().await?;
-    let api = KubeletServer::builder().start(env.client()).await?;
-    let port = free_port();
-    let cluster = HollowCluster::builder("rollout")
-        .nodes(2, move |i, node| {
-            node.address(node_ip(43, i)).kubelet_port(port)
-        })
-        .start(env.client())
-        .await?;
-    for node in cluster.nodes() {
-        api.serve(node.view()).await?;
-    }
+    let (cluster, _api) = served_cluster(&env, "rollout", 2, 43).await?;
     let client = env.client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");

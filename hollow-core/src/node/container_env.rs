@@ -29,6 +29,17 @@ fn expanded_command(container: &Container, env: &BTreeMap<String, String>) -> Ve
         .collect()
 }
 
+/// A container's command followed by its args, as written.
+pub(crate) fn command_line(container: &Container) -> Vec<String> {
+    container
+        .command
+        .iter()
+        .flatten()
+        .chain(container.args.iter().flatten())
+        .cloned()
+        .collect()
+}
+
 /// What the runtime is given to run a container: its command and, when the fake's
 /// userland runs it, the environment the kubelet would make and where the container
 /// writes its termination message.
@@ -51,13 +62,7 @@ pub(crate) fn launch(
     let Some(container) = container else {
         return Launch::default();
     };
-    let raw: Vec<String> = container
-        .command
-        .iter()
-        .flatten()
-        .chain(container.args.iter().flatten())
-        .cloned()
-        .collect();
+    let raw = command_line(container);
     if !crate::runtime::runs_in_userland(&raw) {
         return Launch {
             command: raw,

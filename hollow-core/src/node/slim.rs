@@ -23,13 +23,7 @@ fn holds_downward_files(volume: &Volume) -> bool {
 /// Whether a container's command runs in the fake's userland and mounts one of
 /// `volumes`: it reads their files (`super::volume_files`).
 fn reads_files(container: &Container, volumes: &BTreeSet<&str>) -> bool {
-    let command: Vec<String> = container
-        .command
-        .iter()
-        .flatten()
-        .chain(container.args.iter().flatten())
-        .cloned()
-        .collect();
+    let command = super::container_env::command_line(container);
     container
         .volume_mounts
         .iter()
