@@ -23,13 +23,12 @@ fn holds_downward_files(volume: &Volume) -> bool {
 /// Whether a container's command runs in the fake's userland and mounts one of
 /// `volumes`: it reads their files (`super::volume_files`).
 fn reads_files(container: &Container, volumes: &BTreeSet<&str>) -> bool {
-    let command = super::container_env::command_line(container);
     container
         .volume_mounts
         .iter()
         .flatten()
         .any(|m| volumes.contains(m.name.as_str()))
-        && crate::runtime::runs_in_userland(&command)
+        && crate::runtime::runs_in_userland(&super::container_env::command_line(container))
 }
 
 /// Drops what the node never reads from a pod it keeps for as long as the pod runs:
@@ -52,7 +51,7 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
             .containers
             .iter()
             .chain(spec.init_containers.iter().flatten())
-            .filter(|c| reads_files(c, &downward))
+            .filter(|c| !downward.is_empty() && reads_files(c, &downward))
             .map(|c| c.name.clone())
             .collect();
         let read: BTreeSet<String> = spec

@@ -44,17 +44,17 @@ impl PodWorker {
         let has_probes = container.startup_probe.is_some()
             || container.liveness_probe.is_some()
             || container.readiness_probe.is_some();
-        let Some(record) = self.records_mut(init).get_mut(index) else {
-            return;
-        };
-        let (Some(id), Some(ContainerState::Running { started_at })) =
-            (record.id.clone(), record.state.clone())
-        else {
-            return;
-        };
         if !has_probes {
             return;
         }
+        let Some(record) = self.records_mut(init).get_mut(index) else {
+            return;
+        };
+        let (Some(id), Some(&ContainerState::Running { started_at })) =
+            (record.id.clone(), record.state.as_ref())
+        else {
+            return;
+        };
         if record.probes.as_ref().map(|p| p.container_id.as_str()) != Some(id.as_str()) {
             record.probes = ContainerProbes::new(&id, container, started_at).map(Box::new);
         }
