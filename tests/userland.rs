@@ -12,7 +12,7 @@ use hollow_tests::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::Api;
 use kube::api::{ListParams, LogParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -123,6 +123,51 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
             .collect(),
     );
     pods.create(&PostParams::default(), &podinfo).await?;
+    // A pod that reads a ConfigMap and a Secret (as files and as variables) and what
+    // its init container left in an emptyDir.
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let settings: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "settings" },
+        "data": { "greeting": "hi\n", "MODE": "fast" },
+    }))?;
+    config_maps
+        .create(&PostParams::default(), &settings)
+        .await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let creds: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "creds" },
+        "stringData": { "user": "admin\n", "password": "s3cret" },
+    }))?;
+    secrets.create(&PostParams::default(), &creds).await?;
+    let configured = pod(
+        "configured",
+        json!({
+            "initContainers": [{
+                "name": "prepare",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo prepared > /work/state"],
+                "volumeMounts": [{ "name": "work", "mountPath": "/work" }],
+            }],
+            "containers": [{
+                "name": "main",
+                "image": "busybox",
+                "command": ["sh", "-c", "cat /etc/config/greeting /etc/creds/user; echo \"$APP_MODE $PASSWORD\"; cat /scratch/state; ls /etc/creds; sleep 3600"],
+                "envFrom": [{ "configMapRef": { "name": "settings" }, "prefix": "APP_" }],
+                "env": [{ "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "creds", "key": "password" } } }],
+                "volumeMounts": [
+                    { "name": "config", "mountPath": "/etc/config" },
+                    { "name": "creds", "mountPath": "/etc/creds" },
+                    { "name": "work", "mountPath": "/scratch" },
+                ],
+            }],
+            "volumes": [
+                { "name": "config", "configMap": { "name": "settings" } },
+                { "name": "creds", "secret": { "secretName": "creds", "items": [{ "key": "user", "path": "user" }] } },
+                { "name": "work", "emptyDir": {} },
+            ],
+        }),
+    );
+    pods.create(&PostParams::default(), &configured).await?;
     // A pod whose init container sleeps and leaves a termination message, and whose
     // container fails after a line (its termination message, from its log).
     let fails = pod(
@@ -162,6 +207,15 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
     assert_eq!(
         logs(&pods, "podinfo", "main").await,
         "app=\"web\"\nzone=\"us-east-1a\"\npodinfo\n"
+    );
+
+    wait_pod(&pods, "configured", "configured Running", WAIT, |p| {
+        pod_phase(p) == "Running"
+    })
+    .await;
+    assert_eq!(
+        logs(&pods, "configured", "main").await,
+        "hi\nadmin\nfast s3cret\nprepared\nuser\n"
     );
 
     let failed = wait_pod(&pods, "fails", "fails Failed", WAIT, |p| {

@@ -4,11 +4,13 @@
 //! pkg/kubelet/container/helpers.go, and `$(VAR)` references as
 //! third_party/forked/golang/expansion/expand.go reads them.
 //!
+//! Values from ConfigMaps and Secrets (`envFrom` first, then `configMapKeyRef` and
+//! `secretKeyRef` variables) come from [`ObjectData`], read as the container starts.
+//!
 //! What hollow leaves out, and why: the Services' variables (`KUBERNETES_SERVICE_HOST`
-//! and each Service's `<NAME>_SERVICE_HOST`/`_PORT` family), values read from
-//! ConfigMaps and Secrets (`envFrom`, `configMapKeyRef`, `secretKeyRef`; hollow checks
-//! that they exist, `node/references.rs`, but keeps no values) and `resourceFieldRef`.
-//! A variable left out is unset in the container.
+//! and each Service's `<NAME>_SERVICE_HOST`/`_PORT` family; they would need a watch of
+//! every Service) and `resourceFieldRef`. A variable left out is unset in the
+//! container.
 //!
 //! Only a container whose command the fake runtime's userland runs gets its
 //! environment made (it is read by nothing else, and a pod is kept small).
@@ -16,7 +18,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod};
+use k8s_openapi::api::core::v1::{Container, EnvVarSource, ObjectFieldSelector, Pod};
+
+use super::object_data::ObjectData;
 
 /// The container's command and args, with `$(VAR)` references expanded over `env`.
 fn expanded_command(container: &Container, env: &BTreeMap<String, String>) -> Vec<String> {
@@ -48,8 +52,10 @@ pub(crate) struct Launch {
     pub(crate) command: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) termination_message_path: Option<String>,
-    /// What its downward API volumes hold.
+    /// What its volumes hold.
     pub(crate) files: Vec<(String, String)>,
+    /// Its `emptyDir` volumes, by name and mount path.
+    pub(crate) shared_dirs: Vec<(String, String)>,
 }
 
 /// The [`Launch`] of `container` in `pod`.
@@ -58,50 +64,123 @@ pub(crate) fn launch(
     container: Option<&Container>,
     pod_ips: &[IpAddr],
     host_ips: &[IpAddr],
+    data: &ObjectData,
 ) -> Launch {
     let Some(container) = container else {
         return Launch::default();
     };
     let raw = command_line(container);
-    if !crate::runtime::runs_in_userland(&raw) {
+    let image = container.image.as_deref().unwrap_or_default();
+    if !crate::runtime::reads_files(image, &raw) {
         return Launch {
             command: raw,
             ..Launch::default()
         };
     }
-    let env = environment(pod, container, pod_ips, host_ips);
+    let files = super::volume_files::volume_files(pod, container, data);
+    let shared_dirs = shared_dirs(pod, container);
+    if !crate::runtime::runs_in_userland(&raw) {
+        return Launch {
+            command: raw,
+            files,
+            shared_dirs,
+            ..Launch::default()
+        };
+    }
+    let env = environment(pod, container, (pod_ips, host_ips), data);
     Launch {
         command: expanded_command(container, &env),
         env: env.into_iter().collect(),
         termination_message_path: container.termination_message_path.clone(),
-        files: super::volume_files::volume_files(pod, container),
+        files,
+        shared_dirs,
     }
 }
 
-/// `makeEnvironmentVariables`: the container's `env`, in order, each value's `$(VAR)`
-/// references expanded over the variables before it; downward API fields resolved.
+/// The `emptyDir` volumes `container` mounts, by name and mount path.
+fn shared_dirs(pod: &Pod, container: &Container) -> Vec<(String, String)> {
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref());
+    let empty_dir = |name: &str| {
+        volumes
+            .into_iter()
+            .flatten()
+            .any(|v| v.name == name && v.empty_dir.is_some())
+    };
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| m.sub_path.is_none() && empty_dir(&m.name))
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.mount_path.trim_end_matches('/').to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `makeEnvironmentVariables`: the keys of the container's `envFrom` sources (a
+/// ConfigMap's text data, a Secret's data; each under its prefix), then its `env`, in
+/// order, each value's `$(VAR)` references expanded over the variables before it;
+/// downward API fields and ConfigMap and Secret keys resolved.
 fn environment(
     pod: &Pod,
     container: &Container,
-    pod_ips: &[IpAddr],
-    host_ips: &[IpAddr],
+    ips: (&[IpAddr], &[IpAddr]),
+    data: &ObjectData,
 ) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.as_deref().unwrap_or_default();
+        let source = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(map), _) => data.config_map(&map.name),
+            (None, Some(secret)) => data.secret(&secret.name),
+            (None, None) => None,
+        };
+        for (key, value) in source.into_iter().flat_map(|d| {
+            d.values
+                .iter()
+                .filter(|(key, _)| d.text_keys.contains(*key))
+        }) {
+            env.insert(format!("{prefix}{key}"), value.clone());
+        }
+    }
     for var in container.env.iter().flatten() {
         let value = match &var.value_from {
             None => Some(expand(var.value.as_deref().unwrap_or_default(), |name| {
                 env.get(name).map(String::as_str)
             })),
-            Some(source) => source
-                .field_ref
-                .as_ref()
-                .and_then(|field| field_value(pod, field, pod_ips, host_ips)),
+            Some(source) => source_value(pod, source, ips, data),
         };
         if let Some(value) = value {
             env.insert(var.name.clone(), value);
         }
     }
     env
+}
+
+/// An env var's `valueFrom`: a downward API field, or a ConfigMap's or Secret's key
+/// (`None`: not there, or a source hollow leaves out).
+fn source_value(
+    pod: &Pod,
+    source: &EnvVarSource,
+    (pod_ips, host_ips): (&[IpAddr], &[IpAddr]),
+    data: &ObjectData,
+) -> Option<String> {
+    if let Some(field) = &source.field_ref {
+        return field_value(pod, field, pod_ips, host_ips);
+    }
+    if let Some(key) = &source.config_map_key_ref {
+        let map = data.config_map(&key.name)?;
+        return map
+            .values
+            .get(&key.key)
+            .filter(|_| map.text_keys.contains(&key.key))
+            .cloned();
+    }
+    let key = source.secret_key_ref.as_ref()?;
+    data.secret(&key.name)?.values.get(&key.key).cloned()
 }
 
 /// `podFieldSelectorRuntimeValue`, and `fieldpath.ExtractFieldPathAsString` for the
@@ -234,7 +313,14 @@ mod tests {
         .expect("a pod");
         let container = &pod.spec.as_ref().expect("spec").containers[0];
         let ip: IpAddr = "10.0.0.7".parse().expect("ip");
-        let launched = launch(&pod, Some(container), &[ip], &[]);
+        let data = ObjectData::default().with(false, "s", &[("k", "v")]);
+        let launched = launch(&pod, Some(container), &[ip], &[], &ObjectData::default());
+        let with_secret = launch(&pod, Some(container), &[ip], &[], &data);
+        assert!(
+            with_secret
+                .env
+                .contains(&("FROM_SECRET".into(), "v".into()))
+        );
         let (command, env) = (launched.command, launched.env);
         // NODE comes after GREETING: its reference stays as written.
         assert_eq!(
@@ -258,11 +344,49 @@ mod tests {
             ..Container::default()
         };
         assert_eq!(
-            launch(&pod, Some(&server), &[ip], &[]),
+            launch(&pod, Some(&server), &[ip], &[], &data),
             Launch {
                 command: vec!["nginx".to_string()],
                 ..Launch::default()
             }
         );
+    }
+
+    #[test]
+    fn env_from_comes_first_and_env_overrides_it() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": { "containers": [{
+                "name": "c",
+                "command": ["sh", "-c", "env"],
+                "envFrom": [
+                    { "configMapRef": { "name": "settings" }, "prefix": "APP_" },
+                    { "secretRef": { "name": "creds" } },
+                    { "configMapRef": { "name": "absent", "optional": true } },
+                ],
+                "env": [
+                    { "name": "APP_MODE", "value": "slow, not $(APP_LEVEL)" },
+                    { "name": "LEVEL", "valueFrom": { "configMapKeyRef": { "name": "settings", "key": "LEVEL" } } },
+                ],
+            }] },
+        }))
+        .expect("a pod");
+        let container = &pod.spec.as_ref().expect("spec").containers[0];
+        let data = ObjectData::default()
+            .with(true, "settings", &[("MODE", "fast"), ("LEVEL", "3")])
+            .with(false, "creds", &[("USER", "me")]);
+        let env: BTreeMap<_, _> = launch(&pod, Some(container), &[], &[], &data)
+            .env
+            .into_iter()
+            .collect();
+        let expected: BTreeMap<String, String> = [
+            ("APP_LEVEL", "3"),
+            ("APP_MODE", "slow, not 3"),
+            ("LEVEL", "3"),
+            ("USER", "me"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(env, expected);
     }
 }

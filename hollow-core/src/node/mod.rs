@@ -28,6 +28,7 @@ mod events;
 mod faults;
 mod heartbeat;
 mod node_status;
+mod object_data;
 mod phases;
 mod pod_status;
 mod pods;

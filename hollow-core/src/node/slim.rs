@@ -4,11 +4,11 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 
-/// Whether a volume holds downward API files (itself or among its projected sources)
-/// that a pod asked for: the service account's projected volume
-/// (`kube-api-access-*`, with its namespace file) is not kept, as every pod has one
-/// and a `Volume` costs over 3 KiB.
-fn holds_downward_files(volume: &Volume) -> bool {
+/// Whether a volume holds files the fake's userland shows (`super::volume_files`:
+/// downward API, ConfigMap, Secret, `emptyDir`, and projected sources of these) that a
+/// pod asked for: the service account's projected volume (`kube-api-access-*`) is not
+/// kept, as every pod has one and a `Volume` costs over 3 KiB.
+fn holds_files(volume: &Volume) -> bool {
     let sources = || {
         volume
             .projected
@@ -16,42 +16,47 @@ fn holds_downward_files(volume: &Volume) -> bool {
             .flat_map(|p| p.sources.iter().flatten())
     };
     volume.downward_api.is_some()
-        || (sources().any(|s| s.downward_api.is_some())
-            && !sources().any(|s| s.service_account_token.is_some()))
+        || volume.config_map.is_some()
+        || volume.secret.is_some()
+        || volume.empty_dir.is_some()
+        || (sources().next().is_some() && !sources().any(|s| s.service_account_token.is_some()))
 }
 
-/// Whether a container's command runs in the fake's userland and mounts one of
-/// `volumes`: it reads their files (`super::volume_files`).
+/// Whether the fake reads a container's files (`crate::runtime::reads_files`) and it
+/// mounts one of `volumes`.
 fn reads_files(container: &Container, volumes: &BTreeSet<&str>) -> bool {
     container
         .volume_mounts
         .iter()
         .flatten()
         .any(|m| volumes.contains(m.name.as_str()))
-        && crate::runtime::runs_in_userland(&super::container_env::command_line(container))
+        && crate::runtime::reads_files(
+            container.image.as_deref().unwrap_or_default(),
+            &super::container_env::command_line(container),
+        )
 }
 
 /// Drops what the node never reads from a pod it keeps for as long as the pod runs:
 /// `metadata.managedFields` (often the largest part of the object) and the volumes
 /// with their mounts (a hollow runtime mounts nothing; each `Volume` alone is over
-/// 3 KiB in memory), but for the downward API volumes of containers whose command
-/// the userland runs, and their mounts.
+/// 3 KiB in memory), but for the volumes whose files the fake reads for a container
+/// (`holds_files`, `reads_files`), and their mounts.
 pub(crate) fn slimmed(mut pod: Pod) -> Pod {
     pod.metadata.managed_fields = None;
     shrink(&mut pod.metadata.owner_references);
     if let Some(spec) = pod.spec.as_mut() {
-        let downward: BTreeSet<&str> = spec
+        let with_files: BTreeSet<&str> = spec
             .volumes
             .iter()
             .flatten()
-            .filter(|v| holds_downward_files(v))
+            .filter(|v| holds_files(v))
             .map(|v| v.name.as_str())
             .collect();
         let readers: BTreeSet<String> = spec
             .containers
             .iter()
             .chain(spec.init_containers.iter().flatten())
-            .filter(|c| !downward.is_empty() && reads_files(c, &downward))
+            .filter(|c| !with_files.is_empty() && reads_files(c, &with_files))
             .map(|c| c.name.clone())
             .collect();
         let read: BTreeSet<String> = spec
@@ -60,7 +65,7 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
             .chain(spec.init_containers.iter().flatten())
             .filter(|c| readers.contains(&c.name))
             .flat_map(|c| c.volume_mounts.iter().flatten().map(|m| m.name.clone()))
-            .filter(|name| downward.contains(name.as_str()))
+            .filter(|name| with_files.contains(name.as_str()))
             .collect();
         match spec.volumes.as_mut() {
             Some(volumes) if !read.is_empty() => {

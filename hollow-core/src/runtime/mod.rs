@@ -30,8 +30,8 @@ use tokio::sync::broadcast;
 use crate::error::{Error, Result};
 
 pub use fake::annotations;
-pub(crate) use fake::runs_in_userland;
 pub use fake::{Behavior, ExecOutput, FakeRuntime, RuntimeCall, RuntimeMethod};
+pub(crate) use fake::{reads_files, runs_in_userland};
 pub use probe::{ProbeAction, ProbeOutcome, ProbeReport};
 pub use streaming::{Input, Output, PortStream, Process, ProcessIo, TerminalSize};
 pub use types::{

@@ -79,9 +79,16 @@ pub struct ContainerConfig {
     /// `terminationMessagePath`); the engine sets it for a command the userland runs
     /// (only its containers write files).
     pub termination_message_path: Option<String>,
-    /// The files the container's volumes hold (absolute path, text), as far as the
-    /// engine makes them: the downward API's, for a command the userland runs.
+    /// The files the container's volumes hold (absolute path, text; a path ending in
+    /// `/` is an empty directory), as far as the engine makes them (downward API,
+    /// ConfigMap and Secret volumes, `emptyDir` mount points), for a container whose
+    /// files the fake reads (its userland runs the command, or a well-known web server
+    /// serves them).
     pub files: Vec<(String, String)>,
+    /// The `emptyDir` volumes the container mounts, by volume name and mount path (for
+    /// the same containers as `files`): a fake shares their files between the pod's
+    /// containers.
+    pub shared_dirs: Vec<(String, String)>,
     /// `terminationMessagePolicy: FallbackToLogsOnError`: a container that fails with
     /// no message gets the tail of its log as one.
     pub fallback_to_logs: bool,

@@ -4,8 +4,9 @@
 use tokio::time::Instant;
 
 use super::{Backoff, MOUNT_BACKOFF, PodWorker, RETRY_DELAY, SYNC_RETRY};
-use crate::node::container_env::launch;
+use crate::node::container_env::{command_line, launch};
 use crate::node::events::{self, Kind, go_duration};
+use crate::node::object_data::ObjectData;
 use crate::node::pod_status::{ContainerRecord, restart_policy};
 use crate::pod::ContainerKind;
 use crate::runtime::ContainerConfig;
@@ -460,11 +461,19 @@ impl PodWorker {
                     .collect()
             })
             .unwrap_or_default();
+        let data = match spec_container.as_ref() {
+            Some(container) => {
+                let wanted = crate::runtime::reads_files(&record.image, &command_line(container));
+                ObjectData::read(&self.shared.client, &self.pod, container, wanted).await
+            }
+            None => ObjectData::default(),
+        };
         let launch = launch(
             &self.pod,
             spec_container.as_ref(),
             &self.pod_ips,
             self.shared.node_ips(),
+            &data,
         );
         let fallback_to_logs = spec_container
             .as_ref()
@@ -476,6 +485,7 @@ impl PodWorker {
             env: launch.env,
             termination_message_path: launch.termination_message_path,
             files: launch.files,
+            shared_dirs: launch.shared_dirs,
             fallback_to_logs,
             name: record.name.clone(),
             image: record.image.clone(),

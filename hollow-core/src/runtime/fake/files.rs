@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::FakeRuntime;
-use super::state::Container;
+use super::state::{Container, State};
 use super::userland::{self, Exec, Fs, Run};
 use crate::error::Result;
 use crate::runtime::probe::{ProbeAction, ProbeOutcome, ProbeReport};
@@ -35,17 +35,92 @@ impl Container {
         self.config.view()
     }
 
-    /// The container's files at `now`, and when its command next changes them.
+    /// The container's files at `now` (an exited one's as it left them), and when its
+    /// command next changes them.
     pub(super) fn files_at(&self, now: SystemTime) -> (Fs, Option<SystemTime>) {
-        let ContainerState::Running { started_at } = self.state else {
-            return (userland::files_at(self.view(), Duration::ZERO).0, None);
+        let (started_at, until) = match self.state {
+            ContainerState::Running { started_at } => (started_at, now),
+            ContainerState::Exited {
+                started_at,
+                finished_at,
+                ..
+            } => (started_at, finished_at),
+            _ => return (userland::files_at(self.view(), Duration::ZERO).0, None),
         };
-        let after = now.duration_since(started_at).unwrap_or_default();
+        let after = until.duration_since(started_at).unwrap_or_default();
         let (mut fs, next) = userland::files_at(self.view(), after);
         if let Some(diff) = &self.files_diff {
             fs.apply(diff);
         }
-        (fs, next.map(|next| started_at + next))
+        let running = matches!(self.state, ContainerState::Running { .. });
+        (fs, next.filter(|_| running).map(|next| started_at + next))
+    }
+}
+
+impl State {
+    /// The files a container sees at `now`: its own, and those the pod's other
+    /// containers wrote in the `emptyDir` volumes it shares with them (where it has
+    /// none at that path); and when they next change.
+    pub(super) fn pod_files(&self, container_id: &str) -> Result<(Fs, Option<SystemTime>)> {
+        let now = SystemTime::now();
+        let container = self
+            .containers
+            .get(container_id)
+            .ok_or_else(|| crate::error::Error::not_found("container", container_id))?;
+        let (mut fs, mut next) = container.files_at(now);
+        let config = &container.config;
+        if !config.shared_dirs.is_empty() {
+            let (shared, changes) =
+                self.shared_files(&container.sandbox_id, &config.shared_dirs, container_id);
+            for (path, text) in shared {
+                fs.add_missing(&path, &text);
+            }
+            next = next.into_iter().chain(changes).min();
+        }
+        Ok((fs, next))
+    }
+
+    /// What the containers of sandbox `sandbox_id` (but `except`) hold in the
+    /// `emptyDir` volumes of `shared_dirs` (volume name, mount path), at the paths
+    /// they have under those mounts (the latest started last); and when they next
+    /// change.
+    pub(super) fn shared_files(
+        &self,
+        sandbox_id: &str,
+        shared_dirs: &[(String, String)],
+        except: &str,
+    ) -> (Vec<(String, String)>, Option<SystemTime>) {
+        let now = SystemTime::now();
+        let mut sharing: Vec<(&String, &Container)> = self
+            .containers
+            .iter()
+            .filter(|(id, c)| {
+                c.sandbox_id == sandbox_id && *id != except && !c.config.shared_dirs.is_empty()
+            })
+            .collect();
+        sharing.sort_by_key(|(id, c)| (started_at(&c.state), *id));
+        let mut files = Vec::new();
+        let mut next = None;
+        for (_, other) in sharing {
+            let pairs = other
+                .config
+                .shared_dirs
+                .iter()
+                .filter_map(|(volume, theirs)| {
+                    let mine = shared_dirs.iter().find(|(v, _)| v == volume)?;
+                    Some((theirs, &mine.1))
+                });
+            let mut seen = None;
+            for (theirs, mine) in pairs {
+                let (fs, changes) = seen.get_or_insert_with(|| other.files_at(now));
+                next = next.into_iter().chain(*changes).min();
+                files.extend(
+                    fs.files_under(theirs)
+                        .map(|(path, text)| (format!("{mine}/{path}"), text.to_string())),
+                );
+            }
+        }
+        (files, next)
     }
 }
 
@@ -72,10 +147,10 @@ impl FakeRuntime {
         let mut state = self.lock();
         let programs = state.exec_outputs.clone();
         state.running_container(container_id)?;
+        let (before, _) = state.pod_files(container_id)?;
         let Some(container) = state.containers.get_mut(container_id) else {
             return Err(crate::error::Error::not_found("container", container_id));
         };
-        let (before, _) = container.files_at(SystemTime::now());
         let mut after = before.clone();
         let options = Exec {
             env: &container.config.env,
@@ -103,7 +178,9 @@ impl FakeRuntime {
     }
 
     /// One probe of a running container: exec probes run in its userland, HTTP probes
-    /// of a well-known web server image find the page in its files; anything else is
+    /// of a well-known web server image find the page in its files; a TCP probe
+    /// connects to a web server's port 80 or a declared port of a program outside the
+    /// userland, and is refused by a script the userland runs; anything else is
     /// unknown.
     pub(super) fn probe_inside(
         &self,
@@ -118,11 +195,7 @@ impl FakeRuntime {
                     return Ok(ProbeReport::unknown());
                 }
                 let run = self.run_inside(container_id, command, String::new(), Caller::Prober)?;
-                let until = self
-                    .lock()
-                    .containers
-                    .get(container_id)
-                    .and_then(|c| c.files_at(SystemTime::now()).1);
+                let until = self.lock().pod_files(container_id)?.1;
                 let output: String = run.log.iter().map(|l| format!("{}\n", l.text)).collect();
                 let (outcome, took) = match run.end {
                     userland::End::Exit { code: 0, after } => (ProbeOutcome::Success, after),
@@ -148,7 +221,7 @@ impl FakeRuntime {
                 if *port != WEB_PORT {
                     return Ok(ProbeReport::unknown());
                 }
-                let (files, until) = container.files_at(SystemTime::now());
+                let (files, until) = state.pod_files(container_id)?;
                 let outcome = if files.has_file(&page(root, path)) {
                     ProbeOutcome::Success
                 } else {
@@ -158,8 +231,48 @@ impl FakeRuntime {
                 };
                 Ok(ProbeReport::new(outcome).until(until))
             }
+            ProbeAction::TcpSocket { port } => {
+                let state = self.lock();
+                let container = state.running_container(container_id)?;
+                let c = &container.config;
+                let declared = c.ports.contains(port);
+                let listens = if userland::docroot(&c.image, &c.command).is_some() {
+                    (*port == WEB_PORT || declared).then_some(true)
+                } else if userland::runs(&c.command) {
+                    // A script the userland runs listens on nothing.
+                    Some(false)
+                } else {
+                    declared.then_some(true)
+                };
+                let outcome = match listens {
+                    None => return Ok(ProbeReport::unknown()),
+                    Some(true) => ProbeOutcome::Success,
+                    // DoTCPProbe in pkg/probe/tcp/tcp.go: the dial's error.
+                    Some(false) => {
+                        let ip = state
+                            .sandboxes
+                            .get(&container.sandbox_id)
+                            .and_then(|s| s.ip)
+                            .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
+                        ProbeOutcome::Failure {
+                            output: format!("dial tcp {ip}:{port}: connect: connection refused"),
+                        }
+                    }
+                };
+                Ok(ProbeReport::new(outcome))
+            }
             _ => Ok(ProbeReport::unknown()),
         }
+    }
+}
+
+/// When a container started (`None`: not yet).
+fn started_at(state: &ContainerState) -> Option<SystemTime> {
+    match state {
+        ContainerState::Running { started_at } | ContainerState::Exited { started_at, .. } => {
+            Some(*started_at)
+        }
+        _ => None,
     }
 }
 
@@ -186,6 +299,132 @@ fn page(root: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::RuntimeService;
+    use crate::runtime::types::PodSandboxConfig;
+
+    fn exec(fake: &FakeRuntime, id: &str, script: &str) -> String {
+        let command = ["sh", "-c", script].map(String::from);
+        let run = fake
+            .run_inside(id, &command, String::new(), Caller::Client)
+            .unwrap();
+        run.log.iter().map(|l| format!("{}\n", l.text)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_containers_of_a_pod_share_their_empty_dirs() {
+        let fake = FakeRuntime::default();
+        fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
+        let sandbox = fake
+            .run_pod_sandbox(&PodSandboxConfig::default())
+            .await
+            .unwrap();
+        let start = |name: &str, image: &str, script: &str, mount: &str| {
+            let config = ContainerConfig {
+                name: name.into(),
+                image: image.into(),
+                command: if script.is_empty() {
+                    Vec::new()
+                } else {
+                    ["sh", "-c", script].map(String::from).to_vec()
+                },
+                files: vec![(format!("{mount}/"), String::new())],
+                shared_dirs: vec![("html".into(), mount.into())],
+                ..ContainerConfig::default()
+            };
+            let (fake, sandbox) = (fake.clone(), sandbox.clone());
+            async move {
+                let id = fake.create_container(&sandbox, &config).await.unwrap();
+                fake.start_container(&id).await.unwrap();
+                id
+            }
+        };
+        // An init container writes the page; it has exited when the server starts.
+        start("init", "busybox", "echo made > /work/index.html", "/work").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let docroot = "/usr/share/nginx/html";
+        let web = start("web", "nginx", "", docroot).await;
+        let page = |path: &str| ProbeAction::HttpGet {
+            port: 80,
+            path: path.into(),
+        };
+        assert!(
+            fake.probe(&web, &page("/"))
+                .await
+                .unwrap()
+                .outcome
+                .is_success()
+        );
+        assert_eq!(
+            exec(&fake, &web, "cat /usr/share/nginx/html/index.html"),
+            "made\n"
+        );
+        // The mount hides what the image had there.
+        assert_eq!(
+            exec(&fake, &web, "ls /usr/share/nginx/html"),
+            "index.html\n"
+        );
+        // A sidecar sees what another container's exec wrote after it started.
+        let side = start("side", "busybox", "sleep 3600", "/data").await;
+        exec(&fake, &web, "echo late > /usr/share/nginx/html/late.html");
+        assert_eq!(exec(&fake, &side, "ls /data"), "index.html\nlate.html\n");
+        assert!(
+            fake.probe(&web, &page("/late.html"))
+                .await
+                .unwrap()
+                .outcome
+                .is_success()
+        );
+        assert!(
+            !fake
+                .probe(&web, &page("/none.html"))
+                .await
+                .unwrap()
+                .outcome
+                .is_success()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tcp_probes_connect_to_what_listens() {
+        let fake = FakeRuntime::default();
+        fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
+        let sandbox = fake
+            .run_pod_sandbox(&PodSandboxConfig::default())
+            .await
+            .unwrap();
+        let started = |image: &str, command: &[&str], ports: Vec<u16>| {
+            let config = ContainerConfig {
+                image: image.into(),
+                command: command.iter().map(|w| w.to_string()).collect(),
+                ports,
+                ..ContainerConfig::default()
+            };
+            let (fake, sandbox) = (fake.clone(), sandbox.clone());
+            async move {
+                let id = fake.create_container(&sandbox, &config).await.unwrap();
+                fake.start_container(&id).await.unwrap();
+                id
+            }
+        };
+        let tcp = |port| ProbeAction::TcpSocket { port };
+        let web = started("nginx:1.27", &[], vec![]).await;
+        let app = started("example.com/app:v1", &["app"], vec![8080]).await;
+        let script = started("busybox", &["sleep", "3600"], vec![8080]).await;
+        let outcome = |id: String, port| {
+            let fake = fake.clone();
+            async move { fake.probe(&id, &tcp(port)).await.unwrap().outcome }
+        };
+        assert!(outcome(web.clone(), 80).await.is_success());
+        assert_eq!(outcome(web, 81).await, ProbeOutcome::Unknown);
+        assert!(outcome(app.clone(), 8080).await.is_success());
+        assert_eq!(outcome(app, 9090).await, ProbeOutcome::Unknown);
+        assert_eq!(
+            outcome(script, 8080).await,
+            ProbeOutcome::Failure {
+                output: "dial tcp 10.0.0.2:8080: connect: connection refused".into()
+            }
+        );
+    }
 
     #[test]
     fn a_directory_serves_its_index_page() {

@@ -49,6 +49,13 @@ pub use self::behavior::Behavior;
 pub(crate) fn runs_in_userland(command: &[String]) -> bool {
     userland::runs(command)
 }
+
+/// Whether the fake reads the files of a container of `image` running `command`: the
+/// userland runs it, or it is a well-known web server serving files. The engine then
+/// gives it what its volumes hold.
+pub(crate) fn reads_files(image: &str, command: &[String]) -> bool {
+    userland::runs(command) || userland::docroot(image, command).is_some()
+}
 pub use self::calls::{RuntimeCall, RuntimeMethod};
 pub use self::streaming::ExecOutput;
 

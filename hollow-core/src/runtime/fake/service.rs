@@ -141,12 +141,18 @@ impl RuntimeService for FakeRuntime {
             &mut state,
             &format!("{sandbox_id}/{}/{}", config.name, config.attempt),
         );
+        let mut config = config.clone();
+        if !config.shared_dirs.is_empty() {
+            // The pod's other containers' files in the emptyDir volumes it mounts.
+            let (shared, _) = state.shared_files(sandbox_id, &config.shared_dirs, &id);
+            config.files.extend(shared);
+        }
         state.containers.insert(
             id.clone(),
             Container {
-                config: config.clone(),
-                sandbox_id: sandbox_id.to_string(),
                 image_ref: image_ref(&config.image),
+                config,
+                sandbox_id: sandbox_id.to_string(),
                 state: ContainerState::Created {
                     created_at: SystemTime::now(),
                 },

@@ -261,6 +261,31 @@ impl Fs {
     pub(crate) fn has_file(&self, path: &str) -> bool {
         self.files.contains_key(path)
     }
+
+    /// The files below the directory `dir` (an absolute path), by their path in it.
+    pub(crate) fn files_under<'a>(
+        &'a self,
+        dir: &str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let inside = format!("{}/", dir.trim_end_matches('/'));
+        self.files
+            .range(inside.clone()..)
+            .map_while(move |(path, text)| {
+                let rest = path.strip_prefix(&inside)?;
+                Some((rest, text.as_str()))
+            })
+    }
+
+    /// Adds the file at `path` (an absolute path) unless there is one, making the
+    /// directories above it.
+    pub(crate) fn add_missing(&mut self, path: &str, text: &str) {
+        if self.files.contains_key(path) || self.dirs.contains(path) {
+            return;
+        }
+        if self.mkdir(parent(path), true).is_ok() {
+            self.files.insert(path.to_string(), text.to_string());
+        }
+    }
 }
 
 /// The page httpd's image serves from its document root.

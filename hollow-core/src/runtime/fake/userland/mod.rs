@@ -139,14 +139,21 @@ pub(crate) struct Container<'a> {
     pub(crate) command: &'a [String],
     pub(crate) env: &'a [(String, String)],
     pub(crate) hostname: &'a str,
-    /// What its volumes hold (absolute path, text).
+    /// What its volumes hold (absolute path, text; a path ending in `/`: an empty
+    /// directory mounted there, hiding what the image has).
     pub(crate) files: &'a [(String, String)],
 }
 
 /// The files a container starts with: its image's, its volumes', `/etc/hostname`.
 fn starting_files(container: Container<'_>) -> Fs {
     let mut fs = fs::image_files(container.image, container.command);
-    for (path, text) in container.files {
+    // A mount point hides what the image has there.
+    for (dir, _) in container.files.iter().filter(|(p, _)| p.ends_with('/')) {
+        let dir = fs::normalize("/", dir);
+        fs.remove(&dir, true).ok();
+        fs.mkdir(&dir, true).ok();
+    }
+    for (path, text) in container.files.iter().filter(|(p, _)| !p.ends_with('/')) {
         let path = fs::normalize("/", path);
         if let Some((dir, _)) = path.rsplit_once('/') {
             fs.mkdir(if dir.is_empty() { "/" } else { dir }, true).ok();
