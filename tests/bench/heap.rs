@@ -20,6 +20,7 @@ use hollow_core::node::{HollowCluster, TrafficProfile};
 use hollow_core::testenv::TestEnv;
 use hollow_tests::eventually;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -61,6 +62,21 @@ struct Args {
     /// `'echo hello; sleep 3600'`) instead of its image's entrypoint.
     #[arg(long)]
     script: Option<String>,
+    /// The pods are a Job's (as many completions as pods, all at once), counted once
+    /// all have succeeded: what a finished pod keeps.
+    #[arg(long)]
+    job: bool,
+    /// An annotation on the pods, `KEY=VALUE` (e.g. `hollow.dev/exit-after=1s`, so the
+    /// plain fake's containers finish); repeatable.
+    #[arg(long = "annotate", value_parser = parse_annotation)]
+    annotations: Vec<(String, String)>,
+}
+
+fn parse_annotation(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// Live heap bytes and blocks.
@@ -111,14 +127,7 @@ async fn main() -> anyhow::Result<()> {
     let (bytes, blocks) = per(idle, base, args.nodes);
     println!("per node (idle): {bytes:.0} bytes in {blocks:.0} blocks");
     if args.pods > 0 {
-        count_pods(
-            &client,
-            args.pods,
-            args.settle,
-            idle,
-            args.script.as_deref(),
-        )
-        .await?;
+        count_pods(&client, &args, idle).await?;
         if args.soak > 0 {
             soak(&client, args.pods, &args).await?;
         }
@@ -131,54 +140,79 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a Deployment of `replicas` pods, waits until all run and `settle` seconds
-/// more, and prints the heap each added to `idle`.
-async fn count_pods(
-    client: &kube::Client,
-    replicas: usize,
-    settle: u64,
-    idle: (u64, u64),
-    script: Option<&str>,
-) -> anyhow::Result<()> {
-    let command = script.map(|s| json!(["sh", "-c", s]));
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "heap" },
+/// Starts a Deployment (or with `--job`, a Job) of `args.pods` pods, waits until all
+/// run (or succeeded) and `args.settle` seconds more, and prints the heap each added
+/// to `idle`.
+async fn count_pods(client: &kube::Client, args: &Args, idle: (u64, u64)) -> anyhow::Result<()> {
+    let replicas = args.pods;
+    let command = args.script.as_deref().map(|s| json!(["sh", "-c", s]));
+    let annotations: serde_json::Map<String, serde_json::Value> = args
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let template = json!({
+        "metadata": { "labels": { "app": "heap" }, "annotations": annotations },
         "spec": {
-            "replicas": replicas,
-            "selector": { "matchLabels": { "app": "heap" } },
-            "template": {
-                "metadata": { "labels": { "app": "heap" } },
-                "spec": { "containers": [{
-                    "name": "c",
-                    "image": "nginx:1.27",
-                    "command": command,
-                    "resources": { "requests": { "cpu": "1m" } },
-                }] },
-            },
+            "restartPolicy": if args.job { "Never" } else { "Always" },
+            "containers": [{
+                "name": "c",
+                "image": "nginx:1.27",
+                "command": command,
+                "resources": { "requests": { "cpu": "1m" } },
+            }],
         },
-    }))?;
-    Api::<Deployment>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &deployment)
-        .await?;
+    });
+    let (want, phase) = if args.job {
+        let job: Job = serde_json::from_value(json!({
+            "metadata": { "name": "heap" },
+            "spec": {
+                "completions": replicas,
+                "parallelism": replicas,
+                "template": template,
+            },
+        }))?;
+        Api::<Job>::namespaced(client.clone(), "default")
+            .create(&PostParams::default(), &job)
+            .await?;
+        ("Succeeded", "succeeded")
+    } else {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": { "name": "heap" },
+            "spec": {
+                "replicas": replicas,
+                "selector": { "matchLabels": { "app": "heap" } },
+                "template": template,
+            },
+        }))?;
+        Api::<Deployment>::namespaced(client.clone(), "default")
+            .create(&PostParams::default(), &deployment)
+            .await?;
+        ("Running", "running")
+    };
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    eventually("every pod Running", Duration::from_secs(600), || async {
-        let list = pods
-            .list(&ListParams::default().labels("app=heap"))
-            .await
-            .map_err(|e| e.to_string())?;
-        let running = list
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
-        (running == replicas)
-            .then_some(())
-            .ok_or(format!("{running} of {replicas} Running"))
-    })
+    eventually(
+        &format!("every pod {want}"),
+        Duration::from_secs(600),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=heap"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let done = list
+                .items
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(want))
+                .count();
+            (done == replicas)
+                .then_some(())
+                .ok_or(format!("{done} of {replicas} {want}"))
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_secs(settle)).await;
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let (bytes, blocks) = per(live(), idle, replicas);
-    println!("per running pod: {bytes:.0} bytes in {blocks:.0} blocks");
+    println!("per {phase} pod: {bytes:.0} bytes in {blocks:.0} blocks");
     Ok(())
 }
 

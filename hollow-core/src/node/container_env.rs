@@ -22,6 +22,9 @@ use k8s_openapi::api::core::v1::{Container, EnvVarSource, ObjectFieldSelector, P
 
 use super::object_data::ObjectData;
 
+/// The API server's default `terminationMessagePath`, which the runtime is not told.
+const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
 /// The container's command and args, with `$(VAR)` references expanded over `env`.
 fn expanded_command(container: &Container, env: &BTreeMap<String, String>) -> Vec<String> {
     container
@@ -91,7 +94,10 @@ pub(crate) fn launch(
     Launch {
         command: expanded_command(container, &env),
         env: env.into_iter().collect(),
-        termination_message_path: container.termination_message_path.clone(),
+        termination_message_path: container
+            .termination_message_path
+            .clone()
+            .filter(|path| path != DEFAULT_TERMINATION_MESSAGE_PATH),
         files,
         shared_dirs,
     }

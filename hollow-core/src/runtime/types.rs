@@ -76,8 +76,9 @@ pub struct ContainerConfig {
     /// as nothing else reads it.
     pub env: Vec<(String, String)>,
     /// Where the container writes its termination message (the pod spec's
-    /// `terminationMessagePath`); the engine sets it for a command the userland runs
-    /// (only its containers write files).
+    /// `terminationMessagePath`), when it is not the default `/dev/termination-log`
+    /// (`None`); the engine sets it for a command the userland runs (only its
+    /// containers write files).
     pub termination_message_path: Option<String>,
     /// The files the container's volumes hold (absolute path, text; a path ending in
     /// `/` is an empty directory), as far as the engine makes them (downward API,

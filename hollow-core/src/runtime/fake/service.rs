@@ -1,6 +1,7 @@
 //! The [`RuntimeService`] the fake is: each call is recorded, may fail on script, and
 //! works on the in-memory state.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -158,6 +159,7 @@ impl RuntimeService for FakeRuntime {
                 },
                 ready: None,
                 files_diff: None,
+                exit_at: None,
             },
         );
         Ok(id)
@@ -181,6 +183,17 @@ impl RuntimeService for FakeRuntime {
             container.state = ContainerState::Running {
                 started_at: SystemTime::now(),
             };
+            if lifecycle.is_none() {
+                // Without a lifecycle (whose deletion rules match them when the
+                // container stops), the pod's labels and annotations are read only
+                // here; hollow's own annotations are read again (its logs).
+                let config = &mut container.config;
+                config.pod_labels = BTreeMap::new();
+                config.annotations = std::mem::take(&mut config.annotations)
+                    .into_iter()
+                    .filter(|(key, _)| crate::annotations::ALL.contains(&key.as_str()))
+                    .collect();
+            }
             (behavior, container.event(container_id))
         };
         self.inner.emit(event);

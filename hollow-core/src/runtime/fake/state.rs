@@ -177,6 +177,8 @@ pub(super) struct Container {
     pub(super) ready: Option<bool>,
     /// What `kubectl exec` changed in its files, once something was.
     pub(super) files_diff: Option<Box<FsDiff>>,
+    /// When it exits by itself, and with what code (`super::exits`).
+    pub(super) exit_at: Option<(tokio::time::Instant, i32)>,
 }
 
 impl Container {

@@ -78,7 +78,7 @@ impl FakeRuntime {
     /// stops running. A repeating list waits at least [`MIN_REPEAT_PERIOD`] a pass.
     pub(super) fn play(&self, container_id: String, delay: Duration, steps: Vec<ContainerStep>) {
         if let [ContainerStep::Exit { code }] = steps.as_slice() {
-            self.exit_later(container_id, *code, delay);
+            self.exit_later(&container_id, *code, delay);
             return;
         }
         if steps.is_empty() {

@@ -1,10 +1,14 @@
 //! Graceful stops: a container of a pod being deleted stops as the lifecycle's
-//! deletion rules say, within its grace period.
+//! deletion rules say, within its grace period; without a lifecycle, one whose
+//! command the userland runs ignores SIGTERM and is killed when its grace period ends,
+//! as a shell or `sleep` as a container's first process is.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::FakeRuntime;
+use super::state::Container;
 use super::steps::container_facts;
+use super::userland::{self, End};
 use crate::lifecycle::DeletionStep;
 use crate::runtime::types::{ContainerState, PodAction, PodActionKind};
 
@@ -12,6 +16,16 @@ impl FakeRuntime {
     /// Stops a container of a pod being deleted as the lifecycle's deletion rules say,
     /// within `grace`; returns the exit code (137 when the grace period ran out).
     pub(super) async fn stop_gracefully(&self, container_id: &str, grace: Duration) -> i32 {
+        let ignores = {
+            let state = self.lock();
+            match state.containers.get(container_id) {
+                Some(container) if state.lifecycle.is_none() => ignores_sigterm(container),
+                _ => None,
+            }
+        };
+        if let Some(exit) = ignores {
+            return self.outlast(container_id, grace, exit).await;
+        }
         let plan = {
             let state = self.lock();
             let (Some(container), Some(lifecycle)) =
@@ -59,6 +73,58 @@ impl FakeRuntime {
             137
         } else {
             code
+        }
+    }
+}
+
+/// Whether a running container ignores the SIGTERM a stop sends: a command the
+/// userland runs (a shell or `sleep` as the container's first process installs no
+/// handler, and a PID namespace's init gets only the signals it handles, so the
+/// runtime kills it when the grace period ends), until it reaches a program outside
+/// the userland. `Some` with when it ends by itself (as its timed exit says), if it
+/// ignores it.
+fn ignores_sigterm(container: &Container) -> Option<Option<(tokio::time::Instant, i32)>> {
+    let ContainerState::Running { started_at } = container.state else {
+        return None;
+    };
+    if !userland::runs(&container.config.command) {
+        return None;
+    }
+    let ran = SystemTime::now()
+        .duration_since(started_at)
+        .unwrap_or_default();
+    let run = userland::run(container.view(), userland::HORIZON, false);
+    match run.end {
+        End::Forever {
+            after,
+            why: Some(_),
+        } if after <= ran => None,
+        _ => Some(container.exit_at),
+    }
+}
+
+impl FakeRuntime {
+    /// Waits out a container that ignores SIGTERM: it exits by itself if its script
+    /// ends first (with its code), else it is killed when `grace` runs out (137).
+    async fn outlast(
+        &self,
+        container_id: &str,
+        grace: Duration,
+        exit: Option<(tokio::time::Instant, i32)>,
+    ) -> i32 {
+        let deadline = tokio::time::Instant::now() + grace;
+        match exit {
+            Some((at, code)) if at <= deadline => {
+                tokio::time::sleep_until(at).await;
+                if let Some(container) = self.lock().containers.get_mut(container_id) {
+                    container.exit_at = None;
+                }
+                code
+            }
+            _ => {
+                tokio::time::sleep_until(deadline).await;
+                137
+            }
         }
     }
 }

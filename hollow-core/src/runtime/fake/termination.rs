@@ -10,6 +10,8 @@ use super::logs::generated_logs;
 use super::state::Container;
 use super::userland;
 
+/// Where a container writes its termination message unless its spec says otherwise.
+const DEFAULT_PATH: &str = "/dev/termination-log";
 /// `MaxContainerTerminationMessageLength` (pkg/kubelet/container/runtime.go).
 const MAX_MESSAGE: usize = 4 * 1024;
 /// `MaxContainerTerminationMessageLogLength`.
@@ -24,8 +26,11 @@ pub(super) fn termination_message(
     now: SystemTime,
 ) -> Option<String> {
     let c = &container.config;
-    if let Some(path) = &c.termination_message_path
-        && userland::runs(&c.command)
+    let path = c
+        .termination_message_path
+        .as_deref()
+        .unwrap_or(DEFAULT_PATH);
+    if userland::runs(&c.command)
         && let Some(written) = written_file(container, path, now)
         && !written.is_empty()
     {

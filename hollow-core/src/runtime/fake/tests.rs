@@ -73,6 +73,77 @@ async fn scripted_exits_are_pushed_as_events() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn timed_exits_play_in_order_on_one_timer() {
+    let fake = FakeRuntime::default();
+    let mut events = fake.subscribe().unwrap();
+    let mut ids = Vec::new();
+    for seconds in [30, 10, 20] {
+        let config = ContainerConfig {
+            command: ["sleep".to_string(), seconds.to_string()].to_vec(),
+            ..regular(&format!("p{seconds}"))
+        };
+        ids.push((started(&fake, config).await, seconds));
+    }
+    let begun = tokio::time::Instant::now();
+    let mut exited = Vec::new();
+    while exited.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .expect("every sleep ends within a minute")
+            .unwrap();
+        if let ContainerState::Exited { exit_code: 0, .. } = event.state {
+            let seconds = ids
+                .iter()
+                .find(|(id, _)| *id == event.container_id)
+                .unwrap()
+                .1;
+            assert_eq!(begun.elapsed().as_secs(), seconds);
+            exited.push(seconds);
+        }
+    }
+    assert_eq!(exited, [10, 20, 30]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_userland_command_ignores_sigterm_until_its_grace_period_ends() {
+    let fake = FakeRuntime::default();
+    let stopped = |script: &str, grace: u64| {
+        let fake = fake.clone();
+        let command = if script.is_empty() {
+            Vec::new()
+        } else {
+            ["sh", "-c", script].map(String::from).to_vec()
+        };
+        async move {
+            let id = started(
+                &fake,
+                ContainerConfig {
+                    command,
+                    ..regular("p")
+                },
+            )
+            .await;
+            let begun = tokio::time::Instant::now();
+            fake.stop_container(&id, Duration::from_secs(grace))
+                .await
+                .unwrap();
+            let ContainerState::Exited { exit_code, .. } =
+                fake.container_status(&id).await.unwrap().state
+            else {
+                panic!("not exited");
+            };
+            (exit_code, begun.elapsed().as_secs())
+        }
+    };
+    assert_eq!(stopped("sleep 3600", 5).await, (137, 5));
+    // It ends by itself first: with its own code.
+    assert_eq!(stopped("sleep 2; exit 4", 10).await, (4, 2));
+    // Past the userland, its program handles SIGTERM; so does an image's entrypoint.
+    assert_eq!(stopped("echo up; exec nginx", 30).await, (0, 0));
+    assert_eq!(stopped("", 30).await, (0, 0));
+}
+
 async fn started(fake: &FakeRuntime, config: ContainerConfig) -> String {
     fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
     let sandbox = fake
