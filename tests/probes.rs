@@ -156,6 +156,28 @@ async fn probes_follow_the_containers_files() -> anyhow::Result<()> {
     let unready = pods.get("readiness-by-hand").await?;
     assert!(!ready(&unready), "{:?}", unready.status);
     assert_eq!(restarts(&running), 0);
+    // A failing probe is asked every period: each failure an `Unhealthy` Event,
+    // counted on the first as client-go's correlator counts a repeat.
+    eventually("repeated readiness failures", WAIT, || async {
+        let selector = "involvedObject.name=readiness-by-hand,reason=Unhealthy";
+        let list = events
+            .list(&ListParams::default().fields(selector))
+            .await
+            .map_err(|e| e.to_string())?;
+        let counts: Vec<(Option<String>, Option<i32>)> = list
+            .items
+            .into_iter()
+            .map(|e| (e.message, e.count))
+            .collect();
+        counts
+            .iter()
+            .any(|(message, count)| {
+                message.as_deref() == Some("Readiness probe failed: ") && count.unwrap_or(0) >= 2
+            })
+            .then_some(())
+            .ok_or(format!("{counts:?}"))
+    })
+    .await;
 
     host_cmd(&env, "readiness-by-hand", "touch /tmp/ready").await;
     wait_pod(
@@ -180,10 +202,15 @@ async fn probes_follow_the_containers_files() -> anyhow::Result<()> {
         .status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref());
-    assert!(
-        last.and_then(|c| c.first()?.last_state.as_ref()?.terminated.as_ref())
-            .is_some(),
-        "the killed container is the last state: {last:?}"
+    let killed = last
+        .and_then(|c| c.first()?.last_state.as_ref()?.terminated.clone())
+        .unwrap_or_else(|| panic!("the killed container is the last state: {last:?}"));
+    // `sh` as the container's first process ignores SIGTERM: the runtime kills it when
+    // the grace period ends, as with a real runtime.
+    assert_eq!(
+        (killed.exit_code, killed.reason.as_deref()),
+        (137, Some("Error")),
+        "{killed:?}"
     );
     // The new container has its file again: healthy, Ready, and not restarted again.
     wait_pod(

@@ -9,7 +9,10 @@
 //! as client-go's broadcaster drops events when its queue is full. An
 //! event identical to one recorded in the last ten minutes (same object, reason,
 //! message and type) updates that one's `count` and `lastTimestamp` instead, as
-//! client-go's `EventCorrelator` does (tools/record/events_cache.go).
+//! client-go's `EventCorrelator` does (tools/record/events_cache.go), and, as its
+//! `EventSourceObjectSpamFilter` does there, each object's events from a node pass
+//! a token bucket of 25 that refills one every 5 minutes: past it, an event is
+//! counted (a later repeat carries the count) but not written.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -45,11 +48,51 @@ const SAME_EVENT_WINDOW: Duration = Duration::from_secs(600);
 /// Identical-event records kept per process (client-go's `maxLruCacheEntries`).
 const REMEMBERED: usize = 4096;
 
+/// The spam filter's bucket per source and object (client-go's `defaultSpamBurst`)
+/// and how long one token takes to come back (`defaultSpamQPS`, 1/300).
+const SPAM_BURST: f64 = 25.0;
+const SPAM_REFILL: Duration = Duration::from_secs(300);
+
 static WRITERS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(IN_FLIGHT));
 static WAITING: AtomicUsize = AtomicUsize::new(0);
 /// Recent events by a digest of what makes them identical: the Event's name, its
 /// count, and when it was last recorded.
 static RECENT: LazyLock<Mutex<HashMap<u64, Recent>>> = LazyLock::new(Default::default);
+/// The spam filter's buckets by a digest of source and object: tokens left, and when
+/// they were counted.
+static SPAM: LazyLock<Mutex<HashMap<u64, (f64, Instant)>>> = LazyLock::new(Default::default);
+
+/// Whether the spam filter lets an event about `object` from the kubelet on `host`
+/// through (`getSpamKey` in tools/record/events_cache.go: the source and the object,
+/// not the reason), taking a token if so.
+fn spam_allows(host: &str, object: &ObjectReference) -> bool {
+    let key = BuildHasherDefault::<DefaultHasher>::default().hash_one((
+        host,
+        &object.kind,
+        &object.namespace,
+        &object.name,
+        &object.uid,
+        &object.api_version,
+    ));
+    let now = Instant::now();
+    let refilled = |(tokens, at): (f64, Instant)| {
+        let back = now.duration_since(at).as_secs_f64() / SPAM_REFILL.as_secs_f64();
+        (tokens + back).min(SPAM_BURST)
+    };
+    let mut buckets = SPAM.lock();
+    if buckets.len() >= REMEMBERED {
+        // A full bucket is as good as none.
+        buckets.retain(|_, bucket| refilled(*bucket) < SPAM_BURST);
+        if buckets.len() >= REMEMBERED {
+            buckets.clear();
+        }
+    }
+    let bucket = buckets.entry(key).or_insert((SPAM_BURST, now));
+    let tokens = refilled(*bucket);
+    let allowed = tokens >= 1.0;
+    *bucket = (if allowed { tokens - 1.0 } else { tokens }, now);
+    allowed
+}
 
 #[derive(Debug, Clone)]
 struct Recent {
@@ -132,7 +175,13 @@ pub(crate) fn record(
     }
     // Stamped now, not when written: the Event's time and name keep the order events
     // were recorded in, whichever is written first.
+    let allowed = spam_allows(host, &object);
     let write = Write::new(host, object, kind, reason, message, Timestamp::now());
+    if !allowed {
+        WAITING.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(reason, "event dropped by the spam filter");
+        return;
+    }
     let api: Api<Event> = Api::namespaced(client.clone(), &write.namespace());
     tokio::spawn(async move {
         let mut waiting = true;
@@ -289,6 +338,20 @@ mod tests {
         let node = node_reference("n1");
         assert_eq!(node.uid.as_deref(), Some("n1"));
         assert!(node.namespace.is_none());
+    }
+
+    #[test]
+    fn an_objects_events_pass_the_spam_filter_25_at_once() {
+        let pod = pod_reference("spam", "noisy", "uid-noisy", None);
+        let passed = (0..40).filter(|_| spam_allows("node-a", &pod)).count();
+        assert_eq!(passed, 25);
+        // Another object, or the same one from another node, has its own bucket.
+        let other = pod_reference("spam", "quiet", "uid-quiet", None);
+        assert!(spam_allows("node-a", &other));
+        assert!(spam_allows("node-b", &pod));
+        // The container's field path is not part of the key.
+        let container = pod_reference("spam", "noisy", "uid-noisy", Some("c".into()));
+        assert!(!spam_allows("node-a", &container));
     }
 }
 

@@ -217,7 +217,9 @@ impl ProbeWorker {
         } else {
             Change::None
         };
-        self.next_at = if !settled {
+        self.next_at = if !settled || !success {
+            // A failing probe is asked every period, each failure an `Unhealthy`
+            // Event, as the kubelet's worker asks it.
             Some(asked + self.timing.period)
         } else if self.kind == ProbeKind::Startup && success {
             // A startup probe is done once it succeeded.
@@ -367,6 +369,15 @@ mod tests {
         );
         assert_eq!(probe.next_at, Some(at(start, 35)));
         assert_eq!(probes.ready(), Some(true));
+        // Failing again: asked every period for as long as it fails.
+        let probe = &mut probes.workers[0];
+        assert_eq!(
+            probe.observe(false, at(start, 35), None),
+            Change::Published(false)
+        );
+        assert_eq!(probe.next_at, Some(at(start, 45)));
+        assert_eq!(probe.observe(false, at(start, 45), None), Change::None);
+        assert_eq!(probe.next_at, Some(at(start, 55)));
     }
 
     #[test]
