@@ -311,8 +311,8 @@ async fn long_lived_node_tasks_stay_small() {
         },
         ..Default::default()
     };
-    let inbox = Arc::new(super::shared::PodInbox::new(Arc::new(pod)));
-    let worker = super::worker::PodWorker::new(shared, inbox, None, None);
+    let inbox = Arc::new(super::shared::PodInbox::new(&pod));
+    let worker = super::worker::PodWorker::new(shared, inbox, Arc::new(pod), None, None);
     let worker = size_of_val(&worker.run());
     assert!(worker <= 1536, "a pod worker's future is {worker} bytes");
 }

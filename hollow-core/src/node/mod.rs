@@ -22,6 +22,7 @@ mod actions;
 mod admission;
 mod affinity;
 mod cluster;
+mod compact;
 mod config;
 mod container_env;
 mod events;

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::compact::CompactPod;
 use super::config::NodeConfig;
 use super::faults::AnnotatedFaults;
 pub(crate) use super::slim::slimmed;
@@ -25,13 +26,12 @@ use crate::runtime::ContainerEvent;
 /// derives one from its name.
 const POD_CIDR_PATIENCE: Duration = Duration::from_secs(10);
 
-/// What a pod's worker is handed, and what it publishes: the latest pod object, a
-/// nudge when its containers change, and the phase it last computed. One allocation
-/// per pod (a `watch` channel alone would be about 0.4 KiB).
+/// What a pod's worker is handed, and what it publishes: the pod as the worker last
+/// took it (held compactly: the worker drops its object between passes), a newer one
+/// it has yet to take, a nudge when its containers change, and the phase it last
+/// computed. One allocation per pod (a `watch` channel alone would be about 0.4 KiB).
 pub(crate) struct PodInbox {
-    /// The latest pod object, and whether the worker has yet to take it; `None` once
-    /// the pod is gone from the API.
-    latest: Mutex<Option<(Arc<Pod>, bool)>>,
+    slot: Mutex<Slot>,
     nudged: AtomicBool,
     wake: Notify,
     /// The phase the worker last computed, as a [`phase_index`](super::phases::phase_index).
@@ -41,10 +41,20 @@ pub(crate) struct PodInbox {
     pub resize_pending: AtomicBool,
 }
 
+struct Slot {
+    /// The pod as the worker last took it.
+    taken: CompactPod,
+    /// A newer pod object, held as is until the worker takes it.
+    fresh: Option<(CompactPod, Arc<Pod>)>,
+    /// The pod is gone from the API.
+    gone: bool,
+}
+
 /// What woke a pod's worker.
 pub(crate) enum Delivery {
-    /// A newer pod object, and whether the pod's containers were nudged as well.
-    Pod(Arc<Pod>, bool),
+    /// A newer pod object, the one it replaces, and whether the pod's containers were
+    /// nudged as well.
+    Pod(Arc<Pod>, CompactPod, bool),
     /// The pod's containers changed (or events were lost).
     Nudged,
     /// The pod is gone from the API: clean up and end.
@@ -52,9 +62,13 @@ pub(crate) enum Delivery {
 }
 
 impl PodInbox {
-    pub(crate) fn new(pod: Arc<Pod>) -> Self {
+    pub(crate) fn new(pod: &Pod) -> Self {
         Self {
-            latest: Mutex::new(Some((pod, false))),
+            slot: Mutex::new(Slot {
+                taken: CompactPod::new(pod),
+                fresh: None,
+                gone: false,
+            }),
             nudged: AtomicBool::new(false),
             wake: Notify::new(),
             phase: AtomicU8::new(0),
@@ -62,23 +76,59 @@ impl PodInbox {
         }
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, Option<(Arc<Pod>, bool)>> {
-        self.latest.lock()
-    }
-
     /// The latest pod object (`None` once the pod is gone).
     pub(crate) fn pod(&self) -> Option<Arc<Pod>> {
-        self.lock().as_ref().map(|(pod, _)| pod.clone())
+        let slot = self.slot.lock();
+        if slot.gone {
+            return None;
+        }
+        if let Some((_, pod)) = &slot.fresh {
+            return Some(pod.clone());
+        }
+        let taken = slot.taken.clone();
+        drop(slot);
+        Some(Arc::new(taken.pod()))
     }
 
-    /// Hands the worker a newer pod object.
-    fn offer(&self, pod: Arc<Pod>) {
-        let mut latest = self.lock();
-        if latest.is_some() {
-            *latest = Some((pod, true));
-            drop(latest);
-            self.wake.notify_one();
+    /// The pod as the worker last took it (also once the pod is gone).
+    pub(crate) fn taken(&self) -> Pod {
+        let taken = self.slot.lock().taken.clone();
+        taken.pod()
+    }
+
+    /// Hands the worker a newer pod object (an older one than it has is dropped).
+    fn offer(&self, pod: Pod) {
+        let compact = CompactPod::new(&pod);
+        let mut slot = self.slot.lock();
+        let newest = slot
+            .fresh
+            .as_ref()
+            .map_or(slot.taken.version(), |(fresh, _)| fresh.version());
+        if slot.gone || compact.version() < newest {
+            return;
         }
+        slot.fresh = Some((compact, Arc::new(pod)));
+        drop(slot);
+        self.wake.notify_one();
+    }
+
+    /// Takes `pod`, read by the worker itself, as the one it has if it is no older
+    /// than that one (a newer object waiting to be taken no older than it is then
+    /// dropped); returns the one it replaces.
+    pub(crate) fn take_newer(&self, pod: &Pod) -> Option<CompactPod> {
+        let compact = CompactPod::new(pod);
+        let mut slot = self.slot.lock();
+        if compact.version() < slot.taken.version() {
+            return None;
+        }
+        if slot
+            .fresh
+            .as_ref()
+            .is_some_and(|(fresh, _)| fresh.version() <= compact.version())
+        {
+            slot.fresh = None;
+        }
+        Some(std::mem::replace(&mut slot.taken, compact))
     }
 
     /// Tells the worker its containers changed.
@@ -89,7 +139,10 @@ impl PodInbox {
 
     /// Tells the worker the pod is gone.
     fn close(&self) {
-        *self.lock() = None;
+        let mut slot = self.slot.lock();
+        slot.gone = true;
+        slot.fresh = None;
+        drop(slot);
         self.wake.notify_one();
     }
 
@@ -98,16 +151,18 @@ impl PodInbox {
         loop {
             self.wake.notified().await;
             let nudged = self.nudged.swap(false, Ordering::Relaxed);
-            match self.lock().as_mut() {
-                None => return Delivery::Gone,
-                Some((pod, fresh @ true)) => {
-                    *fresh = false;
-                    return Delivery::Pod(pod.clone(), nudged);
-                }
-                Some(_) if nudged => return Delivery::Nudged,
-                // A permit left from a delivery taken with an earlier one.
-                Some(_) => {}
+            let mut slot = self.slot.lock();
+            if slot.gone {
+                return Delivery::Gone;
             }
+            if let Some((compact, pod)) = slot.fresh.take() {
+                let previous = std::mem::replace(&mut slot.taken, compact);
+                return Delivery::Pod(pod, previous, nudged);
+            }
+            if nudged {
+                return Delivery::Nudged;
+            }
+            // A permit left from a delivery taken with an earlier one.
         }
     }
 }
@@ -299,8 +354,9 @@ impl NodeShared {
             return;
         };
         let mut workers = self.workers.lock();
-        if let Some(inbox) = workers.get(&uid) {
-            inbox.offer(Arc::new(slimmed(pod)));
+        if let Some(inbox) = workers.get(&uid).cloned() {
+            drop(workers);
+            inbox.offer(slimmed(pod));
             return;
         }
         // What the volumes need is read before slimming drops them.
@@ -311,9 +367,9 @@ impl NodeShared {
             .and_then(|_| super::traffic::PodTraffic::of(&pod));
         let pod = Arc::new(slimmed(pod));
         self.listen_to_runtime();
-        let inbox = Arc::new(PodInbox::new(pod));
+        let inbox = Arc::new(PodInbox::new(&pod));
         workers.insert(uid.clone(), inbox.clone());
-        let worker = PodWorker::new(self.clone(), inbox, volume_needs, traffic);
+        let worker = PodWorker::new(self.clone(), inbox, pod, volume_needs, traffic);
         let shared = self.clone();
         tokio::spawn(async move {
             worker.run().await;

@@ -3,7 +3,6 @@
 //! objects the pod refers to, its service account tokens, the status manager's read
 //! before a patch and the first status the kubelet writes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -120,7 +119,7 @@ impl PodWorker {
     pub(super) async fn read_for_patch(&mut self) -> Read {
         match self.pods_api().get_opt(self.name()).await {
             Ok(Some(pod)) if pod.metadata.uid.as_deref() == Some(self.uid.as_str()) => {
-                self.observe(Arc::new(crate::node::shared::slimmed(pod)));
+                self.take_read(pod);
                 Read::Fresh
             }
             // Deleted, or deleted and made again: the kubelet skips the update.

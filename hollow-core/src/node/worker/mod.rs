@@ -24,6 +24,7 @@ use kube::Api;
 use tokio::time::Instant;
 
 use super::admission::{Rejection, admit};
+use super::compact::CompactPod;
 use super::heartbeat::{Observed, observe};
 use super::pod_status::{ContainerRecord, phase};
 use super::references::VolumeNeed;
@@ -47,6 +48,9 @@ const MOUNT_BACKOFF: Doubling = Doubling::new(Duration::from_millis(500), Durati
 /// (`backOffPeriod` in pkg/kubelet/kubelet.go), e.g. a container whose env names a
 /// missing ConfigMap.
 const SYNC_RETRY: Duration = Duration::from_secs(10);
+
+/// What a worker's pod is between passes: nothing of its own.
+static EMPTY_POD: std::sync::LazyLock<Arc<Pod>> = std::sync::LazyLock::new(Arc::default);
 
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
@@ -138,10 +142,10 @@ impl PodWorker {
     pub(crate) fn new(
         shared: Arc<NodeShared>,
         inbox: Arc<PodInbox>,
+        pod: Arc<Pod>,
         volume_needs: Option<Box<[VolumeNeed]>>,
         traffic: Option<Box<PodTraffic>>,
     ) -> Self {
-        let pod = inbox.pod().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let init = records(spec.init_containers.as_deref().unwrap_or_default(), |c| {
             if c.restart_policy.as_deref() == Some("Always") {
@@ -269,9 +273,12 @@ impl PodWorker {
         // update (our own write's echo, a controller's condition) only gets a status pass.
         let mut drive = true;
         loop {
+            self.materialize();
             // Boxed, so a waiting worker holds only its state, not the larger future of
             // a pass (kept inline it would cost every pod several KiB all its life).
             let wake = Box::pin(self.sync(drive)).await;
+            // Between passes the pod is held only compactly, by the inbox.
+            self.pod = EMPTY_POD.clone();
             let sleep = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -281,8 +288,8 @@ impl PodWorker {
             drive = tokio::select! {
                 _ = self.shared.cancel.cancelled() => return,
                 delivery = self.inbox.next() => match delivery {
-                    Delivery::Pod(pod, nudged) => {
-                        self.observe(pod);
+                    Delivery::Pod(pod, previous, nudged) => {
+                        self.observe(pod, &previous);
                         self.nudged |= nudged;
                         nudged || self.pod.metadata.deletion_timestamp.is_some()
                     }
@@ -295,22 +302,33 @@ impl PodWorker {
                 _ = sleep => true,
             };
         }
+        self.materialize();
         self.unregister_references();
         Box::pin(self.remove_from_runtime()).await;
     }
 
-    /// Takes a newer pod object (from the watch or a write's response).
-    fn observe(&mut self, pod: Arc<Pod>) {
-        let version = |p: &Pod| {
-            p.metadata
-                .resource_version
-                .as_deref()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        if version(&pod) >= version(&self.pod) {
-            self.note_resize(&pod);
-            self.pod = pod;
+    /// Reads the pod back from the inbox after a wait, unless a delivery brought it.
+    fn materialize(&mut self) {
+        if Arc::ptr_eq(&self.pod, &EMPTY_POD) {
+            self.pod = Arc::new(self.inbox.taken());
+        }
+    }
+
+    /// Takes a newer pod object from the watch (`previous`: the one it replaces; the
+    /// inbox hands over no older one).
+    fn observe(&mut self, pod: Arc<Pod>, previous: &CompactPod) {
+        if pod.metadata.generation != previous.generation() {
+            self.note_resize(&previous.pod(), &pod);
+        }
+        self.pod = pod;
+    }
+
+    /// Takes a pod the worker read or wrote (the API's answer), if it is newer than
+    /// the one it has; the inbox holds it from now on.
+    fn take_read(&mut self, pod: Pod) {
+        let pod = super::shared::slimmed(pod);
+        if let Some(previous) = self.inbox.take_newer(&pod) {
+            self.observe(Arc::new(pod), &previous);
         }
     }
 

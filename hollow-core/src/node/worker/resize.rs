@@ -40,15 +40,15 @@ pub(super) struct ResizeState {
 impl PodWorker {
     /// Before `newer` replaces the pod: a spec whose resizable containers ask for other
     /// resources starts a resize, keeping what they were allocated.
-    pub(super) fn note_resize(&mut self, newer: &Pod) {
+    pub(super) fn note_resize(&mut self, older: &Pod, newer: &Pod) {
         if self.terminal
             || self.rejected.is_some()
-            || newer.metadata.generation == self.pod.metadata.generation
+            || newer.metadata.generation == older.metadata.generation
             || self.resize.as_ref().is_some_and(|r| r.allocated.is_some())
         {
             return;
         }
-        let allocated = Allocation::of(&self.pod);
+        let allocated = Allocation::of(older);
         if allocated != Allocation::of(newer) {
             self.resize.get_or_insert_with(Default::default).allocated = Some(allocated);
         }

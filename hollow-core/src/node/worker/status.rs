@@ -1,7 +1,6 @@
 //! What the worker writes to the API server: the pod's status, and its final delete.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -168,7 +167,7 @@ impl PodWorker {
                 .await
             {
                 Ok(pod) => {
-                    self.observe(Arc::new(crate::node::shared::slimmed(pod)));
+                    self.take_read(pod);
                     true
                 }
                 Err(kube::Error::Api(status)) if status.code == 404 => {
