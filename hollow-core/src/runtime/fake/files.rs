@@ -310,14 +310,26 @@ mod tests {
         run.log.iter().map(|l| format!("{}\n", l.text)).collect()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_containers_of_a_pod_share_their_empty_dirs() {
+    /// A fake with one pod sandbox, and a way to start containers in it.
+    async fn sandboxed() -> (FakeRuntime, String) {
         let fake = FakeRuntime::default();
         fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
         let sandbox = fake
             .run_pod_sandbox(&PodSandboxConfig::default())
             .await
             .unwrap();
+        (fake, sandbox)
+    }
+
+    async fn start_in(fake: &FakeRuntime, sandbox: &str, config: ContainerConfig) -> String {
+        let id = fake.create_container(sandbox, &config).await.unwrap();
+        fake.start_container(&id).await.unwrap();
+        id
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_containers_of_a_pod_share_their_empty_dirs() {
+        let (fake, sandbox) = sandboxed().await;
         let start = |name: &str, image: &str, script: &str, mount: &str| {
             let config = ContainerConfig {
                 name: name.into(),
@@ -332,11 +344,7 @@ mod tests {
                 ..ContainerConfig::default()
             };
             let (fake, sandbox) = (fake.clone(), sandbox.clone());
-            async move {
-                let id = fake.create_container(&sandbox, &config).await.unwrap();
-                fake.start_container(&id).await.unwrap();
-                id
-            }
+            async move { start_in(&fake, &sandbox, config).await }
         };
         // An init container writes the page; it has exited when the server starts.
         start("init", "busybox", "echo made > /work/index.html", "/work").await;
@@ -386,12 +394,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn tcp_probes_connect_to_what_listens() {
-        let fake = FakeRuntime::default();
-        fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
-        let sandbox = fake
-            .run_pod_sandbox(&PodSandboxConfig::default())
-            .await
-            .unwrap();
+        let (fake, sandbox) = sandboxed().await;
         let started = |image: &str, command: &[&str], ports: Vec<u16>| {
             let config = ContainerConfig {
                 image: image.into(),
@@ -400,11 +403,7 @@ mod tests {
                 ..ContainerConfig::default()
             };
             let (fake, sandbox) = (fake.clone(), sandbox.clone());
-            async move {
-                let id = fake.create_container(&sandbox, &config).await.unwrap();
-                fake.start_container(&id).await.unwrap();
-                id
-            }
+            async move { start_in(&fake, &sandbox, config).await }
         };
         let tcp = |port| ProbeAction::TcpSocket { port };
         let web = started("nginx:1.27", &[], vec![]).await;
