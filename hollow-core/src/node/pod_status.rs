@@ -41,7 +41,7 @@ pub(crate) struct ContainerRecord {
     pub id: Option<String>,
     /// The previous container's id, kept for its logs until the next restart.
     pub previous_id: Option<String>,
-    pub image_ref: Option<String>,
+    pub image_ref: Option<std::sync::Arc<str>>,
     /// The current container's state, once created.
     pub state: Option<ContainerState>,
     pub restart_count: u32,
@@ -321,7 +321,7 @@ fn container_status(
     let mut status = ApiStatus {
         name: record.name.clone(),
         image: record.image.clone(),
-        image_id: record.image_ref.clone().unwrap_or_default(),
+        image_id: record.image_ref.as_deref().unwrap_or_default().to_string(),
         container_id: shown_id,
         restart_count: i32::try_from(record.restart_count).unwrap_or(i32::MAX),
         ready: record.ready(now) && record.waiting.is_none(),

@@ -251,7 +251,8 @@ pub(crate) struct NodeShared {
     pub(super) found: super::references::Found,
     /// The images pulled on this node, each with the reference by digest the runtime
     /// answered (for the kubelet's "already present" event and the Node's images).
-    pub(super) images: Mutex<HashMap<Box<str>, Box<str>>>,
+    /// The reference is shared with the container records of the node's pods.
+    pub(super) images: Mutex<HashMap<Box<str>, Arc<str>>>,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
     workers: Mutex<HashMap<String, Arc<PodInbox>>>,
     /// The watches on objects its pods refer to, in the kubelet traffic profile.

@@ -390,12 +390,18 @@ impl PodWorker {
                             record.image
                         ),
                     );
-                    self.shared
-                        .images
-                        .lock()
-                        .insert(record.image.as_str().into(), image_ref.as_str().into());
                 }
-                image_ref
+                // One copy of the reference per image on the node, shared by the
+                // records of its containers.
+                let mut images = self.shared.images.lock();
+                match images.get(record.image.as_str()) {
+                    Some(known) if **known == *image_ref => known.clone(),
+                    _ => {
+                        let image_ref: std::sync::Arc<str> = image_ref.into();
+                        images.insert(record.image.as_str().into(), image_ref.clone());
+                        image_ref
+                    }
+                }
             }
             Err(error) => {
                 let previous = self.pulls.get(&record.name).copied();

@@ -97,6 +97,7 @@ impl State {
             .filter(|(id, c)| {
                 c.sandbox_id == sandbox_id && *id != except && !c.config.shared_dirs.is_empty()
             })
+            .map(|(id, c)| (id, &**c))
             .collect();
         sharing.sort_by_key(|(id, c)| (started_at(&c.state), *id));
         let mut files = Vec::new();

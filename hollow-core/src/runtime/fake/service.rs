@@ -150,8 +150,7 @@ impl RuntimeService for FakeRuntime {
         }
         state.containers.insert(
             id.clone(),
-            Container {
-                image_ref: image_ref(&config.image),
+            Box::new(Container {
                 config,
                 sandbox_id: sandbox_id.to_string(),
                 state: ContainerState::Created {
@@ -160,7 +159,7 @@ impl RuntimeService for FakeRuntime {
                 ready: None,
                 files_diff: None,
                 exit_at: None,
-            },
+            }),
         );
         Ok(id)
     }

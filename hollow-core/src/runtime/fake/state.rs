@@ -102,7 +102,8 @@ pub(super) struct State {
     /// The pod IPs in use, as offsets into the pod CIDR.
     pub(super) used_ips: BTreeSet<u32>,
     pub(super) sandboxes: HashMap<String, Sandbox>,
-    pub(super) containers: HashMap<String, Container>,
+    /// Boxed: a container record is some 500 bytes, and a table keeps room to spare.
+    pub(super) containers: HashMap<String, Box<Container>>,
     pub(super) calls: VecDeque<RuntimeCall>,
     /// How many of the next calls of a method fail.
     pub(super) faults: HashMap<RuntimeMethod, usize>,
@@ -170,8 +171,6 @@ pub(super) struct Sandbox {
 pub(super) struct Container {
     pub(super) config: ContainerConfig,
     pub(super) sandbox_id: String,
-    /// Its image by digest.
-    pub(super) image_ref: String,
     pub(super) state: ContainerState,
     /// Set by lifecycle steps; `None` leaves readiness to the engine.
     pub(super) ready: Option<bool>,
@@ -217,7 +216,8 @@ impl Container {
             name: self.config.name.clone(),
             attempt: self.config.attempt,
             image: self.config.image.clone(),
-            image_ref: self.image_ref.clone(),
+            // Derived from the image name, not kept.
+            image_ref: super::ids::image_ref(&self.config.image),
             state: self.state.clone(),
             ready: self.ready,
         }
