@@ -314,7 +314,7 @@ async fn long_lived_node_tasks_stay_small() {
     let inbox = Arc::new(super::shared::PodInbox::new(&pod));
     let worker = super::worker::PodWorker::new(shared, inbox, Arc::new(pod), None, None);
     let worker = size_of_val(&worker.run());
-    assert!(worker <= 1536, "a pod worker's future is {worker} bytes");
+    assert!(worker <= 1024, "a pod worker's future is {worker} bytes");
 }
 
 #[tokio::test]

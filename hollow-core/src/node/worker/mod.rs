@@ -70,6 +70,35 @@ impl Backoff {
     }
 }
 
+/// Back-offs by container name, a map made at the first (a pod worker lives as long
+/// as its pod, and most never back off: an empty `HashMap` is 48 bytes, this 8).
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // boxed on purpose: 8 bytes inline while empty
+struct Backoffs(Option<Box<HashMap<String, Backoff>>>);
+
+impl Backoffs {
+    fn get(&self, name: &str) -> Option<&Backoff> {
+        self.0.as_ref()?.get(name)
+    }
+
+    fn insert(&mut self, name: String, backoff: Backoff) {
+        self.0.get_or_insert_default().insert(name, backoff);
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(map) = self.0.as_mut() {
+            map.remove(name);
+            if map.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Backoff> {
+        self.0.iter().flat_map(|map| map.values())
+    }
+}
+
 pub(crate) struct PodWorker {
     shared: Arc<NodeShared>,
     pod: Arc<Pod>,
@@ -82,11 +111,11 @@ pub(crate) struct PodWorker {
     init: Vec<ContainerRecord>,
     regular: Vec<ContainerRecord>,
     /// Crash-restart backoff by container name.
-    restarts: HashMap<String, Backoff>,
+    restarts: Backoffs,
     /// Image-pull backoff by container name.
-    pulls: HashMap<String, Backoff>,
+    pulls: Backoffs,
     /// Create/start-failure backoff by container name.
-    start_failures: HashMap<String, Backoff>,
+    start_failures: Backoffs,
     start_time: Timestamp,
     /// Set once the pod reached Succeeded or Failed: nothing runs any more.
     terminal: bool,
@@ -174,9 +203,9 @@ impl PodWorker {
             pod_ips: Vec::new(),
             init,
             regular,
-            restarts: HashMap::new(),
-            pulls: HashMap::new(),
-            start_failures: HashMap::new(),
+            restarts: Backoffs::default(),
+            pulls: Backoffs::default(),
+            start_failures: Backoffs::default(),
             start_time: Timestamp::now(),
             terminal,
             deadline_exceeded: false,
