@@ -394,11 +394,9 @@ impl NodeShared {
 
     /// The latest object of every pod the node runs.
     pub(crate) fn pods(&self) -> Vec<Arc<Pod>> {
-        self.workers
-            .lock()
-            .values()
-            .filter_map(|inbox| inbox.pod())
-            .collect()
+        // Read back outside the lock: each is an inflate and a parse.
+        let inboxes: Vec<Arc<PodInbox>> = self.workers.lock().values().cloned().collect();
+        inboxes.iter().filter_map(|inbox| inbox.pod()).collect()
     }
 
     /// The other pods the node runs that are not finished and came before `pod` (by
@@ -419,13 +417,17 @@ impl NodeShared {
 
     /// The node's pods that are not finished, but the one with `uid`.
     pub(crate) fn other_active_pods(&self, uid: &str) -> Vec<Arc<Pod>> {
-        self.workers
+        // Chosen by key and phase under the lock, read back outside it.
+        let inboxes: Vec<Arc<PodInbox>> = self
+            .workers
             .lock()
-            .values()
-            .filter(|inbox| !matches!(inbox.phase.load(Ordering::Relaxed), 2 | 3))
-            .filter_map(|inbox| inbox.pod())
-            .filter(|other| other.metadata.uid.as_deref() != Some(uid))
-            .collect()
+            .iter()
+            .filter(|(key, inbox)| {
+                key.as_str() != uid && !matches!(inbox.phase.load(Ordering::Relaxed), 2 | 3)
+            })
+            .map(|(_, inbox)| inbox.clone())
+            .collect();
+        inboxes.iter().filter_map(|inbox| inbox.pod()).collect()
     }
 
     /// Tells a pod's worker the pod is gone from the API: it cleans up and ends.
