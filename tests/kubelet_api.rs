@@ -504,7 +504,7 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
         .await?;
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert_eq!(
-        deployments.get("web").await?.spec.unwrap().replicas,
+        deployments.get("web").await?.spec.replicas,
         Some(2),
         "no scaling at 50% of the request"
     );
@@ -517,7 +517,7 @@ async fn logs_top_hpa_and_authentication_work_through_the_real_control_plane() -
             .await
             .map_err(|e| e.to_string())?
             .spec
-            .and_then(|s| s.replicas);
+            .replicas;
         (replicas == Some(4))
             .then_some(())
             .ok_or(format!("{replicas:?}"))

@@ -129,11 +129,9 @@ async fn three_nodes_run_a_deployment_of_thirty() -> anyhow::Result<()> {
         || async {
             let d = deployments.get("web").await.map_err(|e| e.to_string())?;
             let status = d.status.unwrap_or_default();
-            let available = status
-                .conditions
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Available" && c.status == "True");
+            let available = status.conditions.unwrap_or_default().iter().any(|c| {
+                c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True")
+            });
             (available && status.available_replicas == Some(30))
                 .then_some(())
                 .ok_or(format!("{:?} available", status.available_replicas))

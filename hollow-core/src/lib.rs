@@ -125,6 +125,7 @@ pub mod testenv;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod version;
 
 pub use error::{Error, Result};
 

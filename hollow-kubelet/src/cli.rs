@@ -112,6 +112,13 @@ pub struct Cli {
     #[arg(long, env = "HOLLOW_NODE_IP")]
     pub node_ip: Option<std::net::IpAddr>,
 
+    /// The kubelet version the nodes report and behave as, for version-skew tests
+    /// (v1.35.4). Default: the API server's own version, read at start; a server newer
+    /// than hollow knows gets nodes that behave as the newest minor hollow knows, and one
+    /// older than the oldest it knows is refused.
+    #[arg(long, value_parser = parse_kubelet_version)]
+    pub kubelet_version: Option<String>,
+
     /// The nodes' hostname, published as their `Hostname` address, which API servers and
     /// metrics-server that prefer Hostname (kube-apiserver's default does) dial:
     /// "node-ip" for each node's own InternalIP; or, with one node only, an IP address
@@ -269,6 +276,13 @@ pub enum HostnameOverride {
     NodeIp,
     /// One hostname (an IP address or a DNS name), for a single node.
     Fixed(String),
+}
+
+/// A `--kubelet-version` hollow can behave as.
+pub fn parse_kubelet_version(input: &str) -> Result<String, String> {
+    hollow_core::version::KubeletVersion::parse(input)
+        .map(|version| version.reported().to_string())
+        .map_err(|error| error.to_string())
 }
 
 /// `node-ip`, or a hostname, trimmed and lowercased as the kubelet's
@@ -486,6 +500,8 @@ mod tests {
                 .contains("invalid hostname \"a_b\": must be an IP address or a DNS name")
         );
         assert!(error(&["--hostname-override", ""]).contains("invalid hostname \"\""));
+        assert!(error(&["--kubelet-version", "v1.20.3"]).contains("older than the oldest"));
+        assert!(error(&["--kubelet-version", "latest"]).contains("not a Kubernetes version"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub(crate) struct NodeSettings {
     traffic: hollow_core::node::TrafficProfile,
     pod_cidr: Option<String>,
     lease_duration: Duration,
+    kubelet_version: Option<String>,
 }
 
 impl From<&Cli> for NodeSettings {
@@ -55,6 +56,7 @@ impl From<&Cli> for NodeSettings {
             traffic: cli.traffic_profile,
             pod_cidr: cli.cidr.clone(),
             lease_duration: Duration::from_secs(cli.node_lease_duration_seconds),
+            kubelet_version: cli.kubelet_version.clone(),
         }
     }
 }
@@ -85,6 +87,9 @@ impl NodeSettings {
         }
         if let Some(cidr) = &self.pod_cidr {
             node = node.pod_cidr(cidr);
+        }
+        if let Some(version) = &self.kubelet_version {
+            node = node.kubelet_version(version);
         }
         if self.lease_duration != NodeTiming::default().lease_duration {
             // Renewed at a quarter of its duration, as the kubelet renews its Lease.

@@ -166,6 +166,7 @@ impl NodeManagerBuilder {
         let inner = Arc::new(Inner {
             client: client.clone(),
             router: router.clone(),
+            server: crate::version::ServerVersion::default(),
             annotations,
             configure: self.configure,
             starts: Semaphore::new(self.parallelism),
@@ -295,6 +296,8 @@ struct Slot {
 struct Inner {
     client: kube::Client,
     router: Arc<PodRouter>,
+    /// The API server's version, read once for every Node served.
+    server: crate::version::ServerVersion,
     annotations: Option<Selector>,
     configure: Configure,
     starts: Semaphore,
@@ -439,7 +442,7 @@ impl Inner {
             };
             let started = {
                 let _permit = self.starts.acquire().await.ok()?;
-                node.start_with(self.client.clone(), self.router.clone(), true)
+                node.start_with(self.client.clone(), self.router.clone(), true, &self.server)
                     .await
             };
             match started {
@@ -453,6 +456,13 @@ impl Inner {
                     return Some(running);
                 }
                 Err(crate::node::Error::NodeMissing(_)) => return None,
+                Err(crate::node::Error::Version(crate::version::VersionError::TooOld {
+                    version,
+                    oldest,
+                })) => {
+                    tracing::error!(node = %name, %version, oldest = %format!("1.{oldest}"), "cannot serve the Node: the API server is older than any kubelet hollow knows");
+                    return None;
+                }
                 Err(error) => {
                     tracing::warn!(node = %name, error = %format!("{error:#}"), "cannot start serving the Node; retrying");
                     tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(60))).await;

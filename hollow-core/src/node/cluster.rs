@@ -180,6 +180,7 @@ impl HollowClusterBuilder {
             })
             .collect::<Result<_, _>>()?;
         let router = Arc::new(PodRouter::default());
+        let server = crate::version::ServerVersion::default();
         let cancel = CancellationToken::new();
         let credentials = self.credentials;
         let watch = credentials.is_none().then(|| {
@@ -202,12 +203,12 @@ impl HollowClusterBuilder {
         let total = nodes.len();
         let mut started = futures::stream::iter(nodes.into_iter().enumerate())
             .map(|(index, node)| {
-                let (client, router) = (client.clone(), router.clone());
+                let (client, router, server) = (client.clone(), router.clone(), server.clone());
                 let credentials = credentials.clone();
                 async move {
                     let ready_timeout = node.ready_timeout;
                     let node = match credentials {
-                        None => node.start_with(client, router, true).await?,
+                        None => node.start_with(client, router, true, &server).await?,
                         Some(credentials) => {
                             let name = node.name().to_string();
                             let own = credentials.client_for(&name).await.map_err(|source| {
@@ -216,7 +217,7 @@ impl HollowClusterBuilder {
                                     source,
                                 }
                             })?;
-                            let node = node.start_with(own.clone(), router, false).await?;
+                            let node = node.start_with(own.clone(), router, false, &server).await?;
                             node.watch_own(own);
                             node
                         }

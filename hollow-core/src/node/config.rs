@@ -15,8 +15,8 @@ use crate::node_status::{FakeNodeStatus, NodeStatusProvider};
 use crate::quantity::is_quantity;
 use crate::runtime::{FakeRuntime, RuntimeService};
 
-/// The kubelet version hollow nodes report by default (the control plane they are
-/// tested against).
+/// The kubelet version a node behaves as until it has read the API server's (the
+/// pinned control plane's; [`crate::version`]).
 pub const DEFAULT_KUBELET_VERSION: &str = "v1.36.5";
 
 /// Errors in a node's configuration, found by [`HollowNodeBuilder::build`].
@@ -47,6 +47,9 @@ pub enum ConfigError {
         "invalid hostname {0:?}: must be an IP address or a DNS name (lowercase alphanumerics, '-' or '.', at most 253 characters)"
     )]
     InvalidHostname(String),
+    /// The kubelet version given is not one hollow can behave as.
+    #[error("invalid kubelet version: {0}")]
+    KubeletVersion(#[from] crate::version::VersionError),
 }
 
 /// The kubelet's timing. The defaults are the kubelet's own.
@@ -107,7 +110,11 @@ pub(crate) struct NodeConfig {
     pub hostname: Option<Box<str>>,
     pub pod_cidr: Option<String>,
     pub kubelet_port: u16,
-    pub kubelet_version: String,
+    /// The kubelet the node behaves as: the API server's version, resolved as the node
+    /// starts, unless [`Self::kubelet_pinned`].
+    pub kubelet: crate::version::KubeletVersion,
+    /// Whether the version was given ([`HollowNodeBuilder::kubelet_version`]).
+    pub kubelet_pinned: bool,
     pub timing: NodeTiming,
     /// Whether the node records Events.
     pub events: bool,
@@ -152,7 +159,7 @@ pub struct HollowNodeBuilder {
     provider_id: Option<String>,
     pod_cidr: Option<String>,
     kubelet_port: u16,
-    kubelet_version: String,
+    kubelet_version: Option<String>,
     timing: NodeTiming,
     events: bool,
     traffic: super::TrafficProfile,
@@ -191,7 +198,7 @@ impl HollowNodeBuilder {
             provider_id: None,
             pod_cidr: None,
             kubelet_port: 10250,
-            kubelet_version: DEFAULT_KUBELET_VERSION.into(),
+            kubelet_version: None,
             timing: NodeTiming::default(),
             events: true,
             traffic: super::TrafficProfile::default(),
@@ -304,9 +311,22 @@ impl HollowNodeBuilder {
         self
     }
 
-    /// The kubelet version reported in `nodeInfo` (default [`DEFAULT_KUBELET_VERSION`]).
+    /// The kubelet version the node reports in `nodeInfo` and behaves as
+    /// ([`crate::version`]), for version-skew tests. By default a node reads the API
+    /// server's version as it starts and behaves as that version's kubelet. A version
+    /// older than [`crate::version::OLDEST_MINOR`] fails [`build`](Self::build) with
+    /// [`ConfigError::KubeletVersion`].
+    ///
+    /// ```
+    /// use hollow_core::node::HollowNode;
+    ///
+    /// let node = HollowNode::builder("skewed").kubelet_version("v1.35.4").build()?;
+    /// assert!(HollowNode::builder("old").kubelet_version("v1.20.0").build().is_err());
+    /// # drop(node);
+    /// # Ok::<(), hollow_core::node::ConfigError>(())
+    /// ```
     pub fn kubelet_version(mut self, version: impl Into<String>) -> Self {
-        self.kubelet_version = version.into();
+        self.kubelet_version = Some(version.into());
         self
     }
 
@@ -521,7 +541,11 @@ impl HollowNodeBuilder {
             hostname,
             pod_cidr: self.pod_cidr,
             kubelet_port: self.kubelet_port,
-            kubelet_version: self.kubelet_version,
+            kubelet_pinned: self.kubelet_version.is_some(),
+            kubelet: match &self.kubelet_version {
+                Some(version) => crate::version::KubeletVersion::parse(version)?,
+                None => crate::version::KubeletVersion::default(),
+            },
             timing,
             events: self.events,
             traffic: self.traffic,

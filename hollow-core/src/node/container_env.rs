@@ -103,6 +103,31 @@ pub(crate) fn launch(
     }
 }
 
+/// The pod's hostname where it is not its name, as the kubelet's
+/// `GeneratePodHostNameAndDomain` makes it (pkg/kubelet/kubelet_pods.go): with
+/// `hostname_override` (feature gate HostnameOverride, from 1.35) its
+/// `spec.hostnameOverride`, else its `spec.hostname`, else its name; cut to 63
+/// characters, less trailing `-` and `.` (`truncatePodHostnameIfNeeded`). The API
+/// server has validated both fields.
+pub(crate) fn pod_hostname(pod: &Pod, hostname_override: bool) -> Option<String> {
+    const MAX_LEN: usize = 63;
+    let spec = pod.spec.as_ref();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let wanted = spec
+        .and_then(|s| s.hostname_override.as_deref())
+        .filter(|_| hostname_override)
+        .or_else(|| {
+            spec.and_then(|s| s.hostname.as_deref())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or(name);
+    let hostname = match wanted.get(..MAX_LEN) {
+        Some(cut) if wanted.len() > MAX_LEN => cut.trim_end_matches(['-', '.']),
+        _ => wanted,
+    };
+    (hostname != name).then(|| hostname.to_string())
+}
+
 /// The `emptyDir` volumes `container` mounts, by name and mount path.
 fn shared_dirs(pod: &Pod, container: &Container) -> Vec<(String, String)> {
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref());
@@ -275,6 +300,40 @@ pub(crate) fn expand<'a>(input: &str, lookup: impl Fn(&str) -> Option<&'a str>) 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_pods_hostname_is_its_override_from_1_35_else_its_hostname_else_its_name() {
+        let pod = |spec: serde_json::Value| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "web-0" },
+                "spec": { "containers": [{ "name": "c" }], "hostname": spec["hostname"], "hostnameOverride": spec["hostnameOverride"] },
+            }))
+            .unwrap()
+        };
+        let both =
+            pod(serde_json::json!({ "hostname": "db", "hostnameOverride": "db.example.com" }));
+        assert_eq!(
+            super::pod_hostname(&both, true).as_deref(),
+            Some("db.example.com")
+        );
+        assert_eq!(
+            super::pod_hostname(&both, false).as_deref(),
+            Some("db"),
+            "a 1.34 kubelet"
+        );
+        assert_eq!(
+            super::pod_hostname(&pod(serde_json::json!({})), true),
+            None,
+            "its name"
+        );
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        let cut = super::pod_hostname(&pod(serde_json::json!({ "hostnameOverride": long })), true);
+        assert_eq!(
+            cut,
+            Some("a".repeat(62)),
+            "63 characters, less the trailing '-'"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -246,7 +246,7 @@ pub(crate) async fn observe(shared: &NodeShared) -> Observed {
         allocatable_overrides: &config.allocatable,
         machine: &shared.machine,
         runtime_version: &shared.runtime_version,
-        kubelet_version: &config.kubelet_version,
+        kubelet_version: config.kubelet.reported(),
         kubelet_port: config.kubelet_port,
         health,
     })))

@@ -380,3 +380,69 @@ async fn a_kubelet_profile_node_watches_as_the_kubelets_informers_and_makes_its_
     assert_eq!(created["spec"]["drivers"], json!([]));
     cancel.cancel();
 }
+
+fn version_info(git_version: &str, minor: &str) -> Value {
+    json!({ "major": "1", "minor": minor, "gitVersion": git_version, "gitCommit": "", "gitTreeState": "clean",
+            "buildDate": "1970-01-01T00:00:00Z", "goVersion": "go1.26", "compiler": "gc", "platform": "linux/amd64" })
+}
+
+#[tokio::test]
+async fn a_node_reads_the_servers_version_first_and_reports_it() {
+    let (client, mut handle) = mock_client();
+    let node = HollowNode::builder("n1").build().unwrap();
+    let server = tokio::spawn(async move {
+        let (method, uri, _, _, send) = next(&mut handle).await;
+        assert_eq!((method, uri.as_str()), (Method::GET, "/version"));
+        // Newer than hollow knows: the node behaves as the newest it knows, and reports
+        // the server's version.
+        respond(send, 200, version_info("v1.40.1", "40"));
+        let (method, uri, _, body, send) = next(&mut handle).await;
+        assert_eq!((method, uri.as_str()), (Method::POST, "/api/v1/nodes?"));
+        assert_eq!(body["status"]["nodeInfo"]["kubeletVersion"], "v1.40.1");
+        respond(send, 403, status(403, "Forbidden"));
+    });
+    let error = node.start(client).await.unwrap_err();
+    assert!(
+        matches!(error, super::Error::Registration { .. }),
+        "{error}"
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_older_than_hollow_knows_is_refused_with_a_clear_error() {
+    let (client, mut handle) = mock_client();
+    let node = HollowNode::builder("n1").build().unwrap();
+    let server = tokio::spawn(async move {
+        let (method, uri, _, _, send) = next(&mut handle).await;
+        assert_eq!((method, uri.as_str()), (Method::GET, "/version"));
+        respond(send, 200, version_info("v1.30.14", "30"));
+    });
+    let error = node.start(client).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            super::Error::Version(crate::version::VersionError::TooOld { .. })
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("v1.30.14"), "{error}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_given_its_version_does_not_ask_the_server() {
+    let (client, mut handle) = mock_client();
+    let node = HollowNode::builder("n1")
+        .kubelet_version("v1.35.4")
+        .build()
+        .unwrap();
+    let server = tokio::spawn(async move {
+        let (method, uri, _, body, send) = next(&mut handle).await;
+        assert_eq!((method, uri.as_str()), (Method::POST, "/api/v1/nodes?"));
+        assert_eq!(body["status"]["nodeInfo"]["kubeletVersion"], "v1.35.4");
+        respond(send, 403, status(403, "Forbidden"));
+    });
+    assert!(node.start(client).await.is_err());
+    server.await.unwrap();
+}

@@ -37,6 +37,7 @@ mod prober;
 mod references;
 mod register;
 mod resize;
+mod restart;
 mod shared;
 mod slim;
 mod spec_status;
@@ -122,6 +123,10 @@ pub enum Error {
         #[source]
         source: crate::Error,
     },
+    /// The API server's version could not be read, or is one hollow cannot behave as
+    /// (older than [`crate::version::OLDEST_MINOR`]).
+    #[error(transparent)]
+    Version(#[from] crate::version::VersionError),
     /// The node's Node object or Lease could not be deleted.
     #[error("cannot deregister node {node}")]
     Deregistration {
@@ -175,7 +180,10 @@ impl HollowNode {
     pub async fn start(self, client: kube::Client) -> Result<RunningNode, Error> {
         let ready_timeout = self.ready_timeout;
         let router = Arc::new(PodRouter::default());
-        let node = self.start_with(client.clone(), router, false).await?;
+        let server = crate::version::ServerVersion::default();
+        let node = self
+            .start_with(client.clone(), router, false, &server)
+            .await?;
         node.watch_own(client);
         node.wait_ready(ready_timeout).await?;
         Ok(node)
@@ -183,14 +191,19 @@ impl HollowNode {
 
     /// Registers the node and starts its heartbeats; pods come through `router`.
     /// Returns once the Node object exists, before the node is Ready.
-    /// `process_watches`: the pods and Node come from watches the process shares.
+    /// `process_watches`: the pods and Node come from watches the process shares;
+    /// `server`: the API server's version, read once for the nodes of a process.
     pub(crate) async fn start_with(
         self,
         client: kube::Client,
         router: Arc<PodRouter>,
         process_watches: bool,
+        server: &crate::version::ServerVersion,
     ) -> Result<RunningNode, Error> {
         let mut config = self.config;
+        if !config.kubelet_pinned {
+            config.kubelet = server.get(&client).await?;
+        }
         let mut registration = std::mem::take(&mut config.registration);
         let provider_error = |source| Error::Provider {
             node: config.name.clone(),

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::prober::ContainerProbes;
+use super::restart::{container_should_restart, pod_policy_restarts};
 use super::spec_status;
 use crate::pod::ContainerKind;
 use crate::runtime::ContainerState;
@@ -145,6 +146,9 @@ pub(crate) struct PodFacts<'a> {
     pub init: &'a [ContainerRecord],
     pub regular: &'a [ContainerRecord],
     pub sandbox_ready: bool,
+    /// Why the sandbox is not ready, where the kubelet says so (from 1.37): the
+    /// message of a False `PodReadyToStartContainers`.
+    pub sandbox_not_ready: Option<&'static str>,
     pub pod_ips: &'a [IpAddr],
     pub host_ips: &'a [IpAddr],
     pub runtime_name: &'a str,
@@ -155,6 +159,8 @@ pub(crate) struct PodFacts<'a> {
     pub forced_phase: Option<&'a str>,
     /// The conditions of a resize underway, with their own times and generations.
     pub resize_conditions: &'a [PodCondition],
+    /// Whether containers' own restart policies and rules count (from 1.35).
+    pub restart_rules: bool,
 }
 
 pub(crate) fn restart_policy(pod: &Pod) -> &str {
@@ -172,34 +178,72 @@ fn pending_init(init: &[ContainerRecord]) -> Vec<&str> {
         .collect()
 }
 
-/// The pod phase, as the kubelet's getPhase decides it.
+/// The pod phase, as the kubelet's getPhase decides it (pkg/kubelet/kubelet_pods.go):
+/// with `rules` (container restart rules, from 1.35) a stopped container counts as
+/// restarting by its own policy and rules ([`container_should_restart`]), else by the
+/// pod's policy.
 pub(crate) fn phase(
     pod: &Pod,
     init: &[ContainerRecord],
     regular: &[ContainerRecord],
+    rules: bool,
 ) -> &'static str {
     let policy = restart_policy(pod);
-    let init_failed = init
+    let spec = pod.spec.as_ref();
+    let restarts =
+        |containers: Option<&Vec<Container>>, record: &ContainerRecord, code: i32| match containers
+            .and_then(|list| list.iter().find(|c| c.name == record.name))
+        {
+            Some(container) => container_should_restart(container, policy, code, rules),
+            None => pod_policy_restarts(policy, code),
+        };
+    let failed_init: Vec<(&ContainerRecord, i32)> = init
         .iter()
-        .any(|c| c.kind == ContainerKind::Init && c.exit_code().is_some_and(|code| code != 0));
-    if init_failed && policy == "Never" {
+        .filter(|c| c.kind == ContainerKind::Init)
+        .filter_map(|c| {
+            c.exit_code()
+                .filter(|code| *code != 0)
+                .map(|code| (c, code))
+        })
+        .collect();
+    let init_fails_pod = if rules {
+        let init_specs = spec.and_then(|s| s.init_containers.as_ref());
+        failed_init
+            .iter()
+            .any(|(c, code)| !restarts(init_specs, c, *code))
+    } else {
+        !failed_init.is_empty() && policy == "Never"
+    };
+    if init_fails_pod {
         return "Failed";
     }
     if !pending_init(init).is_empty() {
         return "Pending";
     }
-    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    let specs = spec.map(|s| &s.containers);
+    let (mut running, mut waiting, mut stopped, mut succeeded, mut for_good) = (0, 0, 0, 0, 0);
     for container in regular {
-        match &container.state {
-            Some(ContainerState::Running { .. }) => running += 1,
-            Some(ContainerState::Exited { exit_code, .. }) => {
-                stopped += 1;
-                if *exit_code == 0 {
-                    succeeded += 1;
-                }
+        let code = match &container.state {
+            Some(ContainerState::Running { .. }) => {
+                running += 1;
+                continue;
             }
-            _ if container.last_exit.is_some() => stopped += 1,
-            _ => waiting += 1,
+            Some(ContainerState::Exited { exit_code, .. }) => *exit_code,
+            _ => match &container.last_exit {
+                Some(ContainerState::Exited { exit_code, .. }) => *exit_code,
+                Some(_) => 0,
+                None => {
+                    waiting += 1;
+                    continue;
+                }
+            },
+        };
+        stopped += 1;
+        if matches!(container.state, Some(ContainerState::Exited { .. })) && code == 0 {
+            succeeded += 1;
+        }
+        if rules && !restarts(specs, container, code) {
+            for_good += 1;
         }
     }
     if waiting > 0 {
@@ -207,7 +251,15 @@ pub(crate) fn phase(
     } else if running > 0 {
         "Running"
     } else if stopped > 0 {
-        if policy == "Always" {
+        if rules {
+            if stopped != for_good {
+                "Running"
+            } else if stopped == succeeded {
+                "Succeeded"
+            } else {
+                "Failed"
+            }
+        } else if policy == "Always" {
             "Running"
         } else if stopped == succeeded {
             "Succeeded"
@@ -415,7 +467,18 @@ fn owned_conditions(facts: &PodFacts<'_>, phase: &str, now: SystemTime) -> Vec<P
     };
     let ready = readiness(facts.pod, &containers_ready);
     vec![
-        condition("PodReadyToStartContainers", facts.sandbox_ready, None, None),
+        condition(
+            "PodReadyToStartContainers",
+            facts.sandbox_ready,
+            facts
+                .sandbox_not_ready
+                .filter(|_| !facts.sandbox_ready)
+                .map(|_| "PodSandboxNotReady"),
+            facts
+                .sandbox_not_ready
+                .filter(|_| !facts.sandbox_ready)
+                .map(String::from),
+        ),
         initialized,
         ready,
         containers_ready,
@@ -480,7 +543,7 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
     let pod = facts.pod;
     let phase = facts
         .forced_phase
-        .unwrap_or_else(|| phase(pod, facts.init, facts.regular));
+        .unwrap_or_else(|| phase(pod, facts.init, facts.regular, facts.restart_rules));
     let previous = pod.status.clone().unwrap_or_default();
     let previous_conditions = previous.conditions.clone().unwrap_or_default();
     let generation = pod.metadata.generation;

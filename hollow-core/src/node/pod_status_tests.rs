@@ -66,12 +66,14 @@ fn status_in(
         init,
         regular,
         sandbox_ready: true,
+        sandbox_not_ready: None,
         pod_ips: &["10.128.0.2".parse().unwrap()],
         host_ips: &["127.0.0.1".parse().unwrap()],
         runtime_name: "hollow",
         start_time: "2026-01-01T00:00:01Z".parse().unwrap(),
         forced_phase,
         resize_conditions: &[],
+        restart_rules: true,
     };
     serde_json::to_value(compute(&facts, "2026-01-01T00:00:05Z".parse().unwrap())).unwrap()
 }
@@ -210,7 +212,15 @@ fn phases_follow_the_restart_policy() {
     };
     let ok = exited(running("a", 1), 0);
     let failed = exited(running("b", 1), 1);
-    let phase_of = |policy, records: &[ContainerRecord]| super::phase(&spec(policy), &[], records);
+    let phase_of = |policy, records: &[ContainerRecord]| {
+        let with_rules = super::phase(&spec(policy), &[], records, true);
+        assert_eq!(
+            with_rules,
+            super::phase(&spec(policy), &[], records, false),
+            "no container policies: the same"
+        );
+        with_rules
+    };
     assert_eq!(phase_of("Never", &[ok.clone(), failed.clone()]), "Failed");
     assert_eq!(
         phase_of("Never", &[ok.clone(), exited(running("b", 1), 0)]),
@@ -249,8 +259,43 @@ fn a_failed_init_container_fails_a_never_pod() {
     }));
     let mut setup = exited(running("setup", 1), 2);
     setup.kind = ContainerKind::Init;
+    for rules in [true, false] {
+        assert_eq!(
+            super::phase(&pod, &[setup.clone()], &[ContainerRecord::default()], rules),
+            "Failed"
+        );
+    }
+}
+
+/// Container restart rules (1.35 on): a container's own policy and rules decide whether
+/// a stopped container restarts, and so the phase (getPhase in
+/// pkg/kubelet/kubelet_pods.go); a 1.34 kubelet goes by the pod's policy alone.
+#[test]
+fn a_containers_own_restart_policy_and_rules_decide_the_phase_from_1_35() {
+    let pod = pod(json!({
+        "restartPolicy": "Never",
+        "initContainers": [{ "name": "setup", "image": "busybox", "restartPolicy": "OnFailure" }],
+        "containers": [{ "name": "a", "image": "x", "restartPolicy": "Never",
+            "restartPolicyRules": [{ "action": "Restart", "exitCodes": { "operator": "In", "values": [42] } }] }],
+    }));
+    let mut setup = exited(running("setup", 1), 2);
+    setup.kind = ContainerKind::Init;
     assert_eq!(
-        super::phase(&pod, &[setup], &[ContainerRecord::default()]),
+        super::phase(&pod, &[setup.clone()], &[ContainerRecord::default()], true),
+        "Pending"
+    );
+    assert_eq!(
+        super::phase(&pod, &[setup], &[ContainerRecord::default()], false),
+        "Failed"
+    );
+    let retried = exited(running("a", 1), 42);
+    assert_eq!(
+        super::phase(&pod, &[], std::slice::from_ref(&retried), true),
+        "Running"
+    );
+    assert_eq!(super::phase(&pod, &[], &[retried], false), "Failed");
+    assert_eq!(
+        super::phase(&pod, &[], &[exited(running("a", 1), 1)], true),
         "Failed"
     );
 }
@@ -495,4 +540,39 @@ fn container_statuses_are_sorted_by_name_and_init_ones_kept_in_spec_order() {
     };
     assert_eq!(names("containerStatuses"), ["log", "web"]);
     assert_eq!(names("initContainerStatuses"), ["z-sidecar", "a-sidecar"]);
+}
+
+/// From 1.37 a False PodReadyToStartContainers says why (pkg/kubelet/status/generate.go
+/// `GeneratePodReadyToStartContainersCondition`); before, it has no reason.
+#[test]
+fn a_pod_without_a_ready_sandbox_says_why_from_1_37() {
+    let pod = pod(json!({ "containers": [{ "name": "c", "image": "x" }] }));
+    let records = [ContainerRecord::default()];
+    for (why, reason) in [
+        (Some("no pod sandbox exists"), Some("PodSandboxNotReady")),
+        (None, None),
+    ] {
+        let facts = PodFacts {
+            pod: &pod,
+            init: &[],
+            regular: &records,
+            sandbox_ready: false,
+            sandbox_not_ready: why,
+            pod_ips: &[],
+            host_ips: &["127.0.0.1".parse().unwrap()],
+            runtime_name: "hollow",
+            start_time: "2026-01-01T00:00:01Z".parse().unwrap(),
+            forced_phase: None,
+            resize_conditions: &[],
+            restart_rules: true,
+        };
+        let status = compute(&facts, "2026-01-01T00:00:05Z".parse().unwrap());
+        let condition = &status.conditions.unwrap()[0];
+        assert_eq!(
+            (condition.type_.as_str(), condition.status.as_str()),
+            ("PodReadyToStartContainers", "False")
+        );
+        assert_eq!(condition.reason.as_deref(), reason);
+        assert_eq!(condition.message.as_deref(), why);
+    }
 }

@@ -69,6 +69,10 @@ pub struct ContainerConfig {
     pub pod_namespace: String,
     /// The pod's name.
     pub pod_name: String,
+    /// The pod's hostname where it is not its name: `spec.hostname`, or (from 1.35)
+    /// `spec.hostnameOverride`, cut to 63 characters as the kubelet's
+    /// `GeneratePodHostNameAndDomain` has it (pkg/kubelet/kubelet_pods.go).
+    pub hostname: Option<String>,
     /// The container's command and arguments.
     pub command: Vec<String>,
     /// The container's environment, by name; the engine fills it only for a command

@@ -26,15 +26,50 @@ pub fn default_bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
         return PathBuf::from(dir);
     }
+    installed_bin_dirs().join(format!("kubernetes-{KUBERNETES_VERSION}"))
+}
+
+/// `$HOLLOW_CACHE_DIR/bin` (default `$HOME/.cache/hollow/bin`), where
+/// `control-plane/install` puts one directory per Kubernetes version.
+fn installed_bin_dirs() -> PathBuf {
     let cache = std::env::var_os("HOLLOW_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
             PathBuf::from(home).join(".cache").join("hollow")
         });
-    cache
-        .join("bin")
-        .join(format!("kubernetes-{KUBERNETES_VERSION}"))
+    cache.join("bin")
+}
+
+/// The installed control plane of `version` (`1.35`, `v1.35` or `v1.35.4`): the
+/// directory `control-plane/install --kubernetes <version>` filled, the newest patch of
+/// that minor where `version` names none.
+fn installed_version_dir(version: &str) -> Result<PathBuf> {
+    find_version_dir(installed_bin_dirs(), version)
+}
+
+fn find_version_dir(searched: PathBuf, version: &str) -> Result<PathBuf> {
+    let bare = version.trim().trim_start_matches('v');
+    let not_installed = || Error::VersionNotInstalled {
+        version: bare.to_string(),
+        searched: searched.clone(),
+    };
+    let patch_of = |name: &str| -> Option<u32> {
+        let rest = name.strip_prefix("kubernetes-v")?;
+        if rest == bare {
+            return Some(u32::MAX);
+        }
+        rest.strip_prefix(bare)?.strip_prefix('.')?.parse().ok()
+    };
+    let newest = std::fs::read_dir(&searched)
+        .map_err(|_| not_installed())?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            Some((patch_of(&name)?, name))
+        })
+        .max();
+    let (_, name) = newest.ok_or_else(not_installed)?;
+    Ok(searched.join(name))
 }
 
 /// The API server's `--kubelet-preferred-address-types` in a [`TestEnv`] unless
@@ -75,6 +110,7 @@ rules:
 #[must_use]
 pub struct TestEnvBuilder {
     bin_dir: Option<PathBuf>,
+    kubernetes_version: Option<String>,
     dir: Option<PathBuf>,
     scheduler: bool,
     controller_manager: bool,
@@ -91,6 +127,7 @@ impl Default for TestEnvBuilder {
     fn default() -> Self {
         Self {
             bin_dir: None,
+            kubernetes_version: None,
             dir: None,
             scheduler: true,
             controller_manager: true,
@@ -111,6 +148,24 @@ impl TestEnvBuilder {
     /// Looks for the binaries in `dir` instead of [`default_bin_dir`].
     pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs the control plane of Kubernetes `version` (`1.35`, or `v1.35.4`), as
+    /// `control-plane/install --kubernetes <version>` built it, instead of the pinned
+    /// one ([`KUBERNETES_VERSION`]). [`start`](Self::start) fails with
+    /// [`Error::VersionNotInstalled`], naming the command, if it is not installed.
+    /// [`bin_dir`](Self::bin_dir) and `HOLLOW_K8S_BIN` are ignored.
+    ///
+    /// ```no_run
+    /// # async fn run() -> hollow_core::testenv::Result<()> {
+    /// use hollow_core::testenv::TestEnv;
+    ///
+    /// let env = TestEnv::builder().kubernetes_version("1.35").start().await?;
+    /// # drop(env); Ok(()) }
+    /// ```
+    pub fn kubernetes_version(mut self, version: impl Into<String>) -> Self {
+        self.kubernetes_version = Some(version.into());
         self
     }
 
@@ -225,7 +280,10 @@ impl TestEnvBuilder {
     /// controller manager on, it also waits for the `default` service account, so pods
     /// can be created at once.
     pub async fn start(self) -> Result<TestEnv> {
-        let bin_dir = self.bin_dir.clone().unwrap_or_else(default_bin_dir);
+        let bin_dir = match &self.kubernetes_version {
+            Some(version) => installed_version_dir(version)?,
+            None => self.bin_dir.clone().unwrap_or_else(default_bin_dir),
+        };
         let enabled: Vec<Component> = Component::ALL
             .into_iter()
             .chain([Component::MetricsServer])
@@ -273,13 +331,14 @@ impl TestEnvBuilder {
         let admin_kubeconfig = kubeconfig::to_kubeconfig(admin_document)?;
         let client = client_from(admin_kubeconfig.clone()).await?;
 
+        let apiserver_minor = binary_minor(&bin_dir.join(Component::ApiServer.binary_name())).await;
         let processes = enabled
             .iter()
             .map(|&component| {
                 ComponentProcess::new(
                     component,
                     bin_dir.join(component.binary_name()),
-                    self.args(component, &layout, &ports),
+                    self.args(component, &layout, &ports, apiserver_minor),
                     layout.logs.join(format!("{component}.log")),
                 )
             })
@@ -313,11 +372,24 @@ impl TestEnvBuilder {
         Ok(env)
     }
 
-    fn args(&self, component: Component, layout: &Layout, ports: &Ports) -> Vec<String> {
+    fn args(
+        &self,
+        component: Component,
+        layout: &Layout,
+        ports: &Ports,
+        apiserver_minor: Option<u32>,
+    ) -> Vec<String> {
         let mut args = match component {
             Component::Etcd => etcd_args(layout, ports),
             Component::ApiServer => {
                 let mut args = apiserver_args(layout, ports, &self.kubelet_preferred_address_types);
+                if apiserver_minor.is_some_and(|minor| minor >= 37) {
+                    // From 1.37 the API server refuses to advertise a loopback address
+                    // with an endpoint reconciler (pkg/controlplane/instance.go,
+                    // `ValidateIP`), and the environment serves on loopback only: the
+                    // `kubernetes` Service gets no endpoints, as no pod here dials it.
+                    args.push("--endpoint-reconciler-type=none".into());
+                }
                 if self.audit_log {
                     let policy = layout.pki.join("audit-policy.yaml");
                     args.extend([
@@ -345,6 +417,26 @@ impl TestEnvBuilder {
     }
 }
 
+/// The Kubernetes minor of a component binary, from its `--version` (`Kubernetes
+/// v1.37.2`); `None` if it does not say within 30 s.
+async fn binary_minor(binary: &Path) -> Option<u32> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(binary)
+            .arg("--version")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text
+        .split_whitespace()
+        .find(|word| word.starts_with("v1."))?;
+    version.strip_prefix("v1.")?.split('.').next()?.parse().ok()
+}
+
 pub(crate) fn check_binaries(bin_dir: &Path, enabled: &[Component]) -> Result<()> {
     let missing: Vec<String> = enabled
         .iter()
@@ -367,4 +459,35 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path)
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_finds_the_newest_installed_patch_of_its_minor() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "kubernetes-v1.35.4",
+            "kubernetes-v1.35.10",
+            "kubernetes-v1.36.5",
+        ] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        let found = |version: &str| find_version_dir(dir.path().to_path_buf(), version);
+        assert!(found("1.35").unwrap().ends_with("kubernetes-v1.35.10"));
+        assert!(found("v1.35.4").unwrap().ends_with("kubernetes-v1.35.4"));
+        assert!(found("v1.36").unwrap().ends_with("kubernetes-v1.36.5"));
+        let missing = found("1.3").unwrap_err();
+        assert!(
+            matches!(missing, Error::VersionNotInstalled { .. }),
+            "{missing}"
+        );
+        let message = found("1.37").unwrap_err().to_string();
+        assert!(
+            message.contains("control-plane/install --kubernetes 1.37"),
+            "{message}"
+        );
+    }
 }

@@ -21,6 +21,20 @@ pub enum Error {
         /// The binaries not found there.
         missing: Vec<String>,
     },
+    /// No control plane of the Kubernetes version asked for
+    /// ([`TestEnvBuilder::kubernetes_version`](super::TestEnvBuilder::kubernetes_version))
+    /// is installed.
+    #[error(
+        "no control plane of Kubernetes {version} in {}; build it with \
+         `control-plane/install --kubernetes {version}` (from the hollow repository)",
+        searched.display()
+    )]
+    VersionNotInstalled {
+        /// The version asked for.
+        version: String,
+        /// The directory searched for `kubernetes-v<version>.*`.
+        searched: PathBuf,
+    },
     /// A component exited while it should run.
     #[error("{component} exited ({status}); the end of its log ({}):\n{log_tail}", log_path.display())]
     ComponentExited {

@@ -85,7 +85,9 @@ async fn try_register(client: &kube::Client, node_name: &str) -> Result<(), kube
     Ok(())
 }
 
-/// The CSINode the kubelet creates for a node.
+/// The CSINode the kubelet creates for a node (fields newer API versions add, such as
+/// 1.37's `status`, unset: the library builds against any).
+#[allow(clippy::needless_update)]
 fn csinode(node_name: &str, node_uid: &str) -> CSINode {
     CSINode {
         metadata: ObjectMeta {
@@ -103,6 +105,7 @@ fn csinode(node_name: &str, node_uid: &str) -> CSINode {
             ..Default::default()
         },
         spec: CSINodeSpec { drivers: vec![] },
+        ..Default::default()
     }
 }
 

@@ -53,6 +53,8 @@ impl TokenSource {
         pod_uid: &str,
     ) -> Result<Duration, kube::Error> {
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+        // Fields newer API versions add stay unset (the library builds against any).
+        #[allow(clippy::needless_update)]
         let request = TokenRequest {
             spec: Some(TokenRequestSpec {
                 audiences: self.audience.as_ref().map(|a| vec![a.to_string()]),
@@ -63,6 +65,7 @@ impl TokenSource {
                     name: Some(pod_name.into()),
                     uid: Some(pod_uid.into()),
                 }),
+                ..Default::default()
             }),
             ..Default::default()
         };

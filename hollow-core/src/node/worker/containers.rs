@@ -8,8 +8,21 @@ use crate::node::container_env::{command_line, launch};
 use crate::node::events::{self, Kind, go_duration};
 use crate::node::object_data::ObjectData;
 use crate::node::pod_status::{ContainerRecord, restart_policy};
+use crate::node::restart::{
+    container_should_restart, pod_policy_restarts, restarts_after_probe_kill,
+};
 use crate::pod::ContainerKind;
 use crate::runtime::ContainerConfig;
+
+/// What [`PodWorker::drive_containers`] does with one container.
+enum Step {
+    Start,
+    Restart,
+    /// Nothing; the next container may go on.
+    Next,
+    /// Nothing; an init container holds the ones after it.
+    Wait,
+}
 
 impl PodWorker {
     /// Reads the current containers' states from the runtime.
@@ -129,52 +142,97 @@ impl PodWorker {
         }
     }
 
+    /// Whether containers' own restart policies and rules count (from 1.35).
+    pub(super) fn restart_rules(&self) -> bool {
+        self.shared
+            .config
+            .kubelet
+            .has(crate::version::Behaviour::ContainerRestartRules)
+    }
+
+    /// Why the pod's sandbox is not ready, as a 1.37 kubelet says it
+    /// (`PodSandboxChanged` in pkg/kubelet/kuberuntime/util/util.go); `None` before.
+    pub(super) fn sandbox_not_ready(&self) -> Option<&'static str> {
+        if !self
+            .shared
+            .config
+            .kubelet
+            .has(crate::version::Behaviour::SandboxNotReadyReason)
+        {
+            return None;
+        }
+        Some(if self.sandbox.is_none() {
+            "no pod sandbox exists"
+        } else {
+            "pod sandbox is not ready"
+        })
+    }
+
     /// Init containers one at a time (sidecars started and left running), then every
-    /// regular container; exited ones restarted as the restart policy says.
+    /// regular container; exited ones restarted as their restart policy says
+    /// (pkg/kubelet/kuberuntime/kuberuntime_container.go `computeInitContainerActions`,
+    /// kuberuntime_manager.go `computePodActions`).
     pub(super) async fn drive_containers(&mut self) {
-        let policy = restart_policy(&self.pod).to_string();
         for index in 0..self.init.len() {
-            let record = &self.init[index];
-            match record.kind {
-                ContainerKind::Sidecar => {
-                    if record.id.is_none() {
-                        self.start(true, index).await;
-                    } else if record.exit_code().is_some() {
-                        self.restart(true, index).await;
-                    }
-                }
-                _ => match record.exit_code() {
-                    Some(0) => continue,
-                    Some(_) if policy == "Never" => return,
-                    Some(_) => {
-                        self.restart(true, index).await;
-                        return;
-                    }
-                    None if record.id.is_none() => {
-                        self.start(true, index).await;
-                        return;
-                    }
-                    None => return,
-                },
+            match self.next_step(true, index) {
+                Step::Start => self.start(true, index).await,
+                Step::Restart => self.restart(true, index).await,
+                Step::Next => continue,
+                Step::Wait => {}
+            }
+            if self.init[index].kind != ContainerKind::Sidecar {
+                return;
             }
         }
         if self.init.iter().any(|c| !c.init_done()) {
             return;
         }
         for index in 0..self.regular.len() {
-            let record = &self.regular[index];
-            match record.exit_code() {
-                None if record.id.is_none() => self.start(false, index).await,
-                // A container killed for a failed probe restarts unless the policy is
-                // Never, whatever its exit code (computePodActions).
-                Some(code)
-                    if policy == "Always"
-                        || (policy == "OnFailure" && (code != 0 || record.killed_by_probe())) =>
-                {
-                    self.restart(false, index).await;
-                }
-                _ => {}
+            match self.next_step(false, index) {
+                Step::Start => self.start(false, index).await,
+                Step::Restart => self.restart(false, index).await,
+                Step::Next | Step::Wait => {}
             }
+        }
+    }
+
+    /// What one container needs now: an init container that failed restarts if its
+    /// policy says so, and holds the ones after it either way; a regular one killed for
+    /// a failed probe restarts unless its policy is Never, whatever its exit code.
+    fn next_step(&self, init: bool, index: usize) -> Step {
+        let record = if init {
+            &self.init[index]
+        } else {
+            &self.regular[index]
+        };
+        let policy = restart_policy(&self.pod);
+        let rules = self.restart_rules();
+        let spec = self.pod.spec.as_ref().and_then(|spec| {
+            let list = if init {
+                spec.init_containers.as_ref()?
+            } else {
+                &spec.containers
+            };
+            list.iter().find(|c| c.name == record.name)
+        });
+        let restarts = |code: i32| match spec {
+            Some(container) => container_should_restart(container, policy, code, rules),
+            None => pod_policy_restarts(policy, code),
+        };
+        match (record.kind, record.exit_code()) {
+            (_, None) if record.id.is_none() => Step::Start,
+            (ContainerKind::Sidecar, Some(_)) => Step::Restart,
+            (ContainerKind::Init, Some(0)) => Step::Next,
+            (ContainerKind::Init, Some(code)) if restarts(code) => Step::Restart,
+            (ContainerKind::Regular, Some(code))
+                if record.killed_by_probe()
+                    && spec.is_none_or(|c| restarts_after_probe_kill(c, policy, rules, false))
+                    || restarts(code) =>
+            {
+                Step::Restart
+            }
+            (ContainerKind::Sidecar, None) => Step::Next,
+            _ => Step::Wait,
         }
     }
 
@@ -500,6 +558,13 @@ impl PodWorker {
             pod_uid: self.uid.clone(),
             pod_namespace: meta.namespace.clone().unwrap_or_default(),
             pod_name: meta.name.clone().unwrap_or_default(),
+            hostname: crate::node::container_env::pod_hostname(
+                &self.pod,
+                self.shared
+                    .config
+                    .kubelet
+                    .has(crate::version::Behaviour::HostnameOverride),
+            ),
             annotations: meta.annotations.clone().unwrap_or_default(),
             pod_labels: meta.labels.clone().unwrap_or_default(),
         };

@@ -405,7 +405,7 @@ impl PodWorker {
                 Box::pin(self.run_probes(nudged)).await;
             }
             if matches!(
-                phase(&self.pod, &self.init, &self.regular),
+                phase(&self.pod, &self.init, &self.regular, self.restart_rules()),
                 "Succeeded" | "Failed"
             ) {
                 self.terminal = true;

@@ -11,6 +11,7 @@ use super::PodWorker;
 use crate::node::events::Kind;
 use crate::node::pod_status::restart_policy;
 use crate::node::prober::{self, Change, ContainerProbes, ProbeKind};
+use crate::node::restart::restarts_after_probe_kill;
 use crate::runtime::{ContainerState, ProbeOutcome};
 
 impl PodWorker {
@@ -148,10 +149,12 @@ impl PodWorker {
         id: &str,
         kind: ProbeKind,
     ) {
-        let restart = match container.restart_policy.as_deref() {
-            Some(policy) => policy != "Never",
-            None => restart_policy(&self.pod) != "Never",
-        };
+        let restart = restarts_after_probe_kill(
+            container,
+            restart_policy(&self.pod),
+            self.restart_rules(),
+            init,
+        );
         let probe = if kind == ProbeKind::Startup {
             "startup"
         } else {

@@ -84,10 +84,12 @@ impl PodWorker {
                 init: &self.init,
                 regular: &self.regular,
                 sandbox_ready: self.sandbox.is_some() && !self.sandbox_stopped,
+                sandbox_not_ready: self.sandbox_not_ready(),
                 pod_ips: &self.pod_ips,
                 host_ips: &host_ips,
                 runtime_name: &self.shared.runtime_name,
                 start_time: self.start_time,
+                restart_rules: self.restart_rules(),
                 forced_phase: if self.deadline_exceeded {
                     Some("Failed")
                 } else {

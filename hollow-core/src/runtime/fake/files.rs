@@ -23,7 +23,7 @@ impl ContainerConfig {
             image: &self.image,
             command: &self.command,
             env: &self.env,
-            hostname: &self.pod_name,
+            hostname: self.hostname.as_deref().unwrap_or(&self.pod_name),
             files: &self.files,
         }
     }
@@ -155,7 +155,11 @@ impl FakeRuntime {
         let mut after = before.clone();
         let options = Exec {
             env: &container.config.env,
-            hostname: &container.config.pod_name,
+            hostname: container
+                .config
+                .hostname
+                .as_deref()
+                .unwrap_or(&container.config.pod_name),
             stdin,
             horizon: PROBE_HORIZON,
             programs: Some(&programs),
