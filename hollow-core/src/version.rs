@@ -48,6 +48,13 @@ pub enum Behaviour {
     /// `PodSandboxNotReady`, and whether the pod has no sandbox or one not ready
     /// (`GeneratePodReadyToStartContainersCondition`).
     SandboxNotReadyReason,
+    /// A resize asking for more CPU or memory than the node's allocatable is
+    /// `Infeasible` before the admission handlers run (`canResizePod`); from 1.36 the
+    /// resize admission handler decides alone.
+    ResizeInfeasibleBeyondAllocatable,
+    /// The Node's `status.nodeInfo.runningInUserNamespace` says whether the kubelet runs
+    /// in a user namespace (false here) (the MachineInfo setter).
+    RunningInUserNamespaceField,
 }
 
 /// One row of [`BEHAVIOURS`]: a behaviour, the feature gate that turns it on (if any),
@@ -60,6 +67,8 @@ pub struct BehaviourRow {
     pub gate: Option<&'static str>,
     /// The first minor with the behaviour (its gate on by default).
     pub since_minor: u32,
+    /// The first minor without it again, for behaviours a release removed.
+    pub until_minor: Option<u32>,
     /// Where upstream the gate's default and the kubelet's use of it are.
     pub upstream: &'static str,
 }
@@ -74,6 +83,7 @@ pub const BEHAVIOURS: &[BehaviourRow] = &[
         behaviour: Behaviour::ContainerRestartRules,
         gate: Some("ContainerRestartRules"),
         since_minor: 35,
+        until_minor: None,
         upstream: "alpha (off) in 1.34, beta (on) in 1.35; pkg/api/v1/pod/util.go \
                    ContainerShouldRestart, pkg/kubelet/kubelet_pods.go getPhase, \
                    pkg/kubelet/container/helpers.go ShouldContainerBeRestarted",
@@ -82,6 +92,7 @@ pub const BEHAVIOURS: &[BehaviourRow] = &[
         behaviour: Behaviour::HostnameOverride,
         gate: Some("HostnameOverride"),
         since_minor: 35,
+        until_minor: None,
         upstream: "alpha (off) in 1.34, beta (on) in 1.35; pkg/kubelet/kubelet_pods.go \
                    GeneratePodHostNameAndDomain",
     },
@@ -89,10 +100,29 @@ pub const BEHAVIOURS: &[BehaviourRow] = &[
         behaviour: Behaviour::SandboxNotReadyReason,
         gate: None,
         since_minor: 37,
+        until_minor: None,
         upstream: "pkg/kubelet/status/generate.go GeneratePodReadyToStartContainersCondition \
                    (1.37 adds the reason and message from \
                    pkg/kubelet/kuberuntime/util/util.go PodSandboxChanged); found by the \
                    fidelity harness against Kubemark 1.37",
+    },
+    BehaviourRow {
+        behaviour: Behaviour::RunningInUserNamespaceField,
+        gate: Some("KubeletInUserNamespace"),
+        since_minor: 37,
+        until_minor: None,
+        upstream: "alpha (off) until 1.36, beta (on) in 1.37; pkg/kubelet/nodestatus/setters.go \
+                   MachineInfo; found by the fidelity harness against Kubemark 1.37",
+    },
+    BehaviourRow {
+        behaviour: Behaviour::ResizeInfeasibleBeyondAllocatable,
+        gate: None,
+        since_minor: OLDEST_MINOR,
+        until_minor: Some(36),
+        upstream: "pkg/kubelet/allocation/allocation_manager.go canResizePod of 1.35 \
+                   (against the container manager's GetNodeAllocatableAbsolute); 1.36 \
+                   moved resize admission to pkg/kubelet/allocation/handlers.go \
+                   podResizesAdmitHandler, without it",
     },
 ];
 
@@ -209,7 +239,10 @@ impl KubeletVersion {
         BEHAVIOURS
             .iter()
             .find(|row| row.behaviour == behaviour)
-            .is_some_and(|row| self.minor >= row.since_minor)
+            .is_some_and(|row| {
+                self.minor >= row.since_minor
+                    && row.until_minor.is_none_or(|until| self.minor < until)
+            })
     }
 }
 
@@ -269,9 +302,10 @@ mod tests {
         for minor in OLDEST_MINOR..=NEWEST_MINOR {
             let kubelet = KubeletVersion::parse(&format!("v1.{minor}.0")).unwrap();
             for row in BEHAVIOURS {
+                let until = row.until_minor.unwrap_or(u32::MAX);
                 assert_eq!(
                     kubelet.has(row.behaviour),
-                    minor >= row.since_minor,
+                    minor >= row.since_minor && minor < until,
                     "{row:?}"
                 );
             }
@@ -291,9 +325,13 @@ mod tests {
     #[test]
     fn every_row_is_within_the_supported_window() {
         for row in BEHAVIOURS {
+            let starts = row.since_minor > OLDEST_MINOR && row.since_minor <= NEWEST_MINOR;
+            let ends = row
+                .until_minor
+                .is_some_and(|until| until > OLDEST_MINOR && until <= NEWEST_MINOR);
             assert!(
-                row.since_minor > OLDEST_MINOR && row.since_minor <= NEWEST_MINOR,
-                "{row:?}"
+                starts || ends,
+                "{row:?} changes nothing between the supported minors"
             );
         }
     }
@@ -328,7 +366,7 @@ mod tests {
         let new = KubeletVersion::of_server(&info("v1.40.1", "1", "40")).unwrap();
         assert_eq!((new.reported(), new.minor()), ("v1.40.1", NEWEST_MINOR));
         for row in BEHAVIOURS {
-            assert!(new.has(row.behaviour));
+            assert_eq!(new.has(row.behaviour), row.until_minor.is_none(), "{row:?}");
         }
     }
 

@@ -133,6 +133,11 @@ const STUB_CGROUPS_NO_RESIZE: Why = Why::KubemarkFake {
     upstream: "pkg/kubelet/cm/container_manager_stub.go, pkg/kubelet/kuberuntime/kuberuntime_manager.go (doPodResizeAction, IsPodResizeInProgress), pkg/kubelet/kubelet.go (SyncPod), pkg/kubelet/kubelet_pods.go (convertContainerStatusResources)",
 };
 
+const STUB_NO_NODE_ALLOCATABLE: Why = Why::KubemarkFake {
+    reason: "Kubemark 1.34 and 1.35 only: their kubelet calls a resize that asks for more than the container manager's absolute node allocatable Infeasible, and Kubemark's stub container manager has none (GetNodeAllocatableAbsolute answers nil), so every resize is Infeasible there with \"capacity: 0\". A real 1.34 or 1.35 kubelet compares with the machine's allocatable, as hollow does on those versions; 1.36 removed the check",
+    upstream: "pkg/kubelet/allocation/allocation_manager.go of 1.35 (canResizePod), pkg/kubelet/cm/container_manager_stub.go",
+};
+
 const fn pod(cases: &'static str, path: &'static str, values: Values, why: Why) -> Rule {
     Rule {
         scope: Scope::Pod,
@@ -245,6 +250,30 @@ pub static RULES: &[Rule] = &[
         "*resources.*",
         Values::Any,
         STUB_CGROUPS_NO_RESIZE,
+    ),
+    pod(
+        "resize-1-fits",
+        "conditions[type=PodResizePending].*",
+        Values::Any,
+        STUB_NO_NODE_ALLOCATABLE,
+    ),
+    pod(
+        "resize-1-fits",
+        "containerStatuses[*].allocatedResources.*",
+        Values::Any,
+        STUB_NO_NODE_ALLOCATABLE,
+    ),
+    pod(
+        "resize-*",
+        "conditions[type=PodResizePending].reason",
+        Values::Kubemark("\"Infeasible\""),
+        STUB_NO_NODE_ALLOCATABLE,
+    ),
+    pod(
+        "resize-*",
+        "conditions[type=PodResizePending].message",
+        Values::Kubemark("\"Node didn't have enough capacity: cpu, requested: 1000, capacity: 0\""),
+        STUB_NO_NODE_ALLOCATABLE,
     ),
     pod(
         "*",

@@ -94,6 +94,32 @@ pub(crate) fn pod_requests(pod: &Pod) -> BTreeMap<String, i64> {
     total
 }
 
+/// Why a resize of `pod` (its desired resources) is infeasible on a node of
+/// `allocatable`, as 1.34 and 1.35 kubelets' `canResizePod` says it before admission
+/// (pkg/kubelet/allocation/allocation_manager.go of 1.35): the pod asks for more CPU
+/// (millicores) or memory (bytes) than the node has, memory named first.
+pub(crate) fn beyond_allocatable(
+    pod: &Pod,
+    allocatable: &BTreeMap<String, Quantity>,
+) -> Option<String> {
+    let requests = pod_requests(pod);
+    let available = |resource: &str| allocatable.get(resource).map_or(0, |q| amount(resource, q));
+    let asked = |resource: &str| requests.get(resource).copied().unwrap_or(0);
+    let over = |resource: &str| asked(resource) > available(resource);
+    let resource = if over("memory") {
+        "memory"
+    } else if over("cpu") {
+        "cpu"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "Node didn't have enough capacity: {resource}, requested: {}, capacity: {}",
+        asked(resource),
+        available(resource)
+    ))
+}
+
 /// The host ports a pod holds: (protocol, host IP, port).
 fn host_ports(pod: &Pod) -> BTreeSet<(String, String, i32)> {
     let Some(spec) = pod.spec.as_ref() else {
@@ -236,6 +262,33 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
             .collect()
+    }
+
+    #[test]
+    fn a_resize_beyond_the_nodes_allocatable_is_named_as_1_35_names_it() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": { "containers": [{ "name": "app",
+                "resources": { "requests": { "cpu": "1500m", "memory": "64Mi" } } }] },
+        }))
+        .unwrap();
+        let node = |cpu: &str, memory: &str| -> BTreeMap<String, Quantity> {
+            [
+                ("cpu".to_string(), Quantity(cpu.into())),
+                ("memory".to_string(), Quantity(memory.into())),
+            ]
+            .into()
+        };
+        assert_eq!(
+            beyond_allocatable(&pod, &node("1", "1Gi")).as_deref(),
+            Some("Node didn't have enough capacity: cpu, requested: 1500, capacity: 1000")
+        );
+        assert_eq!(
+            beyond_allocatable(&pod, &node("1", "32Mi")).as_deref(),
+            Some(
+                "Node didn't have enough capacity: memory, requested: 67108864, capacity: 33554432"
+            )
+        );
+        assert_eq!(beyond_allocatable(&pod, &node("2", "1Gi")), None);
     }
 
     #[test]

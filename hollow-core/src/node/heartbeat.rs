@@ -247,6 +247,9 @@ pub(crate) async fn observe(shared: &NodeShared) -> Observed {
         machine: &shared.machine,
         runtime_version: &shared.runtime_version,
         kubelet_version: config.kubelet.reported(),
+        reports_user_namespace: config
+            .kubelet
+            .has(crate::version::Behaviour::RunningInUserNamespaceField),
         kubelet_port: config.kubelet_port,
         health,
     })))

@@ -27,6 +27,9 @@ pub(crate) struct StatusInputs<'a> {
     pub machine: &'a MachineInfo,
     pub runtime_version: &'a str,
     pub kubelet_version: &'a str,
+    /// Whether `nodeInfo.runningInUserNamespace` is reported (from 1.37; only with a
+    /// `k8s-openapi` that has the field).
+    pub reports_user_namespace: bool,
     pub kubelet_port: u16,
     /// `Err(message)` when the node's health check failed.
     pub health: Result<(), String>,
@@ -146,21 +149,34 @@ pub(crate) fn compute(inputs: &StatusInputs<'_>) -> NodeStatus {
                 port: i32::from(inputs.kubelet_port),
             }),
         }),
-        node_info: Some(NodeSystemInfo {
-            machine_id: inputs.machine.machine_id.clone(),
-            system_uuid: inputs.machine.system_uuid.clone(),
-            boot_id: inputs.machine.boot_id.clone(),
-            kernel_version: "6.1.0-hollow-amd64".into(),
-            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
-            container_runtime_version: inputs.runtime_version.into(),
-            kubelet_version: inputs.kubelet_version.into(),
-            operating_system: "linux".into(),
-            architecture: "amd64".into(),
-            ..Default::default()
-        }),
+        node_info: Some(node_info(inputs)),
         images: (!inputs.report.images.is_empty()).then(|| inputs.report.images.clone()),
         ..Default::default()
     }
+}
+
+/// The kubelet's MachineInfo setter's `nodeInfo` (pkg/kubelet/nodestatus/setters.go).
+fn node_info(inputs: &StatusInputs<'_>) -> NodeSystemInfo {
+    #[allow(unused_mut)]
+    let mut info = NodeSystemInfo {
+        machine_id: inputs.machine.machine_id.clone(),
+        system_uuid: inputs.machine.system_uuid.clone(),
+        boot_id: inputs.machine.boot_id.clone(),
+        kernel_version: "6.1.0-hollow-amd64".into(),
+        os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+        container_runtime_version: inputs.runtime_version.into(),
+        kubelet_version: inputs.kubelet_version.into(),
+        operating_system: "linux".into(),
+        architecture: "amd64".into(),
+        ..Default::default()
+    };
+    let _reported = inputs.reports_user_namespace;
+    k8s_openapi::k8s_if_ge_1_37! {
+        if _reported {
+            info.running_in_user_namespace = Some(false);
+        }
+    }
+    info
 }
 
 /// Images a Node lists at most (the kubelet's `nodeStatusMaxImages` default).
@@ -421,6 +437,7 @@ mod tests {
             machine: &machine,
             runtime_version: "hollow://0.1.0",
             kubelet_version: "v1.36.5",
+            reports_user_namespace: false,
             kubelet_port: 10250,
             health,
         })

@@ -26,6 +26,8 @@ use k8s_openapi::jiff::Timestamp;
 pub(crate) const IN_PROGRESS: &str = "PodResizeInProgress";
 /// The condition of a resize the node cannot accept now.
 pub(crate) const PENDING: &str = "PodResizePending";
+/// The reason of [`PENDING`] for a resize the node can never accept.
+pub(crate) const INFEASIBLE: &str = "Infeasible";
 /// The reason of [`PENDING`] for every admission failure but an infeasible one
 /// (`SetPodResizePendingCondition` in pkg/kubelet/status/status_manager.go).
 pub(crate) const DEFERRED: &str = "Deferred";

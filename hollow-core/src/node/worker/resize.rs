@@ -13,9 +13,12 @@ use tokio::time::Instant;
 
 use super::PodWorker;
 use crate::node::admission::admit;
+use crate::node::admission::beyond_allocatable;
 use crate::node::events::Kind;
 use crate::node::heartbeat::{Observed, observe};
-use crate::node::resize::{Allocation, DEFERRED, IN_PROGRESS, PENDING, condition, event_message};
+use crate::node::resize::{
+    Allocation, DEFERRED, IN_PROGRESS, INFEASIBLE, PENDING, condition, event_message,
+};
 
 /// When a deferred resize is tried again (the allocation manager's `retryDelay`).
 const RETRY: Duration = Duration::from_secs(180);
@@ -147,6 +150,17 @@ impl PodWorker {
             return;
         };
         let allocatable = node.allocatable.unwrap_or_default();
+        let capacity_check = self
+            .shared
+            .config
+            .kubelet
+            .has(crate::version::Behaviour::ResizeInfeasibleBeyondAllocatable);
+        if let Some(message) =
+            beyond_allocatable(&self.pod, &allocatable).filter(|_| capacity_check)
+        {
+            self.resize_infeasible(&message, generation);
+            return;
+        }
         let others = self.shared.other_active_pods(&self.uid);
         let others: Vec<&Pod> = others.iter().map(AsRef::as_ref).collect();
         let verdict = admit(&self.pod, &allocatable, &others, None);
@@ -193,6 +207,34 @@ impl PodWorker {
                     self.pod_event(Kind::Warning, "ResizeDeferred", message);
                 }
             }
+        }
+    }
+
+    /// Marks the resize `Infeasible` with `message`, never retried (1.34 and 1.35's
+    /// `handlePodResourcesResize`: an infeasible resize leaves the pending list).
+    fn resize_infeasible(&mut self, message: &str, generation: Option<i64>) {
+        let Some(state) = self.resize.as_mut() else {
+            return;
+        };
+        state.judged = generation;
+        let previous = state.pending.take();
+        let changed = previous.as_ref().is_none_or(|p| {
+            p.reason.as_deref() != Some(INFEASIBLE) || p.observed_generation != generation
+        });
+        state.pending = Some(condition(
+            PENDING,
+            previous.as_ref(),
+            INFEASIBLE,
+            message,
+            generation,
+            Timestamp::now(),
+        ));
+        state.wake = None;
+        self.inbox.resize_pending.store(false, Ordering::Relaxed);
+        if changed {
+            let prefix = format!("Pod resize {INFEASIBLE}");
+            let message = event_message(&prefix, &self.pod, generation.unwrap_or(0), message);
+            self.pod_event(Kind::Warning, "ResizeInfeasible", message);
         }
     }
 
