@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -322,6 +322,64 @@ async fn nodes_behave_as_the_servers_version_and_run_a_load_tests_workloads() ->
             expected,
             "{name} (override kept by the server: {kept})"
         );
+    }
+
+    // A resize beyond the node's allocatable: a 1.36 or later API server refuses it
+    // itself; on 1.34 and 1.35 it reaches the node, which calls it Infeasible.
+    let mut web = pod(
+        "resized",
+        serde_json::json!({
+            "nodeName": "matrix-0",
+            "containers": [{ "name": "app", "image": "registry.k8s.io/pause:3.10",
+                "resources": { "requests": { "cpu": "100m" }, "limits": { "cpu": "100m" } } }],
+        }),
+    );
+    web.metadata.labels = None;
+    pods.create(&PostParams::default(), &web).await?;
+    wait_pod(&pods, "resized", "Running", WAIT, |p| {
+        pod_phase(p) == "Running"
+    })
+    .await;
+    let patch = serde_json::json!({ "spec": { "containers": [{ "name": "app",
+        "resources": { "requests": { "cpu": "1000" }, "limits": { "cpu": "1000" } } }] } });
+    let resized = pods
+        .patch_subresource(
+            "resize",
+            "resized",
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await;
+    if kubelet.has(Behaviour::ResizeInfeasibleBeyondAllocatable) {
+        resized?;
+        let pod = wait_pod(&pods, "resized", "the resize Infeasible", WAIT, |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c.type_ == "PodResizePending" && c.reason.as_deref() == Some("Infeasible")
+                    })
+                })
+        })
+        .await;
+        let conditions = pod.status.and_then(|s| s.conditions).unwrap_or_default();
+        let pending = conditions
+            .iter()
+            .find(|c| c.type_ == "PodResizePending")
+            .unwrap();
+        let message = pending.message.as_deref().unwrap_or_default();
+        assert!(
+            message.starts_with(
+                "Node didn't have enough capacity: cpu, requested: 1000000, capacity: "
+            ),
+            "{message}"
+        );
+    } else {
+        let error = resized
+            .expect_err("a 1.36 or later API server refuses it")
+            .to_string();
+        assert!(error.contains("allocatable"), "{error}");
     }
     env.stop();
     Ok(())
