@@ -55,6 +55,10 @@ pub enum Behaviour {
     /// The Node's `status.nodeInfo.runningInUserNamespace` says whether the kubelet runs
     /// in a user namespace (false here) (the MachineInfo setter).
     RunningInUserNamespaceField,
+    /// A pod's status shows its own `resources` and `allocatedResources` (pod-level
+    /// resources) (`generateAPIPodStatus`). Before, the kubelet leaves them out, and an
+    /// API server of that version drops them.
+    PodLevelResourcesStatus,
 }
 
 /// One row of [`BEHAVIOURS`]: a behaviour, the feature gate that turns it on (if any),
@@ -113,6 +117,14 @@ pub const BEHAVIOURS: &[BehaviourRow] = &[
         until_minor: None,
         upstream: "alpha (off) until 1.36, beta (on) in 1.37; pkg/kubelet/nodestatus/setters.go \
                    MachineInfo; found by the fidelity harness against Kubemark 1.37",
+    },
+    BehaviourRow {
+        behaviour: Behaviour::PodLevelResourcesStatus,
+        gate: Some("InPlacePodLevelResourcesVerticalScaling"),
+        since_minor: 36,
+        until_minor: None,
+        upstream: "alpha (off) in 1.35, beta (on) in 1.36; pkg/kubelet/kubelet_pods.go \
+                   generateAPIPodStatus (the fields are not in the 1.34 API)",
     },
     BehaviourRow {
         behaviour: Behaviour::ResizeInfeasibleBeyondAllocatable,

@@ -176,6 +176,30 @@ async fn nodes_behave_as_the_servers_version_and_run_a_load_tests_workloads() ->
             .ok_or(format!("{available} available"))
     })
     .await;
+    // A settled pod is written no more on any version (no status field flips between
+    // what the node writes and what this version's API server keeps).
+    let list = pods
+        .list(&kube::api::ListParams::default().labels("app=web"))
+        .await?;
+    let settled: Vec<(String, Option<String>)> = list
+        .items
+        .iter()
+        .map(|p| {
+            (
+                p.metadata.name.clone().unwrap(),
+                p.metadata.resource_version.clone(),
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    for (name, version) in &settled {
+        let now = pods.get(name).await?;
+        assert_eq!(
+            &now.metadata.resource_version, version,
+            "{name} was written again: {:?}",
+            now.status
+        );
+    }
     eventually("the Job complete", WAIT, || async {
         let job = jobs.get("once").await.map_err(|e| e.to_string())?;
         let conditions = job

@@ -161,6 +161,8 @@ pub(crate) struct PodFacts<'a> {
     pub resize_conditions: &'a [PodCondition],
     /// Whether containers' own restart policies and rules count (from 1.35).
     pub restart_rules: bool,
+    /// Whether the pod's own `resources` and `allocatedResources` are shown (from 1.36).
+    pub pod_level_status: bool,
 }
 
 pub(crate) fn restart_policy(pod: &Pod) -> &str {
@@ -601,7 +603,12 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
     }
     // The kubelet looks at the phase the API server holds, not the one it computes.
     let was_running = previous.phase.as_deref() == Some("Running");
-    let (resources, allocated_resources) = spec_status::pod_resources(pod, was_running);
+    let (resources, allocated_resources) = if facts.pod_level_status {
+        let (resources, allocated) = spec_status::pod_resources(pod, was_running);
+        (Some(resources), allocated)
+    } else {
+        (None, None)
+    };
     PodStatus {
         phase: Some(phase.into()),
         conditions: Some(conditions),
@@ -623,7 +630,7 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
             previous.init_container_statuses.as_ref(),
         ),
         container_statuses,
-        resources: Some(resources),
+        resources,
         allocated_resources,
         observed_generation: generation,
         // Fields the kubelet does not own are kept.

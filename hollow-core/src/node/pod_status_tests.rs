@@ -74,6 +74,7 @@ fn status_in(
         forced_phase,
         resize_conditions: &[],
         restart_rules: true,
+        pod_level_status: true,
     };
     serde_json::to_value(compute(&facts, "2026-01-01T00:00:05Z".parse().unwrap())).unwrap()
 }
@@ -565,6 +566,7 @@ fn a_pod_without_a_ready_sandbox_says_why_from_1_37() {
             forced_phase: None,
             resize_conditions: &[],
             restart_rules: true,
+            pod_level_status: true,
         };
         let status = compute(&facts, "2026-01-01T00:00:05Z".parse().unwrap());
         let condition = &status.conditions.unwrap()[0];
@@ -574,5 +576,35 @@ fn a_pod_without_a_ready_sandbox_says_why_from_1_37() {
         );
         assert_eq!(condition.reason.as_deref(), reason);
         assert_eq!(condition.message.as_deref(), why);
+    }
+}
+
+/// A pod's own `resources` and `allocatedResources` are in its status from 1.36 only
+/// (`generateAPIPodStatus` in pkg/kubelet/kubelet_pods.go, behind
+/// InPlacePodLevelResourcesVerticalScaling).
+#[test]
+fn pod_level_resources_are_shown_from_1_36() {
+    let pod = pod(json!({ "containers": [{ "name": "c", "image": "x",
+        "resources": { "requests": { "cpu": "100m" } } }] }));
+    let records = [running("c", 1)];
+    for shown in [true, false] {
+        let facts = PodFacts {
+            pod: &pod,
+            init: &[],
+            regular: &records,
+            sandbox_ready: true,
+            sandbox_not_ready: None,
+            pod_ips: &[],
+            host_ips: &["127.0.0.1".parse().unwrap()],
+            runtime_name: "hollow",
+            start_time: "2026-01-01T00:00:01Z".parse().unwrap(),
+            forced_phase: None,
+            resize_conditions: &[],
+            restart_rules: true,
+            pod_level_status: shown,
+        };
+        let status = compute(&facts, "2026-01-01T00:00:05Z".parse().unwrap());
+        assert_eq!(status.resources.is_some(), shown);
+        assert_eq!(status.allocated_resources.is_some(), shown);
     }
 }

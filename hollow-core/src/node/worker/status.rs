@@ -90,6 +90,11 @@ impl PodWorker {
                 runtime_name: &self.shared.runtime_name,
                 start_time: self.start_time,
                 restart_rules: self.restart_rules(),
+                pod_level_status: self
+                    .shared
+                    .config
+                    .kubelet
+                    .has(crate::version::Behaviour::PodLevelResourcesStatus),
                 forced_phase: if self.deadline_exceeded {
                     Some("Failed")
                 } else {
