@@ -543,6 +543,25 @@ fn container_statuses_are_sorted_by_name_and_init_ones_kept_in_spec_order() {
     assert_eq!(names("initContainerStatuses"), ["z-sidecar", "a-sidecar"]);
 }
 
+/// The facts of a pod with `regular` containers, its sandbox ready, as a 1.36 node has them.
+fn facts<'a>(pod: &'a Pod, regular: &'a [ContainerRecord]) -> PodFacts<'a> {
+    PodFacts {
+        pod,
+        init: &[],
+        regular,
+        sandbox_ready: true,
+        sandbox_not_ready: None,
+        pod_ips: &[],
+        host_ips: &[],
+        runtime_name: "hollow",
+        start_time: "2026-01-01T00:00:01Z".parse().unwrap(),
+        forced_phase: None,
+        resize_conditions: &[],
+        restart_rules: true,
+        pod_level_status: true,
+    }
+}
+
 /// From 1.37 a False PodReadyToStartContainers says why (pkg/kubelet/status/generate.go
 /// `GeneratePodReadyToStartContainersCondition`); before, it has no reason.
 #[test]
@@ -554,19 +573,9 @@ fn a_pod_without_a_ready_sandbox_says_why_from_1_37() {
         (None, None),
     ] {
         let facts = PodFacts {
-            pod: &pod,
-            init: &[],
-            regular: &records,
             sandbox_ready: false,
             sandbox_not_ready: why,
-            pod_ips: &[],
-            host_ips: &["127.0.0.1".parse().unwrap()],
-            runtime_name: "hollow",
-            start_time: "2026-01-01T00:00:01Z".parse().unwrap(),
-            forced_phase: None,
-            resize_conditions: &[],
-            restart_rules: true,
-            pod_level_status: true,
+            ..facts(&pod, &records)
         };
         let status = compute(&facts, "2026-01-01T00:00:05Z".parse().unwrap());
         let condition = &status.conditions.unwrap()[0];
@@ -589,19 +598,8 @@ fn pod_level_resources_are_shown_from_1_36() {
     let records = [running("c", 1)];
     for shown in [true, false] {
         let facts = PodFacts {
-            pod: &pod,
-            init: &[],
-            regular: &records,
-            sandbox_ready: true,
-            sandbox_not_ready: None,
-            pod_ips: &[],
-            host_ips: &["127.0.0.1".parse().unwrap()],
-            runtime_name: "hollow",
-            start_time: "2026-01-01T00:00:01Z".parse().unwrap(),
-            forced_phase: None,
-            resize_conditions: &[],
-            restart_rules: true,
             pod_level_status: shown,
+            ..facts(&pod, &records)
         };
         let status = compute(&facts, "2026-01-01T00:00:05Z".parse().unwrap());
         assert_eq!(status.resources.is_some(), shown);

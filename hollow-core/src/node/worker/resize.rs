@@ -183,29 +183,9 @@ impl PodWorker {
                 self.apply_resize(&allocated, &desired, true).await;
             }
             Err(rejection) => {
-                let previous = state.pending.take();
-                let changed = previous.as_ref().is_none_or(|p| {
-                    p.reason.as_deref() != Some(DEFERRED) || p.observed_generation != generation
-                });
-                state.pending = Some(condition(
-                    PENDING,
-                    previous.as_ref(),
-                    DEFERRED,
-                    &rejection.message,
-                    generation,
-                    now,
-                ));
-                state.wake = Some(Instant::now() + RETRY);
-                if changed {
-                    let prefix = format!("Pod resize {}", rejection.reason);
-                    let message = event_message(
-                        &prefix,
-                        &self.pod,
-                        generation.unwrap_or(0),
-                        &rejection.message,
-                    );
-                    self.pod_event(Kind::Warning, "ResizeDeferred", message);
-                }
+                let retry = Some(Instant::now() + RETRY);
+                let event = ("ResizeDeferred", rejection.reason.as_str());
+                self.mark_pending(DEFERRED, &rejection.message, generation, retry, event);
             }
         }
     }
@@ -213,28 +193,43 @@ impl PodWorker {
     /// Marks the resize `Infeasible` with `message`, never retried (1.34 and 1.35's
     /// `handlePodResourcesResize`: an infeasible resize leaves the pending list).
     fn resize_infeasible(&mut self, message: &str, generation: Option<i64>) {
+        self.inbox.resize_pending.store(false, Ordering::Relaxed);
+        let event = ("ResizeInfeasible", INFEASIBLE);
+        self.mark_pending(INFEASIBLE, message, generation, None, event);
+    }
+
+    /// Sets `PodResizePending` with `reason` and `message`, to be judged again at
+    /// `retry`, and records the Warning `event` (its reason, and the reason its message
+    /// names) when the reason or the generation changed.
+    fn mark_pending(
+        &mut self,
+        reason: &str,
+        message: &str,
+        generation: Option<i64>,
+        retry: Option<Instant>,
+        (event, event_reason): (&str, &str),
+    ) {
         let Some(state) = self.resize.as_mut() else {
             return;
         };
         state.judged = generation;
         let previous = state.pending.take();
         let changed = previous.as_ref().is_none_or(|p| {
-            p.reason.as_deref() != Some(INFEASIBLE) || p.observed_generation != generation
+            p.reason.as_deref() != Some(reason) || p.observed_generation != generation
         });
         state.pending = Some(condition(
             PENDING,
             previous.as_ref(),
-            INFEASIBLE,
+            reason,
             message,
             generation,
             Timestamp::now(),
         ));
-        state.wake = None;
-        self.inbox.resize_pending.store(false, Ordering::Relaxed);
+        state.wake = retry;
         if changed {
-            let prefix = format!("Pod resize {INFEASIBLE}");
+            let prefix = format!("Pod resize {event_reason}");
             let message = event_message(&prefix, &self.pod, generation.unwrap_or(0), message);
-            self.pod_event(Kind::Warning, "ResizeInfeasible", message);
+            self.pod_event(Kind::Warning, event, message);
         }
     }
 
