@@ -24,8 +24,11 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::version::Info;
+
+use crate::backoff::Doubling;
 
 /// The oldest Kubernetes minor a hollow node can behave as.
 pub const OLDEST_MINOR: u32 = 34;
@@ -277,14 +280,43 @@ impl std::fmt::Display for KubeletVersion {
 pub(crate) struct ServerVersion(Arc<tokio::sync::OnceCell<KubeletVersion>>);
 
 impl ServerVersion {
-    /// The server's version, read with `client` if no node has read it yet.
-    pub(crate) async fn get(&self, client: &kube::Client) -> Result<KubeletVersion, VersionError> {
+    /// The server's version, read with `client` if no node has read it yet. An API
+    /// server that fails or answers late is asked again, with backoff (0.5 s doubling to
+    /// 8 s, each request given 10 s), for up to `patience`, as registration is; a
+    /// version hollow cannot serve fails at once.
+    pub(crate) async fn get(
+        &self,
+        client: &kube::Client,
+        patience: Duration,
+    ) -> Result<KubeletVersion, VersionError> {
         self.0
-            .get_or_try_init(|| KubeletVersion::of_cluster(client))
+            .get_or_try_init(|| async {
+                let started = Instant::now();
+                let mut delays =
+                    Doubling::new(Duration::from_millis(500), Duration::from_secs(8)).delays();
+                loop {
+                    let asked =
+                        tokio::time::timeout(REQUEST_TIMEOUT, KubeletVersion::of_cluster(client));
+                    let error = match asked.await {
+                        Ok(Err(VersionError::Query(error))) => error,
+                        Ok(resolved) => return resolved,
+                        Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
+                    };
+                    let delay = delays.next().unwrap_or(Duration::from_secs(8));
+                    if started.elapsed() + delay > patience {
+                        return Err(VersionError::Query(error));
+                    }
+                    tracing::warn!(%error, "cannot read the API server's version; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+            })
             .await
             .cloned()
     }
 }
+
+/// How long one `/version` request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The minor of `1.<minor>[.<patch>][-suffix]`.
 fn minor_of(bare: &str) -> Option<u32> {

@@ -446,3 +446,31 @@ async fn a_node_given_its_version_does_not_ask_the_server() {
     assert!(node.start(client).await.is_err());
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_failing_version_read_is_retried_as_registration_is() {
+    let (client, mut handle) = mock_client();
+    let node = HollowNode::builder("n1").build().unwrap();
+    let server = tokio::spawn(async move {
+        let (method, uri, _, _, send) = next(&mut handle).await;
+        assert_eq!((method, uri.as_str()), (Method::GET, "/version"));
+        respond(send, 503, status(503, "ServiceUnavailable"));
+        let (method, uri, _, _, send) = next(&mut handle).await;
+        assert_eq!(
+            (method, uri.as_str()),
+            (Method::GET, "/version"),
+            "asked again"
+        );
+        respond(send, 200, version_info("v1.35.4", "35"));
+        let (method, uri, _, body, send) = next(&mut handle).await;
+        assert_eq!((method, uri.as_str()), (Method::POST, "/api/v1/nodes?"));
+        assert_eq!(body["status"]["nodeInfo"]["kubeletVersion"], "v1.35.4");
+        respond(send, 403, status(403, "Forbidden"));
+    });
+    let error = node.start(client).await.unwrap_err();
+    assert!(
+        matches!(error, super::Error::Registration { .. }),
+        "{error}"
+    );
+    server.await.unwrap();
+}

@@ -202,7 +202,7 @@ impl HollowNode {
     ) -> Result<RunningNode, Error> {
         let mut config = self.config;
         if !config.kubelet_pinned {
-            config.kubelet = server.get(&client).await?;
+            config.kubelet = server.get(&client, REGISTRATION_PATIENCE).await?;
         }
         let mut registration = std::mem::take(&mut config.registration);
         let provider_error = |source| Error::Provider {
