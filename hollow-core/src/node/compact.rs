@@ -1,19 +1,30 @@
-//! A pod as a node holds it between its worker's passes: its JSON, deflated (about a
-//! tenth of the `Pod` it was read into: a running pod's object is some 11 KiB in
-//! memory, its deflated JSON about 1 KiB). A pass, and a reader such as the kubelet
-//! API, inflates it again; a steady pod has no passes.
+//! A pod as a node holds it between its worker's passes: its JSON, deflated against a
+//! dictionary (a running pod's object is some 11 KiB in memory, its JSON some 3 KiB,
+//! and what is left once deflated against its siblings a few hundred bytes). A pass,
+//! and a reader such as the kubelet API, inflates it again; a steady pod has no passes.
+//!
+//! The dictionary is what pods have in common: the JSON of a typical running pod, and
+//! the JSON of the first pod of the same controller (a ReplicaSet's, a Job's) this
+//! process saw, which differs from its siblings only in names, ids, addresses and
+//! times. One is shared by all of a controller's pods in the process and is dropped
+//! with the last of them.
 
-use std::io::Read;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Weak};
 
-use flate2::Compression;
-use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use k8s_openapi::api::core::v1::Pod;
+use parking_lot::Mutex;
 
-/// A pod's JSON, deflated, with its resource version and generation.
+/// Deflate looks back at most this far: a longer dictionary's start is never used.
+const WINDOW: usize = 32 * 1024;
+
+/// A pod's JSON, deflated against a shared dictionary, with its resource version and
+/// generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CompactPod {
     bytes: Box<[u8]>,
+    dictionary: Arc<[u8]>,
     version: u64,
     generation: Option<i64>,
 }
@@ -21,21 +32,21 @@ pub(crate) struct CompactPod {
 impl CompactPod {
     /// Holds `pod`.
     pub(crate) fn new(pod: &Pod) -> Self {
-        let mut encoder = DeflateEncoder::new(Vec::new(), Compression::default());
-        let written = serde_json::to_writer(&mut encoder, pod);
-        let bytes = match written
+        let held = serde_json::to_vec(pod)
             .map_err(std::io::Error::from)
-            .and_then(|()| encoder.finish())
-        {
-            Ok(bytes) => bytes.into_boxed_slice(),
-            Err(error) => {
-                // Writing to memory does not fail; were it to, the pod reads as empty.
-                tracing::error!(%error, "a pod could not be held");
-                Box::default()
-            }
-        };
+            .and_then(|json| {
+                let dictionary = dictionary_for(pod, &json);
+                let bytes = deflate(&json, &dictionary)?;
+                Ok((bytes, dictionary))
+            });
+        let (bytes, dictionary) = held.unwrap_or_else(|error| {
+            // Writing to memory does not fail; were it to, the pod reads as empty.
+            tracing::error!(%error, "a pod could not be held");
+            (Box::default(), TYPICAL.clone())
+        });
         CompactPod {
             bytes,
+            dictionary,
             version: resource_version(pod),
             generation: pod.metadata.generation,
         }
@@ -43,18 +54,12 @@ impl CompactPod {
 
     /// The pod again.
     pub(crate) fn pod(&self) -> Pod {
-        let mut json = Vec::with_capacity(self.bytes.len() * 4);
-        let read = DeflateDecoder::new(&self.bytes[..]).read_to_end(&mut json);
-        match read
-            .map_err(serde_json::Error::io)
-            .and_then(|_| serde_json::from_slice(&json))
-        {
-            Ok(pod) => pod,
-            Err(error) => {
-                tracing::error!(%error, "a held pod could not be read back");
-                Pod::default()
-            }
-        }
+        let read = inflate(&self.bytes, &self.dictionary)
+            .and_then(|json| serde_json::from_slice(&json).map_err(std::io::Error::from));
+        read.unwrap_or_else(|error| {
+            tracing::error!(%error, "a held pod could not be read back");
+            Pod::default()
+        })
     }
 
     /// Its resource version as a number (0 if it has none).
@@ -67,7 +72,7 @@ impl CompactPod {
         self.generation
     }
 
-    /// Bytes held on the heap.
+    /// Bytes held on the heap for this pod alone (its dictionary is shared).
     #[cfg(test)]
     pub(crate) fn heap_bytes(&self) -> usize {
         self.bytes.len()
@@ -83,21 +88,133 @@ pub(crate) fn resource_version(pod: &Pod) -> u64 {
         .unwrap_or(0)
 }
 
+/// The JSON of a typical running pod: the keys, condition types, states and defaults
+/// every pod's JSON repeats, in the order serde writes a `Pod`.
+static TYPICAL: LazyLock<Arc<[u8]>> = LazyLock::new(|| {
+    let pod: Pod = serde_json::from_str(include_str!("compact_typical.json")).unwrap_or_default();
+    serde_json::to_vec(&pod).unwrap_or_default().into()
+});
+
+/// The dictionaries of the controllers whose pods this process holds, by the
+/// controller's UID; an entry lives as long as a pod holds it.
+static BY_CONTROLLER: LazyLock<Mutex<Dictionaries>> = LazyLock::new(Mutex::default);
+
+#[derive(Default)]
+struct Dictionaries {
+    by_controller: HashMap<Box<str>, Weak<[u8]>>,
+    /// How many entries there were when dead ones were last dropped.
+    swept_at: usize,
+}
+
+/// The dictionary for `pod`, whose JSON is `json`: its controller's (made from this
+/// pod if it is the first), or the typical pod's for a pod without one.
+fn dictionary_for(pod: &Pod, json: &[u8]) -> Arc<[u8]> {
+    let controller = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| owner.controller == Some(true));
+    let Some(controller) = controller else {
+        return TYPICAL.clone();
+    };
+    let mut dictionaries = BY_CONTROLLER.lock();
+    if let Some(dictionary) = dictionaries
+        .by_controller
+        .get(controller.uid.as_str())
+        .and_then(Weak::upgrade)
+    {
+        return dictionary;
+    }
+    let mut bytes = Vec::with_capacity(TYPICAL.len() + json.len());
+    bytes.extend_from_slice(&TYPICAL);
+    bytes.extend_from_slice(json);
+    let start = bytes.len().saturating_sub(WINDOW);
+    let dictionary: Arc<[u8]> = bytes[start..].into();
+    dictionaries.insert(controller.uid.as_str(), &dictionary);
+    dictionary
+}
+
+impl Dictionaries {
+    fn insert(&mut self, controller: &str, dictionary: &Arc<[u8]>) {
+        // Dead entries go when the table has doubled since the last sweep, so a
+        // process that churns controllers does not keep their names.
+        if self.by_controller.len() >= 2 * self.swept_at.max(64) {
+            self.by_controller
+                .retain(|_, entry| entry.strong_count() > 0);
+            self.swept_at = self.by_controller.len();
+        }
+        self.by_controller
+            .insert(controller.into(), Arc::downgrade(dictionary));
+    }
+}
+
+/// `json` deflated (raw, no header) against `dictionary`.
+fn deflate(json: &[u8], dictionary: &[u8]) -> std::io::Result<Box<[u8]>> {
+    let mut compress = Compress::new(Compression::default(), false);
+    compress
+        .set_dictionary(dictionary)
+        .map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(json.len() / 4 + 64);
+    loop {
+        let consumed = usize::try_from(compress.total_in()).unwrap_or(usize::MAX);
+        let status = compress
+            .compress_vec(
+                &json[consumed.min(json.len())..],
+                &mut out,
+                FlushCompress::Finish,
+            )
+            .map_err(std::io::Error::other)?;
+        if status == Status::StreamEnd {
+            return Ok(out.into_boxed_slice());
+        }
+        out.reserve(out.capacity().max(64));
+    }
+}
+
+/// What [`deflate`] made of `bytes` with `dictionary`, inflated again.
+fn inflate(bytes: &[u8], dictionary: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut decompress = Decompress::new(false);
+    decompress
+        .set_dictionary(dictionary)
+        .map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(bytes.len() * 8 + 256);
+    loop {
+        let consumed = usize::try_from(decompress.total_in()).unwrap_or(usize::MAX);
+        let before = decompress.total_out();
+        let status = decompress
+            .decompress_vec(
+                &bytes[consumed.min(bytes.len())..],
+                &mut out,
+                FlushDecompress::Finish,
+            )
+            .map_err(std::io::Error::other)?;
+        match status {
+            Status::StreamEnd => return Ok(out),
+            _ if out.len() < out.capacity() && decompress.total_out() == before => {
+                return Err(std::io::Error::other("a held pod's bytes end early"));
+            }
+            _ => out.reserve(out.capacity().max(256)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn a_held_pod_reads_back_the_same_in_a_fraction_of_its_size() {
-        let pod: Pod = serde_json::from_value(json!({
+    /// A running pod of a ReplicaSet, as the API server holds it.
+    fn running_pod(owner: &str, suffix: &str, uid: &str, ip: &str, second: u32) -> Pod {
+        let at = format!("2026-12-01T10:00:{second:02}Z");
+        serde_json::from_value(json!({
             "metadata": {
-                "name": "web-7c9f8d6b5-x2x4q", "generateName": "web-7c9f8d6b5-",
-                "namespace": "default", "uid": "3c1f6d2e-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
-                "resourceVersion": "12345", "creationTimestamp": "2026-12-01T10:00:00Z",
+                "name": format!("web-7c9f8d6b5-{suffix}"), "generateName": "web-7c9f8d6b5-",
+                "namespace": "default", "uid": uid,
+                "resourceVersion": "12345", "creationTimestamp": at,
                 "labels": { "app": "web", "pod-template-hash": "7c9f8d6b5" },
                 "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                    "name": "web-7c9f8d6b5", "uid": "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
+                    "name": "web-7c9f8d6b5", "uid": owner,
                     "controller": true, "blockOwnerDeletion": true }],
             },
             "spec": {
@@ -116,33 +233,111 @@ mod tests {
                 ],
             },
             "status": {
-                "phase": "Running", "hostIP": "127.1.0.1", "podIP": "10.0.1.7",
-                "startTime": "2026-12-01T10:00:01Z", "qosClass": "Burstable",
+                "phase": "Running", "hostIP": "127.1.0.1", "podIP": ip,
+                "startTime": at, "qosClass": "Burstable",
                 "conditions": [
-                    { "type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": "2026-12-01T10:00:02Z" },
-                    { "type": "Initialized", "status": "True", "lastTransitionTime": "2026-12-01T10:00:01Z" },
-                    { "type": "Ready", "status": "True", "lastTransitionTime": "2026-12-01T10:00:03Z" },
-                    { "type": "ContainersReady", "status": "True", "lastTransitionTime": "2026-12-01T10:00:03Z" },
-                    { "type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-12-01T10:00:00Z" },
+                    { "type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": at },
+                    { "type": "Initialized", "status": "True", "lastTransitionTime": at },
+                    { "type": "Ready", "status": "True", "lastTransitionTime": at },
+                    { "type": "ContainersReady", "status": "True", "lastTransitionTime": at },
+                    { "type": "PodScheduled", "status": "True", "lastTransitionTime": at },
                 ],
                 "containerStatuses": [{ "name": "c", "ready": true, "restartCount": 0,
                     "started": true, "image": "docker.io/library/nginx:1.27",
                     "imageID": "docker.io/library/nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-                    "containerID": "containerd://0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-                    "state": { "running": { "startedAt": "2026-12-01T10:00:02Z" } } }],
+                    "containerID": format!("containerd://{uid}"),
+                    "state": { "running": { "startedAt": at } } }],
             },
         }))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn the_typical_pod_is_a_pod() {
+        let typical: Result<Pod, _> = serde_json::from_str(include_str!("compact_typical.json"));
+        assert!(typical.is_ok(), "{typical:?}");
+        assert!(TYPICAL.len() > 4096, "{} bytes", TYPICAL.len());
+    }
+
+    #[test]
+    fn a_held_pod_reads_back_the_same() {
+        let owner = "0a1b2c3d-4e5f-6a7b-8c9d-000000000001";
+        let pod = running_pod(
+            owner,
+            "x2x4q",
+            "3c1f6d2e-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
+            "10.0.1.7",
+            1,
+        );
         let held = CompactPod::new(&pod);
         assert_eq!(held.pod(), pod);
         assert_eq!(held.version(), 12345);
-        let json = serde_json::to_vec(&pod).unwrap().len();
-        // A size guard on what every running pod holds (#21): about half its JSON,
-        // which is incompressible ids for much of it.
+        let mut bare = pod.clone();
+        bare.metadata.owner_references = None;
+        assert_eq!(CompactPod::new(&bare).pod(), bare);
+        assert_eq!(CompactPod::new(&Pod::default()).pod(), Pod::default());
+    }
+
+    #[test]
+    fn a_pod_is_held_in_a_fraction_of_its_json_and_its_siblings_in_less() {
+        let owner = "0a1b2c3d-4e5f-6a7b-8c9d-000000000002";
+        let first = running_pod(
+            owner,
+            "x2x4q",
+            "3c1f6d2e-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
+            "10.0.1.7",
+            1,
+        );
+        let sibling = running_pod(
+            owner,
+            "k8r2m",
+            "9d4e2a7c-1b3f-4e6a-8c2d-5f7a9b1c3e5d",
+            "10.0.3.21",
+            7,
+        );
+        let json = serde_json::to_vec(&sibling).unwrap().len();
+        let held_first = CompactPod::new(&first);
+        let held = CompactPod::new(&sibling);
+        assert_eq!(held.pod(), sibling);
+        // Size guards on what every running pod holds (#21).
         assert!(
-            held.heap_bytes() * 2 < json && held.heap_bytes() <= 1024,
+            held_first.heap_bytes() * 3 < json,
+            "{} bytes held for {json} of JSON",
+            held_first.heap_bytes()
+        );
+        assert!(
+            held.heap_bytes() <= 256,
             "{} bytes held for {json} of JSON",
             held.heap_bytes()
         );
+        // One dictionary for both.
+        assert!(Arc::ptr_eq(&held_first.dictionary, &held.dictionary));
+    }
+
+    #[test]
+    fn a_controllers_dictionary_goes_with_its_last_pod() {
+        let owner = "0a1b2c3d-4e5f-6a7b-8c9d-000000000003";
+        let pod = running_pod(
+            owner,
+            "x2x4q",
+            "3c1f6d2e-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
+            "10.0.1.7",
+            1,
+        );
+        let held = CompactPod::new(&pod);
+        let dictionary = Arc::downgrade(&held.dictionary);
+        drop(held);
+        assert!(dictionary.upgrade().is_none());
+        assert_eq!(CompactPod::new(&pod).pod(), pod);
+    }
+
+    #[test]
+    fn damaged_bytes_read_as_an_empty_pod() {
+        let pod = running_pod("0a1b", "x2x4q", "3c1f", "10.0.1.7", 1);
+        let mut held = CompactPod::new(&pod);
+        held.bytes = held.bytes[..held.bytes.len() / 2].into();
+        assert_eq!(held.pod(), Pod::default());
+        held.bytes = vec![0xff; 16].into();
+        assert_eq!(held.pod(), Pod::default());
     }
 }
