@@ -28,10 +28,12 @@ mod container_env;
 mod events;
 mod faults;
 mod heartbeat;
+mod inbox;
 mod node_status;
 mod object_data;
 mod phases;
 mod pod_status;
+mod pod_timers;
 mod pods;
 mod prober;
 mod references;
@@ -478,6 +480,7 @@ impl RunningNode {
     fn stop(&self) {
         self.router.remove(&self.shared);
         self.shared.cancel.cancel();
+        self.shared.end_pod_workers();
     }
 }
 

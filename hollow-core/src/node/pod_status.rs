@@ -46,15 +46,16 @@ pub(crate) struct ContainerRecord {
     /// The current container's state, once created.
     pub state: Option<ContainerState>,
     pub restart_count: u32,
-    /// The previous container's exit, shown as `lastState`.
-    pub last_exit: Option<ContainerState>,
+    /// The previous container's exit, shown as `lastState` (boxed, as `waiting`: most
+    /// containers never have one, and a record lives as long as its pod).
+    pub last_exit: Option<Box<ContainerState>>,
     /// Why the container waits (`CrashLoopBackOff`, `ErrImagePull`, ...), with a message.
-    pub waiting: Option<(String, String)>,
-    /// The startup probe's initial delay: the container counts as started that long
-    /// after it runs (its first probe succeeds). Zero without a probe.
-    pub startup_delay: Duration,
-    /// The readiness probe's initial delay, after startup.
-    pub readiness_delay: Duration,
+    pub waiting: Option<Box<(String, String)>>,
+    /// The startup probe's initial delay in seconds: the container counts as started
+    /// that long after it runs (its first probe succeeds). Zero without a probe.
+    pub startup_delay: u32,
+    /// The readiness probe's initial delay in seconds, after startup.
+    pub readiness_delay: u32,
     /// Readiness as the runtime scripts it; `None` leaves it to the probe's timing.
     pub runtime_ready: Option<bool>,
     /// The probes of the current container, where it has any.
@@ -90,14 +91,17 @@ impl ContainerRecord {
     /// When a running container's startup probe first succeeds (at once without one).
     pub fn started_by(&self) -> Option<SystemTime> {
         match self.state {
-            Some(ContainerState::Running { started_at }) => Some(started_at + self.startup_delay),
+            Some(ContainerState::Running { started_at }) => {
+                Some(started_at + Duration::from_secs(self.startup_delay.into()))
+            }
             _ => None,
         }
     }
 
     /// When a running container's readiness probe first succeeds (at start without one).
     pub fn ready_by(&self) -> Option<SystemTime> {
-        self.started_by().map(|at| at + self.readiness_delay)
+        self.started_by()
+            .map(|at| at + Duration::from_secs(self.readiness_delay.into()))
     }
 
     /// The probers' results for the current container, where the runtime answers them.
@@ -231,7 +235,7 @@ pub(crate) fn phase(
                 continue;
             }
             Some(ContainerState::Exited { exit_code, .. }) => *exit_code,
-            _ => match &container.last_exit {
+            _ => match container.last_exit.as_deref() {
                 Some(ContainerState::Exited { exit_code, .. }) => *exit_code,
                 Some(_) => 0,
                 None => {
@@ -359,7 +363,7 @@ fn container_status(
         }),
         ..Default::default()
     };
-    let state = match (&record.waiting, &record.state) {
+    let state = match (record.waiting.as_deref(), &record.state) {
         (Some((reason, message)), _) => waiting(reason, Some(message.clone())),
         (None, Some(state)) => api_state(state, container_id.clone()),
         (None, None) if record.kind == ContainerKind::Regular && initialized => {

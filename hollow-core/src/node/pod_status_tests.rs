@@ -307,11 +307,11 @@ fn crash_loop_back_off_shows_waiting_with_the_last_exit() {
     let crashed = exited(running("c", 1), 1);
     let record = ContainerRecord {
         restart_count: 3,
-        last_exit: crashed.state.clone(),
-        waiting: Some((
+        last_exit: crashed.state.clone().map(Box::new),
+        waiting: Some(Box::new((
             "CrashLoopBackOff".into(),
             "back-off 40s restarting failed container=c pod=p_default(u1)".into(),
-        )),
+        ))),
         ..crashed
     };
     let got = status(&pod, &[], &[record]);
@@ -386,7 +386,7 @@ fn probes_delay_started_and_ready() {
     let pod = pod(json!({ "containers": [{ "name": "c", "image": "x" }] }));
     // Started at 00:00:03, now 00:00:05.
     let slow_ready = ContainerRecord {
-        readiness_delay: Duration::from_secs(10),
+        readiness_delay: 10,
         ..running("c", 3)
     };
     let got = status(&pod, &[], &[slow_ready]);
@@ -398,7 +398,7 @@ fn probes_delay_started_and_ready() {
     assert_eq!(got["conditions"][3]["status"], "False");
 
     let slow_start = ContainerRecord {
-        startup_delay: Duration::from_secs(10),
+        startup_delay: 10,
         ..running("c", 3)
     };
     let got = status(&pod, &[], &[slow_start]);
@@ -406,7 +406,7 @@ fn probes_delay_started_and_ready() {
     assert_eq!(got["phase"], "Running");
 
     let quick = ContainerRecord {
-        readiness_delay: Duration::from_secs(1),
+        readiness_delay: 1,
         ..running("c", 3)
     };
     assert_eq!(
@@ -446,7 +446,7 @@ fn a_failing_pull_waits_with_the_kubelet_reasons() {
             kind: ContainerKind::Regular,
             name: "c".into(),
             image: "x".into(),
-            waiting: Some((reason.into(), message.into())),
+            waiting: Some(Box::new((reason.into(), message.into()))),
             ..Default::default()
         };
         let got = status(&pod, &[], &[record]);
@@ -475,7 +475,7 @@ fn runtime_readiness_overrides_the_probe_timing() {
     // Ready by script before the readiness probe's initial delay has passed.
     let early = ContainerRecord {
         runtime_ready: Some(true),
-        readiness_delay: Duration::from_secs(60),
+        readiness_delay: 60,
         ..running("c", 1)
     };
     let got = status(&pod, &[], &[early]);

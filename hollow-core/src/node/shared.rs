@@ -4,17 +4,18 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use tokio::sync::{Notify, broadcast};
+
+pub(crate) use super::inbox::PodInbox;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::compact::CompactPod;
 use super::config::NodeConfig;
 use super::faults::AnnotatedFaults;
 pub(crate) use super::slim::slimmed;
@@ -25,147 +26,6 @@ use crate::runtime::ContainerEvent;
 /// How long a node waits for the controller manager to allocate its pod CIDR before it
 /// derives one from its name.
 const POD_CIDR_PATIENCE: Duration = Duration::from_secs(10);
-
-/// What a pod's worker is handed, and what it publishes: the pod as the worker last
-/// took it (held compactly: the worker drops its object between passes), a newer one
-/// it has yet to take, a nudge when its containers change, and the phase it last
-/// computed. One allocation per pod (a `watch` channel alone would be about 0.4 KiB).
-pub(crate) struct PodInbox {
-    slot: Mutex<Slot>,
-    nudged: AtomicBool,
-    wake: Notify,
-    /// The phase the worker last computed, as a [`phase_index`](super::phases::phase_index).
-    pub phase: AtomicU8,
-    /// Set while the pod has a deferred resize, which is tried again when another pod
-    /// frees or takes resources.
-    pub resize_pending: AtomicBool,
-}
-
-struct Slot {
-    /// The pod as the worker last took it.
-    taken: CompactPod,
-    /// A newer pod object, held as is until the worker takes it.
-    fresh: Option<(CompactPod, Arc<Pod>)>,
-    /// The pod is gone from the API.
-    gone: bool,
-}
-
-/// What woke a pod's worker.
-pub(crate) enum Delivery {
-    /// A newer pod object, the one it replaces, and whether the pod's containers were
-    /// nudged as well.
-    Pod(Arc<Pod>, CompactPod, bool),
-    /// The pod's containers changed (or events were lost).
-    Nudged,
-    /// The pod is gone from the API: clean up and end.
-    Gone,
-}
-
-impl PodInbox {
-    pub(crate) fn new(pod: &Pod) -> Self {
-        Self {
-            slot: Mutex::new(Slot {
-                taken: CompactPod::new(pod),
-                fresh: None,
-                gone: false,
-            }),
-            nudged: AtomicBool::new(false),
-            wake: Notify::new(),
-            phase: AtomicU8::new(0),
-            resize_pending: AtomicBool::new(false),
-        }
-    }
-
-    /// The latest pod object (`None` once the pod is gone).
-    pub(crate) fn pod(&self) -> Option<Arc<Pod>> {
-        let slot = self.slot.lock();
-        if slot.gone {
-            return None;
-        }
-        if let Some((_, pod)) = &slot.fresh {
-            return Some(pod.clone());
-        }
-        let taken = slot.taken.clone();
-        drop(slot);
-        Some(Arc::new(taken.pod()))
-    }
-
-    /// The pod as the worker last took it (also once the pod is gone).
-    pub(crate) fn taken(&self) -> Pod {
-        let taken = self.slot.lock().taken.clone();
-        taken.pod()
-    }
-
-    /// Hands the worker a newer pod object (an older one than it has is dropped).
-    fn offer(&self, pod: Pod) {
-        let compact = CompactPod::new(&pod);
-        let mut slot = self.slot.lock();
-        let newest = slot
-            .fresh
-            .as_ref()
-            .map_or(slot.taken.version(), |(fresh, _)| fresh.version());
-        if slot.gone || compact.version() < newest {
-            return;
-        }
-        slot.fresh = Some((compact, Arc::new(pod)));
-        drop(slot);
-        self.wake.notify_one();
-    }
-
-    /// Takes `pod`, read by the worker itself, as the one it has if it is no older
-    /// than that one (a newer object waiting to be taken no older than it is then
-    /// dropped); returns the one it replaces.
-    pub(crate) fn take_newer(&self, pod: &Pod) -> Option<CompactPod> {
-        let compact = CompactPod::new(pod);
-        let mut slot = self.slot.lock();
-        if compact.version() < slot.taken.version() {
-            return None;
-        }
-        if slot
-            .fresh
-            .as_ref()
-            .is_some_and(|(fresh, _)| fresh.version() <= compact.version())
-        {
-            slot.fresh = None;
-        }
-        Some(std::mem::replace(&mut slot.taken, compact))
-    }
-
-    /// Tells the worker its containers changed.
-    fn nudge(&self) {
-        self.nudged.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-
-    /// Tells the worker the pod is gone.
-    fn close(&self) {
-        let mut slot = self.slot.lock();
-        slot.gone = true;
-        slot.fresh = None;
-        drop(slot);
-        self.wake.notify_one();
-    }
-
-    /// Waits for the next delivery.
-    pub(crate) async fn next(&self) -> Delivery {
-        loop {
-            self.wake.notified().await;
-            let nudged = self.nudged.swap(false, Ordering::Relaxed);
-            let mut slot = self.slot.lock();
-            if slot.gone {
-                return Delivery::Gone;
-            }
-            if let Some((compact, pod)) = slot.fresh.take() {
-                let previous = std::mem::replace(&mut slot.taken, compact);
-                return Delivery::Pod(pod, previous, nudged);
-            }
-            if nudged {
-                return Delivery::Nudged;
-            }
-            // A permit left from a delivery taken with an earlier one.
-        }
-    }
-}
 
 /// What the heartbeat last achieved, for [`RunningNode::wait_ready`](super::RunningNode::wait_ready)
 /// and its kin: a flag, a time and one `Notify` (a `watch` channel for each would cost
@@ -255,6 +115,9 @@ pub(crate) struct NodeShared {
     pub(super) images: Mutex<HashMap<Box<str>, Arc<str>>>,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
     workers: Mutex<HashMap<String, Arc<PodInbox>>>,
+    /// The queue of its pods' wakes: the process's, given by its router, or the
+    /// node's own, made at its first pod.
+    pub(super) pod_timers: OnceLock<super::pod_timers::PodTimers>,
     /// The watches on objects its pods refer to, in the kubelet traffic profile.
     pub(super) traffic: Option<Box<super::traffic::NodeTraffic>>,
 }
@@ -287,6 +150,7 @@ impl NodeShared {
             images: Mutex::new(Default::default()),
             pod_cidr: tokio::sync::Mutex::new(None),
             workers: Mutex::new(HashMap::new()),
+            pod_timers: OnceLock::new(),
             traffic: (config.traffic == super::TrafficProfile::Kubelet).then(Box::default),
             config,
         }
@@ -369,13 +233,24 @@ impl NodeShared {
         let pod = Arc::new(slimmed(pod));
         self.listen_to_runtime();
         let inbox = Arc::new(PodInbox::new(&pod));
-        workers.insert(uid.clone(), inbox.clone());
-        let worker = PodWorker::new(self.clone(), inbox, pod, volume_needs, traffic);
-        let shared = self.clone();
-        tokio::spawn(async move {
-            worker.run().await;
-            shared.workers.lock().remove(&uid);
-        });
+        workers.insert(uid, inbox.clone());
+        drop(workers);
+        let worker = PodWorker::new(self.clone(), inbox.clone(), pod, volume_needs, traffic);
+        inbox.start(worker);
+    }
+
+    /// The queue the node's pods' wakes go on.
+    pub(crate) fn pod_timers(&self) -> &super::pod_timers::PodTimers {
+        self.pod_timers
+            .get_or_init(super::pod_timers::PodTimers::start)
+    }
+
+    /// Ends the workers of the node's pods (the node stopped): each drops its state,
+    /// at once or when its pass ends.
+    pub(crate) fn end_pod_workers(&self) {
+        for inbox in self.workers.lock().values() {
+            inbox.end();
+        }
     }
 
     /// Starts the node's runtime listener, unless it runs: container events nudge pod

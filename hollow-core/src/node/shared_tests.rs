@@ -2,53 +2,6 @@
 
 use super::*;
 
-#[tokio::test(start_paused = true)]
-async fn an_inbox_hands_over_the_latest_pod_nudges_and_the_end() {
-    let pod = |version: &str| {
-        let mut pod = Pod::default();
-        pod.metadata.resource_version = Some(version.into());
-        pod
-    };
-    let version = |pod: &Pod| pod.metadata.resource_version.clone().unwrap();
-    let inbox = PodInbox::new(&pod("1"));
-    inbox.offer(pod("2"));
-    inbox.nudge();
-    inbox.offer(pod("3"));
-    // An older object than the latest (a relisted watch's) is dropped.
-    inbox.offer(pod("2"));
-    match inbox.next().await {
-        Delivery::Pod(latest, previous, nudged) => {
-            assert!(version(&latest) == "3" && nudged);
-            assert_eq!(version(&previous.pod()), "1");
-        }
-        _ => panic!("expected the latest pod"),
-    }
-    // All of that was one delivery: nothing more is pending.
-    let pending = tokio::time::timeout(Duration::from_secs(1), inbox.next()).await;
-    assert!(pending.is_err());
-    inbox.nudge();
-    assert!(matches!(inbox.next().await, Delivery::Nudged));
-    assert_eq!(version(&inbox.pod().unwrap()), "3");
-    assert_eq!(version(&inbox.taken()), "3");
-    // What the worker read itself: taken if newer, and a waiting older one dropped.
-    inbox.offer(pod("4"));
-    assert!(inbox.take_newer(&pod("2")).is_none());
-    let previous = inbox.take_newer(&pod("5")).expect("newer");
-    assert_eq!(version(&previous.pod()), "3");
-    assert_eq!(version(&inbox.pod().unwrap()), "5");
-    inbox.nudge();
-    assert!(matches!(inbox.next().await, Delivery::Nudged));
-    inbox.close();
-    inbox.offer(pod("6"));
-    assert!(matches!(inbox.next().await, Delivery::Gone));
-    assert!(inbox.pod().is_none());
-    assert_eq!(
-        version(&inbox.taken()),
-        "5",
-        "the worker still reads its pod to clean up"
-    );
-}
-
 #[tokio::test]
 async fn liveness_wakes_a_waiter_once_ready_and_leased() {
     let liveness = Arc::new(Liveness::default());

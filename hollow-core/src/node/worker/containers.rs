@@ -290,7 +290,7 @@ impl PodWorker {
                 self.pod.metadata.namespace.as_deref().unwrap_or_default(),
                 self.uid,
             );
-            self.record(init, index).waiting = Some(("CrashLoopBackOff".into(), message));
+            self.record(init, index).waiting = Some(Box::new(("CrashLoopBackOff".into(), message)));
             // pkg/kubelet/kuberuntime/kuberuntime_manager.go (doBackOff).
             self.container_event(
                 init,
@@ -315,7 +315,7 @@ impl PodWorker {
             let _ = runtime.remove_container(&older).await;
         }
         record.previous_id = record.id.take();
-        record.last_exit = record.state.take();
+        record.last_exit = record.state.take().map(Box::new);
         record.restart_count += 1;
         self.start(init, index).await;
     }
@@ -338,7 +338,7 @@ impl PodWorker {
             let _ = runtime.remove_container(&older).await;
         }
         record.previous_id = record.id.take();
-        record.last_exit = exited.or_else(|| record.state.take());
+        record.last_exit = exited.or_else(|| record.state.take()).map(Box::new);
         record.state = None;
         record.restart_count += 1;
         self.start(init, index).await;
@@ -381,7 +381,7 @@ impl PodWorker {
                 "Failed",
                 "Error: ImagePullBackOff".into(),
             );
-            self.record(init, index).waiting = Some(("ImagePullBackOff".into(), message));
+            self.record(init, index).waiting = Some(Box::new(("ImagePullBackOff".into(), message)));
             return;
         }
         // The image manager's events (pkg/kubelet/images/image_manager.go): an image
@@ -406,7 +406,7 @@ impl PodWorker {
             self.container_event(init, &record.name, kind, reason, message.clone());
             let error = format!("Error: {reason}");
             self.container_event(init, &record.name, kind, "Failed", error);
-            self.record(init, index).waiting = Some((reason.into(), message));
+            self.record(init, index).waiting = Some(Box::new((reason.into(), message)));
             return;
         }
         if present {
@@ -474,7 +474,7 @@ impl PodWorker {
                     "Failed",
                     "Error: ErrImagePull".into(),
                 );
-                self.record(init, index).waiting = Some(("ErrImagePull".into(), message));
+                self.record(init, index).waiting = Some(Box::new(("ErrImagePull".into(), message)));
                 return;
             }
         };
@@ -503,7 +503,7 @@ impl PodWorker {
                     format!("Error: {message}"),
                 );
                 let record = self.record(init, index);
-                record.waiting = Some(("CreateContainerConfigError".into(), message));
+                record.waiting = Some(Box::new(("CreateContainerConfigError".into(), message)));
                 let name = record.name.clone();
                 self.start_failures.insert(
                     name,
@@ -626,7 +626,7 @@ impl PodWorker {
                 self.post_start(init, index).await;
             }
             Err((reason, error)) => {
-                record.waiting = Some((reason.into(), error.to_string()));
+                record.waiting = Some(Box::new((reason.into(), error.to_string())));
                 let name = record.name.clone();
                 let previous = self.start_failures.get(&name).copied();
                 self.start_failures

@@ -26,9 +26,10 @@ use tokio::time::Instant;
 use super::admission::{Rejection, admit};
 use super::compact::CompactPod;
 use super::heartbeat::{Observed, observe};
+use super::inbox::{News, PodInbox};
 use super::pod_status::{ContainerRecord, phase};
 use super::references::VolumeNeed;
-use super::shared::{Delivery, NodeShared, PodInbox};
+use super::shared::NodeShared;
 use super::traffic::PodTraffic;
 use crate::backoff::Doubling;
 use crate::pod::ContainerKind;
@@ -152,8 +153,8 @@ fn records(
             let delay = |probe: Option<&k8s_openapi::api::core::v1::Probe>| {
                 probe
                     .and_then(|p| p.initial_delay_seconds)
-                    .and_then(|s| u64::try_from(s).ok())
-                    .map_or(Duration::ZERO, Duration::from_secs)
+                    .and_then(|s| u32::try_from(s).ok())
+                    .unwrap_or(0)
             };
             ContainerRecord {
                 kind: kind_of(c),
@@ -294,46 +295,50 @@ impl PodWorker {
         }
     }
 
-    pub(crate) async fn run(mut self) {
-        self.register_references();
-        Box::pin(self.admit()).await;
-        // The first pass drives the containers; later ones do only when the runtime
-        // reported a change, a timer is due, or the pod is being deleted. A plain status
-        // update (our own write's echo, a controller's condition) only gets a status pass.
-        let mut drive = true;
-        loop {
-            self.materialize();
-            // Boxed, so a waiting worker holds only its state, not the larger future of
-            // a pass (kept inline it would cost every pod several KiB all its life).
-            let wake = Box::pin(self.sync(drive)).await;
-            // Between passes the pod is held only compactly, by the inbox.
-            self.pod = EMPTY_POD.clone();
-            let sleep = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            drive = tokio::select! {
-                _ = self.shared.cancel.cancelled() => return,
-                delivery = self.inbox.next() => match delivery {
-                    Delivery::Pod(pod, previous, nudged) => {
-                        self.observe(pod, &previous);
-                        self.nudged |= nudged;
-                        nudged || self.pod.metadata.deletion_timestamp.is_some()
-                    }
-                    Delivery::Nudged => {
-                        self.nudged = true;
-                        true
-                    }
-                    Delivery::Gone => break,
-                },
-                _ = sleep => true,
-            };
-        }
+    /// One pass on `news`: returns when to wake without news, or `None` once the pod
+    /// is gone and cleaned up after (the worker has ended).
+    pub(crate) async fn step(&mut self, news: News) -> Option<Option<Instant>> {
+        // A plain status update (our own write's echo, a controller's condition) only
+        // gets a status pass; the first, a container change, a timer and a deletion
+        // drive the containers.
+        let drive = match news {
+            News::First => {
+                self.register_references();
+                Box::pin(self.admit()).await;
+                true
+            }
+            News::Pod(pod, previous, nudged) => {
+                self.observe(pod, &previous);
+                self.nudged |= nudged;
+                nudged || self.pod.metadata.deletion_timestamp.is_some()
+            }
+            News::Nudged => {
+                self.nudged = true;
+                true
+            }
+            News::Timer => true,
+            News::Gone => {
+                self.materialize();
+                self.unregister_references();
+                Box::pin(self.remove_from_runtime()).await;
+                return None;
+            }
+        };
         self.materialize();
-        self.unregister_references();
-        Box::pin(self.remove_from_runtime()).await;
+        let wake = Box::pin(self.sync(drive)).await;
+        // Between passes the pod is held only compactly, by the inbox.
+        self.pod = EMPTY_POD.clone();
+        Some(wake)
+    }
+
+    /// Whether the worker's node stopped: it does nothing more.
+    pub(crate) fn stopped(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
+    /// The queue the worker's wakes go on.
+    pub(crate) fn timers(&self) -> super::pod_timers::PodTimers {
+        self.shared.pod_timers().clone()
     }
 
     /// Reads the pod back from the inbox after a wait, unless a delivery brought it.

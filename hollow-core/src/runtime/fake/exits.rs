@@ -87,7 +87,7 @@ async fn run(inner: Weak<Inner>, exits: Arc<Exits>) {
             .containers
             .iter_mut()
             .filter(|(_, c)| c.exit_at.is_some_and(|(at, _)| at <= now))
-            .filter_map(|(id, c)| Some((id.clone(), c.exit_at.take()?.1)))
+            .filter_map(|(key, c)| Some((key.id(), c.exit_at.take()?.1)))
             .collect();
         for (container_id, code) in due {
             apply_step(&inner, &container_id, &ContainerStep::Exit { code });

@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::FakeRuntime;
+use super::ids::IdKey;
 use super::state::{Container, State};
 use super::userland::{self, Exec, Fs, Run};
 use crate::error::Result;
@@ -32,7 +33,7 @@ impl ContainerConfig {
 impl Container {
     /// The container as the userland sees it.
     pub(super) fn view(&self) -> userland::Container<'_> {
-        self.config.view()
+        self.held.view()
     }
 
     /// The container's files at `now` (an exited one's as it left them), and when its
@@ -68,10 +69,11 @@ impl State {
             .get(container_id)
             .ok_or_else(|| crate::error::Error::not_found("container", container_id))?;
         let (mut fs, mut next) = container.files_at(now);
-        let config = &container.config;
+        let config = container.held.config();
         if !config.shared_dirs.is_empty() {
+            let except = IdKey::of(container_id);
             let (shared, changes) =
-                self.shared_files(&container.sandbox_id, &config.shared_dirs, container_id);
+                self.shared_files(container.sandbox, &config.shared_dirs, except);
             for (path, text) in shared {
                 fs.add_missing(&path, &text);
             }
@@ -80,32 +82,34 @@ impl State {
         Ok((fs, next))
     }
 
-    /// What the containers of sandbox `sandbox_id` (but `except`) hold in the
+    /// What the containers of sandbox `sandbox` (but `except`) hold in the
     /// `emptyDir` volumes of `shared_dirs` (volume name, mount path), at the paths
     /// they have under those mounts (the latest started last); and when they next
     /// change.
     pub(super) fn shared_files(
         &self,
-        sandbox_id: &str,
+        sandbox: IdKey,
         shared_dirs: &[(String, String)],
-        except: &str,
+        except: impl Into<Option<IdKey>>,
     ) -> (Vec<(String, String)>, Option<SystemTime>) {
         let now = SystemTime::now();
-        let mut sharing: Vec<(&String, &Container)> = self
+        let except = except.into();
+        let mut sharing: Vec<(IdKey, &Container)> = self
             .containers
             .iter()
-            .filter(|(id, c)| {
-                c.sandbox_id == sandbox_id && *id != except && !c.config.shared_dirs.is_empty()
+            .filter(|(key, c)| {
+                c.sandbox == sandbox && Some(*key) != except && !c.held.shared_dirs().is_empty()
             })
-            .map(|(id, c)| (id, &**c))
+            .map(|(key, c)| (key, &**c))
             .collect();
-        sharing.sort_by_key(|(id, c)| (started_at(&c.state), *id));
+        // Keys order as their ids do (an id begins with its key's hex).
+        sharing.sort_by_key(|(key, c)| (started_at(&c.state), *key));
         let mut files = Vec::new();
         let mut next = None;
         for (_, other) in sharing {
             let pairs = other
-                .config
-                .shared_dirs
+                .held
+                .shared_dirs()
                 .iter()
                 .filter_map(|(volume, theirs)| {
                     let mine = shared_dirs.iter().find(|(v, _)| v == volume)?;
@@ -153,13 +157,11 @@ impl FakeRuntime {
             return Err(crate::error::Error::not_found("container", container_id));
         };
         let mut after = before.clone();
+        // Owned: the container's files change below (exec is rare).
+        let config = container.held.config().into_owned();
         let options = Exec {
-            env: &container.config.env,
-            hostname: container
-                .config
-                .hostname
-                .as_deref()
-                .unwrap_or(&container.config.pod_name),
+            env: &config.env,
+            hostname: config.hostname.as_deref().unwrap_or(&config.pod_name),
             stdin,
             horizon: PROBE_HORIZON,
             programs: Some(&programs),
@@ -218,9 +220,8 @@ impl FakeRuntime {
             ProbeAction::HttpGet { port, path } => {
                 let state = self.lock();
                 let container = state.running_container(container_id)?;
-                let Some(root) =
-                    userland::docroot(&container.config.image, &container.config.command)
-                else {
+                let config = container.held.config();
+                let Some(root) = userland::docroot(&config.image, &config.command) else {
                     return Ok(ProbeReport::unknown());
                 };
                 if *port != WEB_PORT {
@@ -239,7 +240,7 @@ impl FakeRuntime {
             ProbeAction::TcpSocket { port } => {
                 let state = self.lock();
                 let container = state.running_container(container_id)?;
-                let c = &container.config;
+                let c = container.held.config();
                 let declared = c.ports.contains(port);
                 let listens = if userland::docroot(&c.image, &c.command).is_some() {
                     (*port == WEB_PORT || declared).then_some(true)
@@ -256,7 +257,7 @@ impl FakeRuntime {
                     Some(false) => {
                         let ip = state
                             .sandboxes
-                            .get(&container.sandbox_id)
+                            .by_key(container.sandbox)
                             .and_then(|s| s.ip)
                             .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
                         ProbeOutcome::Failure {

@@ -17,7 +17,7 @@ const LOG_TICKS_KEPT: u32 = 1000;
 /// saying so); any other logs a start line, the pod's `hollow.dev/logs` lines, a line
 /// every 10 s while it runs, and an exit line. A created container has logged nothing.
 pub(super) fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
-    let c = &container.config;
+    let c = container.held.config();
     if userland::runs(&c.command) {
         return userland_logs(container, now);
     }
@@ -72,7 +72,7 @@ pub(super) fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogL
 /// What a container the userland runs printed by `now` (or by its exit), worked out
 /// again from its command and environment: nothing of it is stored.
 fn userland_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
-    let c = &container.config;
+    let c = container.held.config();
     let (started_at, end) = match &container.state {
         ContainerState::Created { .. } => return Vec::new(),
         ContainerState::Running { started_at } => (*started_at, now),

@@ -21,6 +21,7 @@ mod behavior;
 mod calls;
 mod exits;
 mod files;
+mod held;
 mod ids;
 mod ips;
 mod logs;
@@ -325,9 +326,9 @@ impl FakeRuntime {
         self.lock()
             .containers
             .iter()
-            .filter(|(_, c)| c.config.pod_name == pod_name && c.config.name == name)
+            .filter(|(_, c)| c.held.pod_name() == pod_name && c.held.name() == name)
             .filter(|(_, c)| matches!(c.state, ContainerState::Running { .. }))
-            .map(|(id, _)| id.clone())
+            .map(|(key, _)| key.id())
             .collect()
     }
 }

@@ -11,7 +11,8 @@ use tokio::sync::broadcast;
 
 use super::FakeRuntime;
 use super::RuntimeMethod as Method;
-use super::ids::{image_ref, new_id};
+use super::held::Held;
+use super::ids::{IdKey, image_ref};
 use super::ips::{allocate_ip, parse_cidr, release_ip, set_pod_cidr};
 use super::logs::generated_logs;
 use super::pulls::planned_pull;
@@ -54,15 +55,15 @@ impl RuntimeService for FakeRuntime {
         } else {
             Some(allocate_ip(&mut state)?)
         };
-        let id = new_id(&mut state, &config.uid);
+        let key = IdKey::new();
         state.sandboxes.insert(
-            id.clone(),
+            key,
             Sandbox {
                 state: SandboxState::Ready,
                 ip,
             },
         );
-        Ok(id)
+        Ok(key.id())
     }
 
     async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus> {
@@ -81,14 +82,16 @@ impl RuntimeService for FakeRuntime {
     async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
         let events = {
             let mut state = self.enter(Method::StopPodSandbox, sandbox_id)?;
-            let Some(sandbox) = state.sandboxes.get_mut(sandbox_id) else {
+            let (Some(sandbox_key), Some(sandbox)) =
+                (IdKey::of(sandbox_id), state.sandboxes.get_mut(sandbox_id))
+            else {
                 return Ok(());
             };
             sandbox.state = SandboxState::NotReady;
             let mut events = Vec::new();
-            for (id, container) in state.containers.iter_mut() {
-                if container.sandbox_id == sandbox_id {
-                    events.extend(container.exit(id, 0, "Completed"));
+            for (key, container) in state.containers.iter_mut() {
+                if container.sandbox == sandbox_key {
+                    events.extend(container.exit(&key.id(), 0, "Completed"));
                 }
             }
             events
@@ -105,7 +108,9 @@ impl RuntimeService for FakeRuntime {
             if let Some(ip) = sandbox.ip {
                 release_ip(&mut state, ip);
             }
-            state.containers.retain(|_, c| c.sandbox_id != sandbox_id);
+            if let Some(sandbox_key) = IdKey::of(sandbox_id) {
+                state.containers.retain(|_, c| c.sandbox != sandbox_key);
+            }
         }
         Ok(())
     }
@@ -129,30 +134,28 @@ impl RuntimeService for FakeRuntime {
             Method::CreateContainer,
             format!("{sandbox_id}/{}", config.name),
         )?;
-        match state.sandboxes.get(sandbox_id) {
-            None => return Err(Error::not_found("sandbox", sandbox_id)),
-            Some(sandbox) if sandbox.state != SandboxState::Ready => {
-                return Err(Error::InvalidInput(format!(
-                    "sandbox {sandbox_id} is not ready"
-                )));
-            }
-            Some(_) => {}
+        let (Some(sandbox_key), Some(sandbox)) =
+            (IdKey::of(sandbox_id), state.sandboxes.get(sandbox_id))
+        else {
+            return Err(Error::not_found("sandbox", sandbox_id));
+        };
+        if sandbox.state != SandboxState::Ready {
+            return Err(Error::InvalidInput(format!(
+                "sandbox {sandbox_id} is not ready"
+            )));
         }
-        let id = new_id(
-            &mut state,
-            &format!("{sandbox_id}/{}/{}", config.name, config.attempt),
-        );
+        let key = IdKey::new();
         let mut config = config.clone();
         if !config.shared_dirs.is_empty() {
             // The pod's other containers' files in the emptyDir volumes it mounts.
-            let (shared, _) = state.shared_files(sandbox_id, &config.shared_dirs, &id);
+            let (shared, _) = state.shared_files(sandbox_key, &config.shared_dirs, key);
             config.files.extend(shared);
         }
         state.containers.insert(
-            id.clone(),
+            key,
             Box::new(Container {
-                config,
-                sandbox_id: sandbox_id.to_string(),
+                held: Held::Full(Box::new(config)),
+                sandbox: sandbox_key,
                 state: ContainerState::Created {
                     created_at: SystemTime::now(),
                 },
@@ -161,7 +164,7 @@ impl RuntimeService for FakeRuntime {
                 exit_at: None,
             }),
         );
-        Ok(id)
+        Ok(key.id())
     }
 
     async fn start_container(&self, container_id: &str) -> Result<()> {
@@ -178,7 +181,11 @@ impl RuntimeService for FakeRuntime {
                     "container {container_id} was started before"
                 )));
             }
-            let behavior = behavior_of(&container.config, script.as_ref(), lifecycle.as_deref())?;
+            let behavior = behavior_of(
+                &container.held.config(),
+                script.as_ref(),
+                lifecycle.as_deref(),
+            )?;
             container.state = ContainerState::Running {
                 started_at: SystemTime::now(),
             };
@@ -186,12 +193,15 @@ impl RuntimeService for FakeRuntime {
                 // Without a lifecycle (whose deletion rules match them when the
                 // container stops), the pod's labels and annotations are read only
                 // here; hollow's own annotations are read again (its logs).
-                let config = &mut container.config;
-                config.pod_labels = BTreeMap::new();
-                config.annotations = std::mem::take(&mut config.annotations)
-                    .into_iter()
-                    .filter(|(key, _)| crate::annotations::ALL.contains(&key.as_str()))
-                    .collect();
+                // A plain container then keeps only what it shows.
+                if let Held::Full(config) = &mut container.held {
+                    config.pod_labels = BTreeMap::new();
+                    config.annotations = std::mem::take(&mut config.annotations)
+                        .into_iter()
+                        .filter(|(key, _)| crate::annotations::ALL.contains(&key.as_str()))
+                        .collect();
+                }
+                container.held.slim();
             }
             (behavior, container.event(container_id))
         };
@@ -264,8 +274,8 @@ impl RuntimeService for FakeRuntime {
         Ok(state
             .containers
             .iter()
-            .filter(|(_, c)| sandbox_id.is_none_or(|sandbox| c.sandbox_id == sandbox))
-            .map(|(id, c)| c.status(id))
+            .filter(|(_, c)| sandbox_id.is_none_or(|sandbox| c.sandbox.id() == sandbox))
+            .map(|(key, c)| c.status(&key.id()))
             .collect())
     }
 
@@ -328,9 +338,9 @@ impl RuntimeService for FakeRuntime {
             return Err(Error::not_found("sandbox", sandbox_id));
         }
         let listening = state.containers.values().any(|c| {
-            c.sandbox_id == sandbox_id
+            c.sandbox.id() == sandbox_id
                 && matches!(c.state, ContainerState::Running { .. })
-                && c.config.ports.contains(&port)
+                && c.held.ports().contains(&port)
         });
         if !listening {
             return Err(Error::InvalidInput(format!(

@@ -12,13 +12,15 @@ use tokio::sync::broadcast;
 use super::behavior::BehaviorFn;
 use super::calls::{RuntimeCall, RuntimeMethod};
 use super::exits::Exits;
+use super::held::Held;
+use super::ids::{IdKey, IdMap};
 use super::streaming::ExecOutput;
 use super::termination::termination_message;
 use super::userland::FsDiff;
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 use crate::runtime::types::{
-    ContainerConfig, ContainerEvent, ContainerState, ContainerStatus, PodAction, SandboxState,
+    ContainerEvent, ContainerState, ContainerStatus, PodAction, SandboxState,
 };
 
 /// How many calls a fake remembers by default (the oldest are dropped first).
@@ -95,15 +97,13 @@ impl Inner {
 /// Everything a fake remembers, behind one lock.
 #[derive(Default)]
 pub(super) struct State {
-    /// Counts the ids made, so no two are alike.
-    pub(super) next_id: u64,
     /// The pod CIDR: its address and prefix length.
     pub(super) pod_cidr: Option<(Ipv4Addr, u8)>,
     /// The pod IPs in use, as offsets into the pod CIDR.
     pub(super) used_ips: BTreeSet<u32>,
-    pub(super) sandboxes: HashMap<String, Sandbox>,
-    /// Boxed: a container record is some 500 bytes, and a table keeps room to spare.
-    pub(super) containers: HashMap<String, Box<Container>>,
+    pub(super) sandboxes: IdMap<Sandbox>,
+    /// Boxed: a container record is some 300 bytes, and a table keeps room to spare.
+    pub(super) containers: IdMap<Box<Container>>,
     pub(super) calls: VecDeque<RuntimeCall>,
     /// How many of the next calls of a method fail.
     pub(super) faults: HashMap<RuntimeMethod, usize>,
@@ -169,8 +169,10 @@ pub(super) struct Sandbox {
 
 /// A container of a sandbox.
 pub(super) struct Container {
-    pub(super) config: ContainerConfig,
-    pub(super) sandbox_id: String,
+    /// What it was created with, as much as the fake reads again.
+    pub(super) held: Held,
+    /// Its sandbox's key.
+    pub(super) sandbox: IdKey,
     pub(super) state: ContainerState,
     /// Set by lifecycle steps; `None` leaves readiness to the engine.
     pub(super) ready: Option<bool>,
@@ -202,7 +204,7 @@ impl Container {
     pub(super) fn event(&self, id: &str) -> ContainerEvent {
         ContainerEvent {
             container_id: id.to_string(),
-            pod_uid: self.config.pod_uid.clone(),
+            pod_uid: self.held.pod_uid().to_string(),
             state: self.state.clone(),
         }
     }
@@ -211,13 +213,13 @@ impl Container {
     pub(super) fn status(&self, id: &str) -> ContainerStatus {
         ContainerStatus {
             id: id.to_string(),
-            sandbox_id: self.sandbox_id.clone(),
-            pod_uid: self.config.pod_uid.clone(),
-            name: self.config.name.clone(),
-            attempt: self.config.attempt,
-            image: self.config.image.clone(),
+            sandbox_id: self.sandbox.id(),
+            pod_uid: self.held.pod_uid().to_string(),
+            name: self.held.name().to_string(),
+            attempt: self.held.attempt(),
+            image: self.held.image().to_string(),
             // Derived from the image name, not kept.
-            image_ref: super::ids::image_ref(&self.config.image),
+            image_ref: super::ids::image_ref(self.held.image()),
             state: self.state.clone(),
             ready: self.ready,
         }

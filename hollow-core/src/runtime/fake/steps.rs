@@ -129,7 +129,7 @@ pub(super) fn apply_step(inner: &Inner, container_id: &str, step: &ContainerStep
         return false;
     }
     let action = |kind| {
-        let c = &container.config;
+        let c = container.held.config();
         PodAction {
             pod_uid: c.pod_uid.clone(),
             namespace: c.pod_namespace.clone(),

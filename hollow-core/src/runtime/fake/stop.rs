@@ -36,7 +36,7 @@ impl FakeRuntime {
             if !matches!(container.state, ContainerState::Running { .. }) {
                 return 0;
             }
-            let config = container.config.clone();
+            let config = container.held.config().into_owned();
             lifecycle
                 .deletion_plan(&container_facts(&config))
                 .map(|plan| (plan.delay, plan.steps.to_vec(), config))
@@ -87,7 +87,7 @@ fn ignores_sigterm(container: &Container) -> Option<Option<(tokio::time::Instant
     let ContainerState::Running { started_at } = container.state else {
         return None;
     };
-    if !userland::runs(&container.config.command) {
+    if !userland::runs(&container.held.config().command) {
         return None;
     }
     let ran = SystemTime::now()

@@ -25,7 +25,7 @@ pub(super) fn termination_message(
     code: i32,
     now: SystemTime,
 ) -> Option<String> {
-    let c = &container.config;
+    let c = container.held.config();
     let path = c
         .termination_message_path
         .as_deref()
@@ -53,7 +53,7 @@ fn written_file(container: &Container, path: &str, now: SystemTime) -> Option<St
     let crate::runtime::ContainerState::Running { started_at } = container.state else {
         return None;
     };
-    let c = &container.config;
+    let c = container.held.config();
     let ran = now.duration_since(started_at).unwrap_or_default();
     userland::file_at(c.view(), ran, path)
 }
