@@ -4,10 +4,11 @@
 //! and a reader such as the kubelet API, inflates it again; a steady pod has no passes.
 //!
 //! The dictionary is what pods have in common: the JSON of a typical running pod, and
-//! the JSON of the first pod of the same controller (a ReplicaSet's, a Job's) this
-//! process saw, which differs from its siblings only in names, ids, addresses and
-//! times. One is shared by all of a controller's pods in the process and is dropped
-//! with the last of them.
+//! the JSON of a pod of the same controller (a ReplicaSet's, a Job's) this process
+//! saw, which differs from its siblings only in names, ids, addresses and times: the
+//! first, until one of them runs, then the first that runs (most pods are held
+//! running most of their lives). One is shared by the controller's pods held since it
+//! was made, and dropped with the last of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Weak};
@@ -101,7 +102,8 @@ static BY_CONTROLLER: LazyLock<Mutex<Dictionaries>> = LazyLock::new(Mutex::defau
 
 #[derive(Default)]
 struct Dictionaries {
-    by_controller: HashMap<Box<str>, Weak<[u8]>>,
+    /// Each with whether it was made from a running pod.
+    by_controller: HashMap<Box<str>, (Weak<[u8]>, bool)>,
     /// How many entries there were when dead ones were last dropped.
     swept_at: usize,
 }
@@ -118,11 +120,11 @@ fn dictionary_for(pod: &Pod, json: &[u8]) -> Arc<[u8]> {
     let Some(controller) = controller else {
         return TYPICAL.clone();
     };
+    let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
     let mut dictionaries = BY_CONTROLLER.lock();
-    if let Some(dictionary) = dictionaries
-        .by_controller
-        .get(controller.uid.as_str())
-        .and_then(Weak::upgrade)
+    if let Some((dictionary, of_running)) = dictionaries.by_controller.get(controller.uid.as_str())
+        && (*of_running || !running)
+        && let Some(dictionary) = dictionary.upgrade()
     {
         return dictionary;
     }
@@ -131,21 +133,21 @@ fn dictionary_for(pod: &Pod, json: &[u8]) -> Arc<[u8]> {
     bytes.extend_from_slice(json);
     let start = bytes.len().saturating_sub(WINDOW);
     let dictionary: Arc<[u8]> = bytes[start..].into();
-    dictionaries.insert(controller.uid.as_str(), &dictionary);
+    dictionaries.insert(controller.uid.as_str(), &dictionary, running);
     dictionary
 }
 
 impl Dictionaries {
-    fn insert(&mut self, controller: &str, dictionary: &Arc<[u8]>) {
+    fn insert(&mut self, controller: &str, dictionary: &Arc<[u8]>, running: bool) {
         // Dead entries go when the table has doubled since the last sweep, so a
         // process that churns controllers does not keep their names.
         if self.by_controller.len() >= 2 * self.swept_at.max(64) {
             self.by_controller
-                .retain(|_, entry| entry.strong_count() > 0);
+                .retain(|_, (entry, _)| entry.strong_count() > 0);
             self.swept_at = self.by_controller.len();
         }
         self.by_controller
-            .insert(controller.into(), Arc::downgrade(dictionary));
+            .insert(controller.into(), (Arc::downgrade(dictionary), running));
     }
 }
 
@@ -312,6 +314,47 @@ mod tests {
         );
         // One dictionary for both.
         assert!(Arc::ptr_eq(&held_first.dictionary, &held.dictionary));
+    }
+
+    #[test]
+    fn the_first_running_sibling_makes_the_dictionary_running_pods_are_held_against() {
+        let owner = "0a1b2c3d-4e5f-6a7b-8c9d-000000000004";
+        let mut pending = running_pod(
+            owner,
+            "aaaaa",
+            "11111111-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
+            "",
+            0,
+        );
+        pending.status = None;
+        let first = running_pod(
+            owner,
+            "x2x4q",
+            "3c1f6d2e-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
+            "10.0.1.7",
+            1,
+        );
+        let sibling = running_pod(
+            owner,
+            "k8r2m",
+            "9d4e2a7c-1b3f-4e6a-8c2d-5f7a9b1c3e5d",
+            "10.0.3.21",
+            7,
+        );
+        let held_pending = CompactPod::new(&pending);
+        let held_first = CompactPod::new(&first);
+        let held = CompactPod::new(&sibling);
+        assert!(!Arc::ptr_eq(
+            &held_pending.dictionary,
+            &held_first.dictionary
+        ));
+        assert!(Arc::ptr_eq(&held_first.dictionary, &held.dictionary));
+        // A pending pod held later keeps to the running one's.
+        let again = CompactPod::new(&pending);
+        assert!(Arc::ptr_eq(&again.dictionary, &held.dictionary));
+        assert_eq!(again.pod(), pending);
+        assert_eq!(held_pending.pod(), pending);
+        assert!(held.heap_bytes() <= 256, "{} bytes", held.heap_bytes());
     }
 
     #[test]

@@ -31,8 +31,9 @@ pub(crate) struct PodInbox {
 struct Slot {
     /// The pod as the worker last took it.
     taken: CompactPod,
-    /// A newer pod object, held as is until the worker takes it.
-    fresh: Option<(CompactPod, Arc<Pod>)>,
+    /// A newer pod object, held as is until the worker takes it (boxed: it is there
+    /// only for a moment).
+    fresh: Option<Box<(CompactPod, Arc<Pod>)>>,
     /// The pod is gone from the API.
     gone: bool,
     /// Its containers changed (or events were lost).
@@ -98,8 +99,8 @@ impl PodInbox {
         if slot.gone {
             return None;
         }
-        if let Some((_, pod)) = &slot.fresh {
-            return Some(pod.clone());
+        if let Some(fresh) = &slot.fresh {
+            return Some(fresh.1.clone());
         }
         let taken = slot.taken.clone();
         drop(slot);
@@ -119,11 +120,11 @@ impl PodInbox {
         let newest = slot
             .fresh
             .as_ref()
-            .map_or(slot.taken.version(), |(fresh, _)| fresh.version());
+            .map_or(slot.taken.version(), |fresh| fresh.0.version());
         if slot.gone || compact.version() < newest {
             return;
         }
-        slot.fresh = Some((compact, Arc::new(pod)));
+        slot.fresh = Some(Box::new((compact, Arc::new(pod))));
         self.wake(slot);
     }
 
@@ -139,7 +140,7 @@ impl PodInbox {
         if slot
             .fresh
             .as_ref()
-            .is_some_and(|(fresh, _)| fresh.version() <= compact.version())
+            .is_some_and(|fresh| fresh.0.version() <= compact.version())
         {
             slot.fresh = None;
         }
@@ -204,7 +205,7 @@ impl Slot {
         let timer = std::mem::take(&mut self.timer_due);
         let news = if self.gone {
             News::Gone
-        } else if let Some((compact, pod)) = self.fresh.take() {
+        } else if let Some((compact, pod)) = self.fresh.take().map(|fresh| *fresh) {
             let previous = std::mem::replace(&mut self.taken, compact);
             News::Pod(pod, previous, nudged)
         } else if nudged {

@@ -312,7 +312,14 @@ async fn long_lived_node_tasks_stay_small() {
         ..Default::default()
     };
     let inbox = Arc::new(super::shared::PodInbox::new(&pod));
-    let worker = super::worker::PodWorker::new(shared, inbox.clone(), Arc::new(pod), None, None);
+    let worker = super::worker::PodWorker::new(
+        shared,
+        inbox.clone(),
+        Arc::new(pod),
+        "pod-uid".into(),
+        None,
+        None,
+    );
     // Between passes a pod is its inbox and its worker's boxed state, no task.
     let held = (size_of_val(&worker), size_of_val(&*inbox));
     assert!(

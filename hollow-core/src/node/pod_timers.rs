@@ -1,7 +1,7 @@
 //! The wakes pod workers ask for (a back-off ending, a probe due, a retry), one timer
 //! queue a process: a waiting pod is an entry in it, not a task with a timer.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -13,24 +13,23 @@ use super::inbox::PodInbox;
 /// A wake asked for: the pod, when, and the pass of its worker it belongs to.
 type Wake = (Weak<PodInbox>, Instant, u32);
 
-/// A handle to a process's queue of pod wakes; the queue's task ends once every handle
+/// A handle to a process's queue of pod wakes. The queue's task starts with the first
+/// wake asked for (nodes whose pods never wait have none) and ends once every handle
 /// is gone.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) struct PodTimers {
-    due: mpsc::UnboundedSender<Wake>,
+    due: Arc<OnceLock<mpsc::UnboundedSender<Wake>>>,
 }
 
 impl PodTimers {
-    /// Starts a queue.
-    pub(crate) fn start() -> Self {
-        let (due, queue) = mpsc::unbounded_channel();
-        tokio::spawn(drive(queue));
-        Self { due }
-    }
-
     /// Wakes the worker of `inbox` at `at`, unless it has passed again since `pass`.
     pub(crate) fn schedule(&self, inbox: &Arc<PodInbox>, at: Instant, pass: u32) {
-        let _ = self.due.send((Arc::downgrade(inbox), at, pass));
+        let due = self.due.get_or_init(|| {
+            let (due, queue) = mpsc::unbounded_channel();
+            tokio::spawn(drive(queue));
+            due
+        });
+        let _ = due.send((Arc::downgrade(inbox), at, pass));
     }
 }
 

@@ -26,8 +26,8 @@ use crate::backoff::WatchBackoff;
 pub(crate) struct PodRouter {
     nodes: RwLock<HashMap<String, Arc<NodeShared>>>,
     heartbeats: OnceLock<Heartbeats>,
-    /// The queue of the pods' wakes, made with the first node.
-    pod_timers: OnceLock<super::pod_timers::PodTimers>,
+    /// The queue of the pods' wakes.
+    pod_timers: super::pod_timers::PodTimers,
     /// Set once the pod watch has started listing: a node added later lists its own
     /// pods.
     listed: AtomicBool,
@@ -45,10 +45,7 @@ impl PodRouter {
     /// missed.
     pub(crate) fn add(&self, node: Arc<NodeShared>) {
         let name = node.config.name.clone();
-        let timers = self
-            .pod_timers
-            .get_or_init(super::pod_timers::PodTimers::start);
-        let _ = node.pod_timers.set(timers.clone());
+        let _ = node.pod_timers.set(self.pod_timers.clone());
         self.nodes.write().insert(name, node.clone());
         if self.listed.load(Ordering::Acquire) {
             tokio::spawn(list_own_pods(node));

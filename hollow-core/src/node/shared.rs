@@ -114,7 +114,8 @@ pub(crate) struct NodeShared {
     /// The reference is shared with the container records of the node's pods.
     pub(super) images: Mutex<HashMap<Box<str>, Arc<str>>>,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
-    workers: Mutex<HashMap<String, Arc<PodInbox>>>,
+    /// By pod UID (shared with the pod's worker).
+    workers: Mutex<HashMap<Arc<str>, Arc<PodInbox>>>,
     /// The queue of its pods' wakes: the process's, given by its router, or the
     /// node's own, made at its first pod.
     pub(super) pod_timers: OnceLock<super::pod_timers::PodTimers>,
@@ -219,7 +220,7 @@ impl NodeShared {
             return;
         };
         let mut workers = self.workers.lock();
-        if let Some(inbox) = workers.get(&uid).cloned() {
+        if let Some(inbox) = workers.get(uid.as_str()).cloned() {
             drop(workers);
             inbox.offer(slimmed(pod));
             return;
@@ -232,17 +233,17 @@ impl NodeShared {
             .and_then(|_| super::traffic::PodTraffic::of(&pod));
         let pod = Arc::new(slimmed(pod));
         self.listen_to_runtime();
+        let uid: Arc<str> = uid.into_boxed_str().into();
         let inbox = Arc::new(PodInbox::new(&pod));
-        workers.insert(uid, inbox.clone());
+        workers.insert(uid.clone(), inbox.clone());
         drop(workers);
-        let worker = PodWorker::new(self.clone(), inbox.clone(), pod, volume_needs, traffic);
+        let worker = PodWorker::new(self.clone(), inbox.clone(), pod, uid, volume_needs, traffic);
         inbox.start(worker);
     }
 
     /// The queue the node's pods' wakes go on.
     pub(crate) fn pod_timers(&self) -> &super::pod_timers::PodTimers {
-        self.pod_timers
-            .get_or_init(super::pod_timers::PodTimers::start)
+        self.pod_timers.get_or_init(Default::default)
     }
 
     /// Ends the workers of the node's pods (the node stopped): each drops its state,
@@ -298,7 +299,7 @@ impl NodeShared {
             .lock()
             .iter()
             .filter(|(key, inbox)| {
-                key.as_str() != uid && !matches!(inbox.phase.load(Ordering::Relaxed), 2 | 3)
+                &***key != uid && !matches!(inbox.phase.load(Ordering::Relaxed), 2 | 3)
             })
             .map(|(_, inbox)| inbox.clone())
             .collect();
@@ -327,7 +328,11 @@ impl NodeShared {
 
     /// The UIDs of the pods this node has workers for.
     pub(crate) fn pod_uids(&self) -> Vec<String> {
-        self.workers.lock().keys().cloned().collect()
+        self.workers
+            .lock()
+            .keys()
+            .map(|uid| uid.to_string())
+            .collect()
     }
 
     /// How many of this node's pods are in each phase.
@@ -346,7 +351,7 @@ impl NodeShared {
         let workers = self.workers.lock();
         match event {
             Ok(event) => {
-                if let Some(inbox) = workers.get(&event.pod_uid) {
+                if let Some(inbox) = workers.get(event.pod_uid.as_str()) {
                     inbox.nudge();
                 }
             }

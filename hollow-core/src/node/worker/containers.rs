@@ -555,7 +555,7 @@ impl PodWorker {
             image: record.image.clone(),
             kind: record.kind,
             attempt: record.restart_count,
-            pod_uid: self.uid.clone(),
+            pod_uid: self.uid.to_string(),
             pod_namespace: meta.namespace.clone().unwrap_or_default(),
             pod_name: meta.name.clone().unwrap_or_default(),
             hostname: crate::node::container_env::pod_hostname(

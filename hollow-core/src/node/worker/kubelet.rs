@@ -118,7 +118,7 @@ impl PodWorker {
     /// (`syncPod` in pkg/kubelet/status/status_manager.go); the pod read is taken in.
     pub(super) async fn read_for_patch(&mut self) -> Read {
         match self.pods_api().get_opt(self.name()).await {
-            Ok(Some(pod)) if pod.metadata.uid.as_deref() == Some(self.uid.as_str()) => {
+            Ok(Some(pod)) if pod.metadata.uid.as_deref() == Some(&*self.uid) => {
                 self.take_read(pod);
                 Read::Fresh
             }

@@ -105,7 +105,8 @@ pub(crate) struct PodWorker {
     pod: Arc<Pod>,
     /// Newer pod objects, nudges, and where the phase last computed is published.
     inbox: Arc<PodInbox>,
-    uid: String,
+    /// The pod's UID (shared with the node's table of pods).
+    uid: Arc<str>,
     sandbox: Option<String>,
     sandbox_stopped: bool,
     pod_ips: Vec<IpAddr>,
@@ -173,6 +174,7 @@ impl PodWorker {
         shared: Arc<NodeShared>,
         inbox: Arc<PodInbox>,
         pod: Arc<Pod>,
+        uid: Arc<str>,
         volume_needs: Option<Box<[VolumeNeed]>>,
         traffic: Option<Box<PodTraffic>>,
     ) -> Self {
@@ -195,7 +197,7 @@ impl PodWorker {
             Some("Succeeded" | "Failed")
         );
         Self {
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            uid,
             shared,
             pod,
             inbox,
@@ -230,7 +232,7 @@ impl PodWorker {
         PodSandboxConfig {
             name: meta.name.clone().unwrap_or_default(),
             namespace: meta.namespace.clone().unwrap_or_default(),
-            uid: self.uid.clone(),
+            uid: self.uid.to_string(),
             host_network: self
                 .pod
                 .spec
