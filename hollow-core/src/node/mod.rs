@@ -40,6 +40,7 @@ mod references;
 mod register;
 mod resize;
 mod restart;
+mod runtime_id;
 mod shared;
 mod slim;
 mod spec_status;

@@ -14,6 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::prober::ContainerProbes;
 use super::restart::{container_should_restart, pod_policy_restarts};
+use super::runtime_id::RuntimeId;
 use super::spec_status;
 use crate::pod::ContainerKind;
 use crate::runtime::ContainerState;
@@ -39,9 +40,9 @@ pub(crate) struct ContainerRecord {
     pub name: String,
     pub image: String,
     /// The current container's runtime id.
-    pub id: Option<String>,
+    pub id: Option<RuntimeId>,
     /// The previous container's id, kept for its logs until the next restart.
-    pub previous_id: Option<String>,
+    pub previous_id: Option<RuntimeId>,
     pub image_ref: Option<std::sync::Arc<str>>,
     /// The current container's state, once created.
     pub state: Option<ContainerState>,
@@ -108,7 +109,7 @@ impl ContainerRecord {
     fn probed(&self) -> Option<&ContainerProbes> {
         self.probes
             .as_deref()
-            .filter(|p| self.id.as_deref() == Some(p.container_id.as_str()))
+            .filter(|p| self.id.as_ref().is_some_and(|id| *id == *p.container_id))
     }
 
     /// Whether a container its liveness or startup probe failed is being killed for it.

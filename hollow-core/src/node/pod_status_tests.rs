@@ -28,7 +28,7 @@ fn running(name: &str, started: u64) -> ContainerRecord {
         kind: ContainerKind::Regular,
         name: name.into(),
         image: "nginx:1.27".into(),
-        id: Some(format!("{name}-id")),
+        id: Some(format!("{name}-id").into()),
         image_ref: Some("docker.io/library/nginx@sha256:abc".into()),
         state: Some(ContainerState::Running {
             started_at: at(started),

@@ -30,7 +30,7 @@ impl PodWorker {
         let runtime = self.shared.config.runtime.clone();
         for record in self.init.iter_mut().chain(self.regular.iter_mut()) {
             if let Some(id) = &record.id {
-                match runtime.container_status(id).await {
+                match runtime.container_status(&id.to_string()).await {
                     Ok(status) => {
                         record.state = Some(status.state);
                         record.runtime_ready = status.ready;
@@ -125,7 +125,7 @@ impl PodWorker {
         .await;
         match result {
             Ok((id, ips)) => {
-                self.sandbox = Some(id);
+                self.sandbox = Some(id.into());
                 self.pod_ips = if host_network {
                     self.shared.node_ips().to_vec()
                 } else {
@@ -312,7 +312,7 @@ impl PodWorker {
         let record = self.record(init, index);
         // The exited container stays for `logs --previous`; the one before it goes.
         if let Some(older) = record.previous_id.take() {
-            let _ = runtime.remove_container(&older).await;
+            let _ = runtime.remove_container(&older.to_string()).await;
         }
         record.previous_id = record.id.take();
         record.last_exit = record.state.take().map(Box::new);
@@ -326,7 +326,12 @@ impl PodWorker {
     pub(super) async fn restart_for_resize(&mut self, init: bool, index: usize) {
         let runtime = self.shared.config.runtime.clone();
         let record = self.record(init, index).clone();
-        let Some(id) = record.id.clone().filter(|_| record.is_running()) else {
+        let Some(id) = record
+            .id
+            .as_ref()
+            .filter(|_| record.is_running())
+            .map(ToString::to_string)
+        else {
             return;
         };
         let message = format!("Container {} resize requires restart", record.name);
@@ -335,7 +340,7 @@ impl PodWorker {
         let exited = runtime.container_status(&id).await.ok().map(|s| s.state);
         let record = self.record(init, index);
         if let Some(older) = record.previous_id.take() {
-            let _ = runtime.remove_container(&older).await;
+            let _ = runtime.remove_container(&older.to_string()).await;
         }
         record.previous_id = record.id.take();
         record.last_exit = exited.or_else(|| record.state.take()).map(Box::new);
@@ -346,7 +351,7 @@ impl PodWorker {
 
     /// Pulls, creates and starts a container; failures show as waiting reasons.
     async fn start(&mut self, init: bool, index: usize) {
-        let Some(sandbox) = self.sandbox.clone() else {
+        let Some(sandbox) = self.sandbox.as_ref().map(ToString::to_string) else {
             return;
         };
         let now = Instant::now();
@@ -617,7 +622,7 @@ impl PodWorker {
         record.image_ref = Some(image_ref);
         match started {
             Ok((id, status)) => {
-                record.id = Some(id);
+                record.id = Some(id.into());
                 record.state = Some(status.state);
                 record.runtime_ready = status.ready;
                 record.waiting = None;

@@ -76,7 +76,12 @@ impl PodWorker {
         } else {
             &self.regular[index]
         };
-        let Some(id) = record.id.clone().filter(|_| record.is_running()) else {
+        let Some(id) = record
+            .id
+            .as_ref()
+            .filter(|_| record.is_running())
+            .map(ToString::to_string)
+        else {
             return;
         };
         let runtime = self.shared.config.runtime.clone();

@@ -107,7 +107,7 @@ pub(crate) struct PodWorker {
     inbox: Arc<PodInbox>,
     /// The pod's UID (shared with the node's table of pods).
     uid: Arc<str>,
-    sandbox: Option<String>,
+    sandbox: Option<super::runtime_id::RuntimeId>,
     sandbox_stopped: bool,
     pod_ips: Vec<IpAddr>,
     init: Vec<ContainerRecord>,

@@ -51,9 +51,10 @@ impl PodWorker {
         let Some(record) = self.records_mut(init).get_mut(index) else {
             return;
         };
-        let (Some(id), Some(&ContainerState::Running { started_at })) =
-            (record.id.clone(), record.state.as_ref())
-        else {
+        let (Some(id), Some(&ContainerState::Running { started_at })) = (
+            record.id.as_ref().map(ToString::to_string),
+            record.state.as_ref(),
+        ) else {
             return;
         };
         if record.probes.as_ref().map(|p| p.container_id.as_str()) != Some(id.as_str()) {

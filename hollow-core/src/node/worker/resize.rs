@@ -308,7 +308,7 @@ impl PodWorker {
                 .iter()
                 .chain(&self.regular)
                 .find(|r| r.name == name && r.is_running())
-                .and_then(|r| r.id.clone());
+                .and_then(|r| r.id.as_ref().map(ToString::to_string));
             let Some(id) = running else {
                 continue;
             };

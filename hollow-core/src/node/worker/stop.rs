@@ -37,7 +37,7 @@ impl PodWorker {
                     .flatten()
                     .find(|c| c.name == record.name)
                     .and_then(|c| c.lifecycle.as_ref()?.pre_stop.clone());
-                running.push((id.clone(), init, record.name.clone(), pre_stop));
+                running.push((id.to_string(), init, record.name.clone(), pre_stop));
             }
         }
         // killContainer's event (pkg/kubelet/kuberuntime/kuberuntime_container.go).
@@ -74,14 +74,14 @@ impl PodWorker {
         if let Some(sandbox) = &self.sandbox
             && !self.sandbox_stopped
         {
-            let _ = runtime.stop_pod_sandbox(sandbox).await;
+            let _ = runtime.stop_pod_sandbox(&sandbox.to_string()).await;
             self.sandbox_stopped = true;
         }
         self.refresh().await;
     }
 
     pub(super) async fn remove_from_runtime(&mut self) {
-        if let Some(sandbox) = self.sandbox.take() {
+        if let Some(sandbox) = self.sandbox.take().map(|id| id.to_string()) {
             let runtime = self.shared.config.runtime.clone();
             let _ = runtime.stop_pod_sandbox(&sandbox).await;
             let _ = runtime.remove_pod_sandbox(&sandbox).await;
