@@ -25,6 +25,7 @@ mod cluster;
 mod compact;
 mod config;
 mod container_env;
+mod container_record;
 mod events;
 mod faults;
 mod heartbeat;

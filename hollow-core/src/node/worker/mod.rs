@@ -8,6 +8,7 @@ mod probes;
 mod resize;
 mod status;
 mod stop;
+mod volumes;
 
 #[cfg(test)]
 mod tests;
