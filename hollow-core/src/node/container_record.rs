@@ -13,12 +13,12 @@ use crate::runtime::ContainerState;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ContainerRecord {
     pub kind: ContainerKind,
-    pub name: String,
-    pub image: String,
+    pub name: Box<str>,
+    pub image: Box<str>,
     /// The current container's runtime id.
     pub id: Option<RuntimeId>,
     /// The previous container's id, kept for its logs until the next restart.
-    pub previous_id: Option<RuntimeId>,
+    pub previous_id: Option<Box<RuntimeId>>,
     pub image_ref: Option<std::sync::Arc<str>>,
     /// The current container's state, once created.
     pub state: Option<ContainerState>,
@@ -119,4 +119,3 @@ impl ContainerRecord {
         }
     }
 }
-

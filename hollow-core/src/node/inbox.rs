@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8};
 
 use k8s_openapi::api::core::v1::Pod;
 use parking_lot::{Mutex, MutexGuard};
-use tokio::time::Instant;
+use tokio::sync::Semaphore;
 
 use super::compact::CompactPod;
 use super::worker::PodWorker;
@@ -31,9 +31,9 @@ pub(crate) struct PodInbox {
 struct Slot {
     /// The pod as the worker last took it.
     taken: CompactPod,
-    /// A newer pod object, held as is until the worker takes it (boxed: it is there
-    /// only for a moment).
-    fresh: Option<Box<(CompactPod, Arc<Pod>)>>,
+    /// A newer pod object, until the worker takes it (boxed: it is there only for a
+    /// moment, but during a burst for many pods at once).
+    fresh: Option<Box<CompactPod>>,
     /// The pod is gone from the API.
     gone: bool,
     /// Its containers changed (or events were lost).
@@ -52,9 +52,9 @@ struct Slot {
 pub(crate) enum News {
     /// The worker is new: it has its pod and nothing done.
     First,
-    /// A newer pod object, the one it replaces, and whether the pod's containers were
-    /// nudged as well.
-    Pod(Arc<Pod>, CompactPod, bool),
+    /// A newer pod object (the inbox holds it now), the one it replaces, and whether
+    /// the pod's containers were nudged as well.
+    Pod(CompactPod, bool),
     /// The pod's containers changed (or events were lost).
     Nudged,
     /// The wake it asked for came due.
@@ -84,7 +84,7 @@ impl PodInbox {
     /// Starts `worker`'s first pass; it runs its later ones as news comes.
     pub(crate) fn start(self: &Arc<Self>, worker: PodWorker) {
         self.slot.lock().passing = true;
-        tokio::spawn(passes(self.clone(), Box::new(worker), News::First));
+        tokio::spawn(passes(self.clone(), Some(Box::new(worker))));
     }
 
     /// Drops the worker, unless a pass runs (that pass ends it): its node stopped.
@@ -99,12 +99,9 @@ impl PodInbox {
         if slot.gone {
             return None;
         }
-        if let Some(fresh) = &slot.fresh {
-            return Some(fresh.1.clone());
-        }
-        let taken = slot.taken.clone();
+        let latest = slot.fresh.as_deref().unwrap_or(&slot.taken).clone();
         drop(slot);
-        Some(Arc::new(taken.pod()))
+        Some(Arc::new(latest.pod()))
     }
 
     /// The pod as the worker last took it (also once the pod is gone).
@@ -113,18 +110,19 @@ impl PodInbox {
         taken.pod()
     }
 
-    /// Hands the worker a newer pod object (an older one than it has is dropped).
+    /// Hands the worker a newer pod object (an older one than it has is dropped), held
+    /// compactly until the worker takes it.
     pub(crate) fn offer(self: &Arc<Self>, pod: Pod) {
         let compact = CompactPod::new(&pod);
         let mut slot = self.slot.lock();
         let newest = slot
             .fresh
             .as_ref()
-            .map_or(slot.taken.version(), |fresh| fresh.0.version());
+            .map_or(slot.taken.version(), |fresh| fresh.version());
         if slot.gone || compact.version() < newest {
             return;
         }
-        slot.fresh = Some(Box::new((compact, Arc::new(pod))));
+        slot.fresh = Some(Box::new(compact));
         self.wake(slot);
     }
 
@@ -140,7 +138,7 @@ impl PodInbox {
         if slot
             .fresh
             .as_ref()
-            .is_some_and(|fresh| fresh.0.version() <= compact.version())
+            .is_some_and(|fresh| fresh.version() <= compact.version())
         {
             slot.fresh = None;
         }
@@ -172,22 +170,15 @@ impl PodInbox {
         }
     }
 
-    /// Starts a task for the worker's passes, unless one runs (it takes the news when
-    /// its pass ends) or the worker ended.
+    /// Starts a task for the worker's passes, unless one runs or waits to (it takes
+    /// the news when it runs) or the worker ended.
     fn wake(self: &Arc<Self>, mut slot: MutexGuard<'_, Slot>) {
-        if slot.passing {
+        if slot.passing || slot.worker.is_none() {
             return;
         }
-        let Some(worker) = slot.worker.take() else {
-            return;
-        };
-        let Some(news) = slot.take_news() else {
-            slot.worker = Some(worker);
-            return;
-        };
         slot.passing = true;
         drop(slot);
-        tokio::spawn(passes(self.clone(), worker, news));
+        tokio::spawn(passes(self.clone(), None));
     }
 
     /// The news the worker has not taken, all in one (`None`: nothing new).
@@ -205,9 +196,9 @@ impl Slot {
         let timer = std::mem::take(&mut self.timer_due);
         let news = if self.gone {
             News::Gone
-        } else if let Some((compact, pod)) = self.fresh.take().map(|fresh| *fresh) {
-            let previous = std::mem::replace(&mut self.taken, compact);
-            News::Pod(pod, previous, nudged)
+        } else if let Some(fresh) = self.fresh.take() {
+            let previous = std::mem::replace(&mut self.taken, *fresh);
+            News::Pod(previous, nudged)
         } else if nudged {
             News::Nudged
         } else if timer {
@@ -220,34 +211,63 @@ impl Slot {
     }
 }
 
-/// Runs `worker`'s passes, from `news`, while there is news, then puts it back with
-/// its wake on the timers; drops it once its pod is gone or its node stopped.
-async fn passes(inbox: Arc<PodInbox>, mut worker: Box<PodWorker>, news: News) {
-    let mut news = Some(news);
-    while let Some(next) = news.take() {
-        if worker.stopped() {
-            break;
+/// How many pods' passes run at once in a process. A pass holds its pod's object and
+/// the futures of its API and runtime calls (tens of KiB); unbounded, a burst of new
+/// pods (thousands bound at once) would hold them all at the same moment, and the
+/// allocator keeps much of what a peak took. A pod waiting its turn holds its inbox
+/// (where news keeps gathering), nothing more.
+const PASSES_AT_ONCE: usize = 128;
+static PASSES: Semaphore = Semaphore::const_new(PASSES_AT_ONCE);
+
+/// Runs the worker's passes (a new `first` worker's first) once a turn is free, while
+/// there is news, then puts it back with its wake on the timers; drops it once its pod
+/// is gone or its node stopped.
+async fn passes(inbox: Arc<PodInbox>, first: Option<Box<PodWorker>>) {
+    // The semaphore is never closed.
+    let Ok(_turn) = PASSES.acquire().await else {
+        return;
+    };
+    let (mut worker, mut news) = match first {
+        Some(worker) => (worker, Some(News::First)),
+        None => {
+            let mut slot = inbox.slot.lock();
+            let Some(worker) = slot.worker.take() else {
+                slot.passing = false;
+                return;
+            };
+            let news = slot.take_news();
+            (worker, news)
         }
-        // Boxed: the pass's future is large, and this task's is its size.
-        let Some(wake): Option<Option<Instant>> = Box::pin(worker.step(next)).await else {
-            break;
-        };
-        let mut slot = inbox.slot.lock();
-        news = slot.take_news();
-        if news.is_none() {
+    };
+    let mut wake = None;
+    loop {
+        if let Some(next) = news.take() {
             if worker.stopped() {
                 break;
             }
-            let pass = slot.passes;
-            let timers = wake.map(|at| (at, worker.timers()));
-            slot.worker = Some(worker);
-            slot.passing = false;
-            drop(slot);
-            if let Some((at, timers)) = timers {
-                timers.schedule(&inbox, at, pass);
+            // Boxed: the pass's future is large, and this task's is its size.
+            match Box::pin(worker.step(next)).await {
+                Some(at) => wake = at,
+                None => break,
             }
-            return;
         }
+        let mut slot = inbox.slot.lock();
+        news = slot.take_news();
+        if news.is_some() {
+            continue;
+        }
+        if worker.stopped() {
+            break;
+        }
+        let pass = slot.passes;
+        let timers = wake.map(|at| (at, worker.timers()));
+        slot.worker = Some(worker);
+        slot.passing = false;
+        drop(slot);
+        if let Some((at, timers)) = timers {
+            timers.schedule(&inbox, at, pass);
+        }
+        return;
     }
     inbox.slot.lock().passing = false;
 }
@@ -275,8 +295,8 @@ mod tests {
         // An older object than the latest (a relisted watch's) is dropped.
         inbox.offer(pod("2"));
         match inbox.news() {
-            Some(News::Pod(latest, previous, nudged)) => {
-                assert!(version(&latest) == "3" && nudged);
+            Some(News::Pod(previous, nudged)) => {
+                assert!(version(&inbox.taken()) == "3" && nudged);
                 assert_eq!(version(&previous.pod()), "1");
             }
             _ => panic!("expected the latest pod"),

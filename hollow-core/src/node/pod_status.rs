@@ -69,7 +69,7 @@ pub(crate) fn restart_policy(pod: &Pod) -> &str {
 fn pending_init(init: &[ContainerRecord]) -> Vec<&str> {
     init.iter()
         .filter(|c| !c.init_done())
-        .map(|c| c.name.as_str())
+        .map(|c| &*c.name)
         .collect()
 }
 
@@ -87,7 +87,7 @@ pub(crate) fn phase(
     let spec = pod.spec.as_ref();
     let restarts =
         |containers: Option<&Vec<Container>>, record: &ContainerRecord, code: i32| match containers
-            .and_then(|list| list.iter().find(|c| c.name == record.name))
+            .and_then(|list| list.iter().find(|c| *c.name == *record.name))
         {
             Some(container) => container_should_restart(container, policy, code, rules),
             None => pod_policy_restarts(policy, code),
@@ -266,8 +266,8 @@ fn container_status(
         container_id.clone()
     };
     let mut status = ApiStatus {
-        name: record.name.clone(),
-        image: record.image.clone(),
+        name: record.name.to_string(),
+        image: record.image.to_string(),
         image_id: record.image_ref.as_deref().unwrap_or_default().to_string(),
         container_id: shown_id,
         restart_count: i32::try_from(record.restart_count).unwrap_or(i32::MAX),
@@ -337,7 +337,7 @@ fn owned_conditions(facts: &PodFacts<'_>, phase: &str, now: SystemTime) -> Vec<P
         .filter(|c| c.kind == ContainerKind::Sidecar)
         .chain(facts.regular)
         .filter(|c| !(c.ready(now) && c.waiting.is_none()))
-        .map(|c| c.name.as_str())
+        .map(|c| &*c.name)
         .collect();
     let containers_ready = if completed {
         condition("ContainersReady", false, Some("PodCompleted"), None)
@@ -470,8 +470,8 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
         let list: Vec<ApiStatus> = records
             .iter()
             .map(|r| {
-                let spec = specs.and_then(|specs| specs.iter().find(|c| c.name == r.name));
-                let previous = before.and_then(|list| list.iter().find(|c| c.name == r.name));
+                let spec = specs.and_then(|specs| specs.iter().find(|c| *c.name == *r.name));
+                let previous = before.and_then(|list| list.iter().find(|c| *c.name == *r.name));
                 container_status(
                     r,
                     spec,

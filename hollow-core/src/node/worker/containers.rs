@@ -70,9 +70,9 @@ impl PodWorker {
             Ok((id, ips)) => {
                 self.sandbox = Some(id.into());
                 self.pod_ips = if host_network {
-                    self.shared.node_ips().to_vec()
+                    self.shared.node_ips().into()
                 } else {
-                    ips
+                    ips.into()
                 };
                 self.retry_at = None;
                 true
@@ -156,7 +156,7 @@ impl PodWorker {
             } else {
                 &spec.containers
             };
-            list.iter().find(|c| c.name == record.name)
+            list.iter().find(|c| *c.name == *record.name)
         });
         let restarts = |code: i32| match spec {
             Some(container) => container_should_restart(container, policy, code, rules),
@@ -250,14 +250,14 @@ impl PodWorker {
             return;
         }
         let previous = self.restarts.get(&name).copied();
-        self.restarts.insert(name, Backoff::next(previous, now));
+        self.restarts.insert(&name, Backoff::next(previous, now));
         let runtime = self.shared.config.runtime.clone();
         let record = self.record(init, index);
         // The exited container stays for `logs --previous`; the one before it goes.
         if let Some(older) = record.previous_id.take() {
             let _ = runtime.remove_container(&older.to_string()).await;
         }
-        record.previous_id = record.id.take();
+        record.previous_id = record.id.take().map(Box::new);
         record.last_exit = record.state.take().map(Box::new);
         record.restart_count += 1;
         self.start(init, index).await;
@@ -285,7 +285,7 @@ impl PodWorker {
         if let Some(older) = record.previous_id.take() {
             let _ = runtime.remove_container(&older.to_string()).await;
         }
-        record.previous_id = record.id.take();
+        record.previous_id = record.id.take().map(Box::new);
         record.last_exit = exited.or_else(|| record.state.take()).map(Box::new);
         record.state = None;
         record.restart_count += 1;
@@ -337,11 +337,7 @@ impl PodWorker {
         let policy = spec_container
             .as_ref()
             .and_then(|c| c.image_pull_policy.as_deref());
-        let on_node = self
-            .shared
-            .images
-            .lock()
-            .contains_key(record.image.as_str());
+        let on_node = self.shared.images.lock().contains_key(&*record.image);
         let present = policy != Some("Always") && on_node;
         if policy == Some("Never") && !on_node {
             // `imagePullPrecheck` in pkg/kubelet/images/image_manager.go, and
@@ -400,11 +396,11 @@ impl PodWorker {
                 // One copy of the reference per image on the node, shared by the
                 // records of its containers.
                 let mut images = self.shared.images.lock();
-                match images.get(record.image.as_str()) {
+                match images.get(&*record.image) {
                     Some(known) if **known == *image_ref => known.clone(),
                     _ => {
                         let image_ref: std::sync::Arc<str> = image_ref.into();
-                        images.insert(record.image.as_str().into(), image_ref.clone());
+                        images.insert(record.image.clone(), image_ref.clone());
                         image_ref
                     }
                 }
@@ -412,7 +408,7 @@ impl PodWorker {
             Err(error) => {
                 let previous = self.pulls.get(&record.name).copied();
                 self.pulls
-                    .insert(record.name.clone(), Backoff::next(previous, now));
+                    .insert(&record.name, Backoff::next(previous, now));
                 let message = format!("Failed to pull image \"{}\": {error}", record.image);
                 self.container_event(init, &record.name, Kind::Warning, "Failed", message.clone());
                 self.container_event(
@@ -454,7 +450,7 @@ impl PodWorker {
                 record.waiting = Some(Box::new(("CreateContainerConfigError".into(), message)));
                 let name = record.name.clone();
                 self.start_failures.insert(
-                    name,
+                    &name,
                     Backoff {
                         since: now,
                         delay: SYNC_RETRY,
@@ -499,8 +495,8 @@ impl PodWorker {
             files: launch.files,
             shared_dirs: launch.shared_dirs,
             fallback_to_logs,
-            name: record.name.clone(),
-            image: record.image.clone(),
+            name: record.name.to_string(),
+            image: record.image.to_string(),
             kind: record.kind,
             attempt: record.restart_count,
             pod_uid: self.uid.to_string(),
@@ -578,7 +574,7 @@ impl PodWorker {
                 let name = record.name.clone();
                 let previous = self.start_failures.get(&name).copied();
                 self.start_failures
-                    .insert(name, Backoff::next(previous, now));
+                    .insert(&name, Backoff::next(previous, now));
             }
         }
     }

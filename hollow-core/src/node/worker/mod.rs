@@ -83,8 +83,10 @@ impl Backoffs {
         self.0.as_ref()?.get(name)
     }
 
-    fn insert(&mut self, name: String, backoff: Backoff) {
-        self.0.get_or_insert_default().insert(name, backoff);
+    fn insert(&mut self, name: &str, backoff: Backoff) {
+        self.0
+            .get_or_insert_default()
+            .insert(name.to_string(), backoff);
     }
 
     fn remove(&mut self, name: &str) {
@@ -110,9 +112,9 @@ pub(crate) struct PodWorker {
     uid: Arc<str>,
     sandbox: Option<super::runtime_id::RuntimeId>,
     sandbox_stopped: bool,
-    pod_ips: Vec<IpAddr>,
-    init: Vec<ContainerRecord>,
-    regular: Vec<ContainerRecord>,
+    pod_ips: Box<[IpAddr]>,
+    init: Box<[ContainerRecord]>,
+    regular: Box<[ContainerRecord]>,
     /// Crash-restart backoff by container name.
     restarts: Backoffs,
     /// Image-pull backoff by container name.
@@ -148,7 +150,7 @@ pub(crate) struct PodWorker {
 fn records(
     containers: &[Container],
     kind_of: impl Fn(&Container) -> ContainerKind,
-) -> Vec<ContainerRecord> {
+) -> Box<[ContainerRecord]> {
     containers
         .iter()
         .map(|c| {
@@ -160,8 +162,8 @@ fn records(
             };
             ContainerRecord {
                 kind: kind_of(c),
-                name: c.name.clone(),
-                image: c.image.clone().unwrap_or_default(),
+                name: c.name.as_str().into(),
+                image: c.image.as_deref().unwrap_or_default().into(),
                 startup_delay: delay(c.startup_probe.as_ref()),
                 readiness_delay: delay(c.readiness_probe.as_ref()),
                 ..Default::default()
@@ -200,11 +202,13 @@ impl PodWorker {
         Self {
             uid,
             shared,
-            pod,
+            // Read back from the inbox for the first pass: a worker waiting its turn
+            // holds no pod object.
+            pod: EMPTY_POD.clone(),
             inbox,
             sandbox: None,
             sandbox_stopped: false,
-            pod_ips: Vec::new(),
+            pod_ips: Box::default(),
             init,
             regular,
             restarts: Backoffs::default(),
@@ -306,11 +310,13 @@ impl PodWorker {
         // drive the containers.
         let drive = match news {
             News::First => {
+                self.materialize();
                 self.register_references();
                 Box::pin(self.admit()).await;
                 true
             }
-            News::Pod(pod, previous, nudged) => {
+            News::Pod(previous, nudged) => {
+                let pod = Arc::new(self.inbox.taken());
                 self.observe(pod, &previous);
                 self.nudged |= nudged;
                 nudged || self.pod.metadata.deletion_timestamp.is_some()

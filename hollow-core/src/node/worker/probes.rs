@@ -209,7 +209,7 @@ impl PodWorker {
         }
     }
 
-    fn records_mut(&mut self, init: bool) -> &mut Vec<crate::node::pod_status::ContainerRecord> {
+    fn records_mut(&mut self, init: bool) -> &mut [crate::node::pod_status::ContainerRecord] {
         if init {
             &mut self.init
         } else {

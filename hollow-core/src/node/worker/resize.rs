@@ -290,12 +290,12 @@ impl PodWorker {
                 let place = self
                     .init
                     .iter()
-                    .position(|r| r.name == name)
+                    .position(|r| *r.name == *name)
                     .map(|i| (true, i));
                 let place = place.or_else(|| {
                     self.regular
                         .iter()
-                        .position(|r| r.name == name)
+                        .position(|r| *r.name == *name)
                         .map(|i| (false, i))
                 });
                 if let Some((init, index)) = place {
@@ -307,7 +307,7 @@ impl PodWorker {
                 .init
                 .iter()
                 .chain(&self.regular)
-                .find(|r| r.name == name && r.is_running())
+                .find(|r| *r.name == *name && r.is_running())
                 .and_then(|r| r.id.as_ref().map(ToString::to_string));
             let Some(id) = running else {
                 continue;

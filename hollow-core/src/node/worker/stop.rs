@@ -35,9 +35,9 @@ impl PodWorker {
                 let pre_stop = containers
                     .into_iter()
                     .flatten()
-                    .find(|c| c.name == record.name)
+                    .find(|c| *c.name == *record.name)
                     .and_then(|c| c.lifecycle.as_ref()?.pre_stop.clone());
-                running.push((id.to_string(), init, record.name.clone(), pre_stop));
+                running.push((id.to_string(), init, record.name.to_string(), pre_stop));
             }
         }
         // killContainer's event (pkg/kubelet/kuberuntime/kuberuntime_container.go).

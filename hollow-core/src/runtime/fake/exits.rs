@@ -46,7 +46,7 @@ impl FakeRuntime {
         let mut state = self.lock();
         let earliest = next_exit(&state).is_none_or(|next| at < next);
         if let Some(container) = state.containers.get_mut(container_id) {
-            container.exit_at = Some((at, code));
+            container.exit_at = Some(Box::new((at, code)));
             drop(state);
             if earliest {
                 exits.wake.notify_one();
@@ -60,7 +60,7 @@ fn next_exit(state: &State) -> Option<Instant> {
     state
         .containers
         .values()
-        .filter_map(|c| c.exit_at.map(|(at, _)| at))
+        .filter_map(|c| c.exit_at.as_deref().map(|(at, _)| *at))
         .min()
 }
 
@@ -86,7 +86,7 @@ async fn run(inner: Weak<Inner>, exits: Arc<Exits>) {
             .lock()
             .containers
             .iter_mut()
-            .filter(|(_, c)| c.exit_at.is_some_and(|(at, _)| at <= now))
+            .filter(|(_, c)| c.exit_at.as_deref().is_some_and(|(at, _)| *at <= now))
             .filter_map(|(key, c)| Some((key.id(), c.exit_at.take()?.1)))
             .collect();
         for (container_id, code) in due {

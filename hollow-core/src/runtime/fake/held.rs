@@ -23,9 +23,10 @@ pub(super) enum Held {
 pub(super) struct Plain {
     name: Box<str>,
     image: Box<str>,
-    pod_uid: Box<str>,
-    pod_namespace: Box<str>,
-    pod_name: Box<str>,
+    /// The pod's UID, namespace and name, one after the other.
+    pod: Box<str>,
+    /// Where the namespace and the name end in `pod`.
+    pod_ends: [u32; 2],
     command: Box<[String]>,
     ports: Box<[u16]>,
     attempt: u32,
@@ -49,12 +50,23 @@ impl Held {
             return;
         }
         let config = std::mem::take(&mut **config);
+        let uid_end = config.pod_uid.len();
+        let namespace_end = uid_end + config.pod_namespace.len();
+        let (Ok(uid_end), Ok(namespace_end)) =
+            (u32::try_from(uid_end), u32::try_from(namespace_end))
+        else {
+            *self = Held::Full(Box::new(config));
+            return;
+        };
         *self = Held::Plain(Plain {
+            pod: format!(
+                "{}{}{}",
+                config.pod_uid, config.pod_namespace, config.pod_name
+            )
+            .into(),
+            pod_ends: [uid_end, namespace_end],
             name: config.name.into(),
             image: config.image.into(),
-            pod_uid: config.pod_uid.into(),
-            pod_namespace: config.pod_namespace.into(),
-            pod_name: config.pod_name.into(),
             command: config.command.into(),
             ports: config.ports.into(),
             attempt: config.attempt,
@@ -71,9 +83,9 @@ impl Held {
                 image: plain.image.to_string(),
                 kind: plain.kind,
                 attempt: plain.attempt,
-                pod_uid: plain.pod_uid.to_string(),
-                pod_namespace: plain.pod_namespace.to_string(),
-                pod_name: plain.pod_name.to_string(),
+                pod_uid: plain.pod_uid().to_string(),
+                pod_namespace: plain.pod_namespace().to_string(),
+                pod_name: plain.pod_name().to_string(),
                 command: plain.command.to_vec(),
                 ports: plain.ports.to_vec(),
                 ..ContainerConfig::default()
@@ -89,7 +101,7 @@ impl Held {
                 image: &plain.image,
                 command: &plain.command,
                 env: &[],
-                hostname: &plain.pod_name,
+                hostname: plain.pod_name(),
                 files: &[],
             },
         }
@@ -112,14 +124,14 @@ impl Held {
     pub(super) fn pod_uid(&self) -> &str {
         match self {
             Held::Full(config) => &config.pod_uid,
-            Held::Plain(plain) => &plain.pod_uid,
+            Held::Plain(plain) => plain.pod_uid(),
         }
     }
 
     pub(super) fn pod_name(&self) -> &str {
         match self {
             Held::Full(config) => &config.pod_name,
-            Held::Plain(plain) => &plain.pod_name,
+            Held::Plain(plain) => plain.pod_name(),
         }
     }
 
@@ -143,6 +155,27 @@ impl Held {
             Held::Full(config) => &config.shared_dirs,
             Held::Plain(_) => &[],
         }
+    }
+}
+
+impl Plain {
+    fn pod_part(&self, from: Option<u32>, to: Option<u32>) -> &str {
+        let at = |end: Option<u32>| end.map(|end| end as usize);
+        let from = at(from).unwrap_or(0);
+        let to = at(to).unwrap_or(self.pod.len());
+        self.pod.get(from..to).unwrap_or_default()
+    }
+
+    fn pod_uid(&self) -> &str {
+        self.pod_part(None, Some(self.pod_ends[0]))
+    }
+
+    fn pod_namespace(&self) -> &str {
+        self.pod_part(Some(self.pod_ends[0]), Some(self.pod_ends[1]))
+    }
+
+    fn pod_name(&self) -> &str {
+        self.pod_part(Some(self.pod_ends[1]), None)
     }
 }
 
@@ -183,7 +216,7 @@ mod tests {
             size_of::<Held>(),
             size_of::<super::super::state::Container>(),
         );
-        assert!(sizes.0 <= 136 && sizes.1 <= 272, "{sizes:?} bytes");
+        assert!(sizes.0 <= 112 && sizes.1 <= 232, "{sizes:?} bytes");
     }
 
     #[test]

@@ -179,7 +179,8 @@ pub(super) struct Container {
     /// What `kubectl exec` changed in its files, once something was.
     pub(super) files_diff: Option<Box<FsDiff>>,
     /// When it exits by itself, and with what code (`super::exits`).
-    pub(super) exit_at: Option<(tokio::time::Instant, i32)>,
+    /// (Boxed: few containers have one, and a container lives as long as its pod.)
+    pub(super) exit_at: Option<Box<(tokio::time::Instant, i32)>>,
 }
 
 impl Container {

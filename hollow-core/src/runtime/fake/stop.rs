@@ -99,7 +99,7 @@ fn ignores_sigterm(container: &Container) -> Option<Option<(tokio::time::Instant
             after,
             why: Some(_),
         } if after <= ran => None,
-        _ => Some(container.exit_at),
+        _ => Some(container.exit_at.as_deref().copied()),
     }
 }
 
