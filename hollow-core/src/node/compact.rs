@@ -254,6 +254,25 @@ mod tests {
         .unwrap()
     }
 
+    /// Two running pods of the ReplicaSet `owner`, started at different times.
+    fn first_and_sibling(owner: &str) -> (Pod, Pod) {
+        let first = running_pod(
+            owner,
+            "x2x4q",
+            "3c1f6d2e-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
+            "10.0.1.7",
+            1,
+        );
+        let sibling = running_pod(
+            owner,
+            "k8r2m",
+            "9d4e2a7c-1b3f-4e6a-8c2d-5f7a9b1c3e5d",
+            "10.0.3.21",
+            7,
+        );
+        (first, sibling)
+    }
+
     #[test]
     fn the_typical_pod_is_a_pod() {
         let typical: Result<Pod, _> = serde_json::from_str(include_str!("compact_typical.json"));
@@ -283,20 +302,7 @@ mod tests {
     #[test]
     fn a_pod_is_held_in_a_fraction_of_its_json_and_its_siblings_in_less() {
         let owner = "0a1b2c3d-4e5f-6a7b-8c9d-000000000002";
-        let first = running_pod(
-            owner,
-            "x2x4q",
-            "3c1f6d2e-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
-            "10.0.1.7",
-            1,
-        );
-        let sibling = running_pod(
-            owner,
-            "k8r2m",
-            "9d4e2a7c-1b3f-4e6a-8c2d-5f7a9b1c3e5d",
-            "10.0.3.21",
-            7,
-        );
+        let (first, sibling) = first_and_sibling(owner);
         let json = serde_json::to_vec(&sibling).unwrap().len();
         let held_first = CompactPod::new(&first);
         let held = CompactPod::new(&sibling);
@@ -327,20 +333,7 @@ mod tests {
             0,
         );
         pending.status = None;
-        let first = running_pod(
-            owner,
-            "x2x4q",
-            "3c1f6d2e-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
-            "10.0.1.7",
-            1,
-        );
-        let sibling = running_pod(
-            owner,
-            "k8r2m",
-            "9d4e2a7c-1b3f-4e6a-8c2d-5f7a9b1c3e5d",
-            "10.0.3.21",
-            7,
-        );
+        let (first, sibling) = first_and_sibling(owner);
         let held_pending = CompactPod::new(&pending);
         let held_first = CompactPod::new(&first);
         let held = CompactPod::new(&sibling);

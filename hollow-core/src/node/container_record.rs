@@ -44,6 +44,14 @@ impl ContainerRecord {
         matches!(self.state, Some(ContainerState::Running { .. }))
     }
 
+    /// The current container's id, while it runs.
+    pub fn running_id(&self) -> Option<String> {
+        self.id
+            .as_ref()
+            .filter(|_| self.is_running())
+            .map(ToString::to_string)
+    }
+
     pub fn exit_code(&self) -> Option<i32> {
         match self.state {
             Some(ContainerState::Exited { exit_code, .. }) => Some(exit_code),

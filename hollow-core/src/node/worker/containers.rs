@@ -269,12 +269,7 @@ impl PodWorker {
     pub(super) async fn restart_for_resize(&mut self, init: bool, index: usize) {
         let runtime = self.shared.config.runtime.clone();
         let record = self.record(init, index).clone();
-        let Some(id) = record
-            .id
-            .as_ref()
-            .filter(|_| record.is_running())
-            .map(ToString::to_string)
-        else {
+        let Some(id) = record.running_id() else {
             return;
         };
         let message = format!("Container {} resize requires restart", record.name);

@@ -76,12 +76,7 @@ impl PodWorker {
         } else {
             &self.regular[index]
         };
-        let Some(id) = record
-            .id
-            .as_ref()
-            .filter(|_| record.is_running())
-            .map(ToString::to_string)
-        else {
+        let Some(id) = record.running_id() else {
             return;
         };
         let runtime = self.shared.config.runtime.clone();
