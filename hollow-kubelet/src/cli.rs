@@ -42,6 +42,12 @@ pub struct Cli {
     #[arg(long, value_parser = parse_taints, default_value = "")]
     pub register_with_taints: Taints,
 
+    /// Pods' passes (a pod worker's steps) at once in this process, across its nodes:
+    /// more runs a burst of new pods faster when the API server keeps up, and keeps
+    /// more memory after it (see docs/benchmarks.md, "How many passes at once").
+    #[arg(long, env = "HOLLOW_POD_PASSES_AT_ONCE", default_value_t = hollow_core::node::DEFAULT_POD_PASSES_AT_ONCE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub pod_passes_at_once: usize,
+
     /// Maximum pods per node.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,

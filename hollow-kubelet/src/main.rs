@@ -84,6 +84,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(bound) = std::num::NonZeroUsize::new(cli.pod_passes_at_once) {
+        // Set before any node starts: it cannot be in force yet.
+        hollow_core::node::set_pod_passes_at_once(bound)?;
+    }
     // Signals are handled from the start, so one during start-up also shuts down cleanly.
     let shutdown = shutdown_signal().context("cannot handle SIGTERM and SIGINT")?;
     tokio::pin!(shutdown);

@@ -70,6 +70,11 @@ struct Args {
     /// plain fake's containers finish); repeatable.
     #[arg(long = "annotate", value_parser = parse_annotation)]
     annotations: Vec<(String, String)>,
+    /// The pods are placed directly, without an owner, round robin over the nodes
+    /// (`spec.nodeName` set), as `hollow-bench --direct-pods-only` and KWOK's own
+    /// benchmark place theirs: all created at once, 64 requests at a time.
+    #[arg(long, conflicts_with_all = ["job", "soak"])]
+    direct: bool,
 }
 
 fn parse_annotation(text: &str) -> Result<(String, String), String> {
@@ -127,6 +132,14 @@ async fn main() -> anyhow::Result<()> {
     let (bytes, blocks) = per(idle, base, args.nodes);
     println!("per node (idle): {bytes:.0} bytes in {blocks:.0} blocks");
     if args.pods > 0 {
+        if args.direct {
+            let nodes: Vec<String> = cluster
+                .nodes()
+                .iter()
+                .map(|n| n.name().to_string())
+                .collect();
+            place_pods(&client, &args, &nodes).await?;
+        }
         count_pods(&client, &args, idle).await?;
         if args.soak > 0 {
             soak(&client, args.pods, &args).await?;
@@ -163,7 +176,9 @@ async fn count_pods(client: &kube::Client, args: &Args, idle: (u64, u64)) -> any
             }],
         },
     });
-    let (want, phase) = if args.job {
+    let (want, phase) = if args.direct {
+        ("Running", "running")
+    } else if args.job {
         let job: Job = serde_json::from_value(json!({
             "metadata": { "name": "heap" },
             "spec": {
@@ -195,15 +210,32 @@ async fn count_pods(client: &kube::Client, args: &Args, idle: (u64, u64)) -> any
         &format!("every pod {want}"),
         Duration::from_secs(600),
         || async {
-            let list = pods
-                .list(&ListParams::default().labels("app=heap"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let done = list
-                .items
-                .iter()
-                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(want))
-                .count();
+            // Counted without listing every pod, so this process's peak is the nodes'.
+            let done = if args.direct {
+                let waiting = ListParams::default()
+                    .labels("app=heap")
+                    .fields(&format!("status.phase!={want}"))
+                    .limit(1);
+                let page = pods
+                    .list_metadata(&waiting)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if page.items.is_empty() { replicas } else { 0 }
+            } else if args.job {
+                let job = Api::<Job>::namespaced(client.clone(), "default")
+                    .get("heap")
+                    .await;
+                let succeeded = job
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .and_then(|s| s.succeeded);
+                usize::try_from(succeeded.unwrap_or(0)).unwrap_or(0)
+            } else {
+                let deployment = Api::<Deployment>::namespaced(client.clone(), "default");
+                let ready = deployment.get("heap").await.map_err(|e| e.to_string())?;
+                let ready = ready.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+                usize::try_from(ready).unwrap_or(0)
+            };
             (done == replicas)
                 .then_some(())
                 .ok_or(format!("{done} of {replicas} {want}"))
@@ -214,6 +246,35 @@ async fn count_pods(client: &kube::Client, args: &Args, idle: (u64, u64)) -> any
     let (bytes, blocks) = per(live(), idle, replicas);
     println!("per {phase} pod: {bytes:.0} bytes in {blocks:.0} blocks");
     Ok(())
+}
+
+/// Creates `args.pods` ownerless pods placed round robin on `nodes`, with the template's
+/// labels and container.
+async fn place_pods(client: &kube::Client, args: &Args, nodes: &[String]) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let created = futures::stream::iter(0..args.pods)
+        .map(|i| {
+            let pods = pods.clone();
+            let pod: Result<Pod, _> = serde_json::from_value(json!({
+                "metadata": { "name": format!("heap-{i}"), "labels": { "app": "heap" } },
+                "spec": {
+                    "nodeName": nodes[i % nodes.len()],
+                    "containers": [{ "name": "pause", "image": "registry.k8s.io/pause:3.10" }],
+                    "tolerations": [{ "operator": "Exists" }],
+                    "terminationGracePeriodSeconds": 0,
+                },
+            }));
+            // The created pod is dropped at once: this process's peak is the nodes'.
+            async move {
+                pods.create(&PostParams::default(), &pod?).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    created.into_iter().collect()
 }
 
 /// Deletes the oldest tenth of the Deployment's pods every 10 s for `args.soak` seconds,

@@ -4,13 +4,17 @@
 //! and a reader such as the kubelet API, inflates it again; a steady pod has no passes.
 //!
 //! The dictionary is what pods have in common: the JSON of a typical running pod, and
-//! the JSON of a pod of the same controller (a ReplicaSet's, a Job's) this process
-//! saw, which differs from its siblings only in names, ids, addresses and times: the
-//! first, until one of them runs, then the first that runs (most pods are held
-//! running most of their lives). One is shared by the controller's pods held since it
-//! was made, and dropped with the last of them.
+//! the JSON of a sibling this process saw, which differs from the pod only in names,
+//! ids, addresses and times. Siblings are a family: the pods of one controller (a
+//! ReplicaSet's, a Job's), or, for pods without one, those of a namespace with the same
+//! labels and images (pods a tool or a test makes in a loop). A family gets its own
+//! dictionary once this process has seen a few of its pods (a single pod's dictionary
+//! would cost more than it saves), made from the pod seen then, and made again from the
+//! first that runs (most pods are held running most of their lives). One is shared by
+//! the family's pods held since it was made, and dropped with the last of them.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Weak};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -96,58 +100,111 @@ static TYPICAL: LazyLock<Arc<[u8]>> = LazyLock::new(|| {
     serde_json::to_vec(&pod).unwrap_or_default().into()
 });
 
-/// The dictionaries of the controllers whose pods this process holds, by the
-/// controller's UID; an entry lives as long as a pod holds it.
-static BY_CONTROLLER: LazyLock<Mutex<Dictionaries>> = LazyLock::new(Mutex::default);
+/// How many of a family's pods this process sees before the family gets a dictionary.
+const SIBLINGS_BEFORE_A_DICTIONARY: u8 = 3;
+
+/// The families whose pods this process holds, by a hash of what makes them one; an
+/// entry lives as long as a pod holds its dictionary.
+static FAMILIES: LazyLock<Mutex<Families>> = LazyLock::new(Mutex::default);
 
 #[derive(Default)]
-struct Dictionaries {
-    /// Each with whether it was made from a running pod.
-    by_controller: HashMap<Box<str>, (Weak<[u8]>, bool)>,
+struct Families {
+    by_key: HashMap<u64, Family>,
     /// How many entries there were when dead ones were last dropped.
     swept_at: usize,
 }
 
-/// The dictionary for `pod`, whose JSON is `json`: its controller's (made from this
-/// pod if it is the first), or the typical pod's for a pod without one.
-fn dictionary_for(pod: &Pod, json: &[u8]) -> Arc<[u8]> {
+#[derive(Default)]
+struct Family {
+    /// None until the family has one.
+    dictionary: Option<Weak<[u8]>>,
+    /// Whether it was made from a running pod.
+    of_running: bool,
+    /// Distinct pods seen (up to the threshold), told apart by a hash of their UID.
+    pods_seen: u8,
+    last_uid: u64,
+}
+
+/// A fixed hash (the same in every process and run) of `value`.
+fn hash_of(value: impl Hash) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What makes `pod` one of a family: its controller, or without one, its namespace,
+/// labels and images.
+fn family_key(pod: &Pod) -> u64 {
     let controller = pod
         .metadata
         .owner_references
         .iter()
         .flatten()
         .find(|owner| owner.controller == Some(true));
-    let Some(controller) = controller else {
-        return TYPICAL.clone();
-    };
+    match controller {
+        Some(controller) => hash_of(("controller", &controller.uid)),
+        None => {
+            let images = pod.spec.iter().flat_map(|spec| {
+                let init = spec.init_containers.iter().flatten();
+                init.chain(&spec.containers).map(|c| c.image.as_deref())
+            });
+            hash_of((
+                "pods",
+                &pod.metadata.namespace,
+                &pod.metadata.labels,
+                images.collect::<Vec<_>>(),
+            ))
+        }
+    }
+}
+
+/// The dictionary for `pod`, whose JSON is `json`: its family's (made from this pod
+/// if the family has seen enough pods and has none, or has only a pending pod's and
+/// this one runs), or the typical pod's.
+fn dictionary_for(pod: &Pod, json: &[u8]) -> Arc<[u8]> {
+    let key = family_key(pod);
+    let uid = hash_of(&pod.metadata.uid);
     let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-    let mut dictionaries = BY_CONTROLLER.lock();
-    if let Some((dictionary, of_running)) = dictionaries.by_controller.get(controller.uid.as_str())
-        && (*of_running || !running)
-        && let Some(dictionary) = dictionary.upgrade()
+    let mut families = FAMILIES.lock();
+    let family = families.entry(key);
+    if family.last_uid != uid || family.pods_seen == 0 {
+        family.last_uid = uid;
+        family.pods_seen = family.pods_seen.saturating_add(1);
+    }
+    if let Some(dictionary) = family.dictionary.as_ref().and_then(Weak::upgrade)
+        && (family.of_running || !running)
     {
         return dictionary;
+    }
+    if family.pods_seen < SIBLINGS_BEFORE_A_DICTIONARY {
+        return TYPICAL.clone();
     }
     let mut bytes = Vec::with_capacity(TYPICAL.len() + json.len());
     bytes.extend_from_slice(&TYPICAL);
     bytes.extend_from_slice(json);
     let start = bytes.len().saturating_sub(WINDOW);
     let dictionary: Arc<[u8]> = bytes[start..].into();
-    dictionaries.insert(controller.uid.as_str(), &dictionary, running);
+    family.dictionary = Some(Arc::downgrade(&dictionary));
+    family.of_running = running;
     dictionary
 }
 
-impl Dictionaries {
-    fn insert(&mut self, controller: &str, dictionary: &Arc<[u8]>, running: bool) {
-        // Dead entries go when the table has doubled since the last sweep, so a
-        // process that churns controllers does not keep their names.
-        if self.by_controller.len() >= 2 * self.swept_at.max(64) {
-            self.by_controller
-                .retain(|_, (entry, _)| entry.strong_count() > 0);
-            self.swept_at = self.by_controller.len();
+impl Families {
+    /// The family of `key`, made if new.
+    fn entry(&mut self, key: u64) -> &mut Family {
+        // Dead entries (and those of families with no dictionary yet) go when the table
+        // has doubled since the last sweep, so a process that churns pods and
+        // controllers does not keep them.
+        if !self.by_key.contains_key(&key) && self.by_key.len() >= 2 * self.swept_at.max(64) {
+            self.by_key.retain(|_, family| {
+                family
+                    .dictionary
+                    .as_ref()
+                    .is_some_and(|d| d.strong_count() > 0)
+            });
+            self.swept_at = self.by_key.len();
         }
-        self.by_controller
-            .insert(controller.into(), (Arc::downgrade(dictionary), running));
+        self.by_key.entry(key).or_default()
     }
 }
 
@@ -254,23 +311,27 @@ mod tests {
         .unwrap()
     }
 
-    /// Two running pods of the ReplicaSet `owner`, started at different times.
-    fn first_and_sibling(owner: &str) -> (Pod, Pod) {
-        let first = running_pod(
+    /// The `n`th running pod of the ReplicaSet `owner` (its own name, UID, address and
+    /// start time).
+    fn sibling(owner: &str, n: u32) -> Pod {
+        running_pod(
             owner,
-            "x2x4q",
-            "3c1f6d2e-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
-            "10.0.1.7",
-            1,
-        );
-        let sibling = running_pod(
-            owner,
-            "k8r2m",
-            "9d4e2a7c-1b3f-4e6a-8c2d-5f7a9b1c3e5d",
-            "10.0.3.21",
-            7,
-        );
-        (first, sibling)
+            &format!("k8r{n:02}"),
+            &format!("9d4e2a7c-1b3f-4e6a-8c2d-5f7a9b1c{n:04}"),
+            &format!("10.0.3.{n}"),
+            n,
+        )
+    }
+
+    /// The family's first pods held, each a different pod: the last makes the family's
+    /// dictionary.
+    fn enough_siblings(owner: &str) -> Vec<CompactPod> {
+        let seen = (1..=u32::from(SIBLINGS_BEFORE_A_DICTIONARY)).map(|n| sibling(owner, n));
+        seen.map(|pod| CompactPod::new(&pod)).collect()
+    }
+
+    fn holds_typical(held: &CompactPod) -> bool {
+        Arc::ptr_eq(&held.dictionary, &TYPICAL)
     }
 
     #[test]
@@ -302,68 +363,100 @@ mod tests {
     #[test]
     fn a_pod_is_held_in_a_fraction_of_its_json_and_its_siblings_in_less() {
         let owner = "0a1b2c3d-4e5f-6a7b-8c9d-000000000002";
-        let (first, sibling) = first_and_sibling(owner);
-        let json = serde_json::to_vec(&sibling).unwrap().len();
-        let held_first = CompactPod::new(&first);
-        let held = CompactPod::new(&sibling);
-        assert_eq!(held.pod(), sibling);
+        let pod = sibling(owner, 40);
+        let json = serde_json::to_vec(&pod).unwrap().len();
+        let first = enough_siblings(owner);
+        let held = CompactPod::new(&pod);
+        assert_eq!(held.pod(), pod);
+        // The first pods of a family are held against the typical pod; the rest against
+        // the sibling that made the family's dictionary.
+        let (made_it, before) = first.split_last().unwrap();
+        assert!(before.iter().all(holds_typical));
+        assert!(Arc::ptr_eq(&made_it.dictionary, &held.dictionary));
         // Size guards on what every running pod holds (#21).
         assert!(
-            held_first.heap_bytes() * 3 < json,
+            before[0].heap_bytes() * 3 < json,
             "{} bytes held for {json} of JSON",
-            held_first.heap_bytes()
+            before[0].heap_bytes()
         );
         assert!(
             held.heap_bytes() <= 256,
             "{} bytes held for {json} of JSON",
             held.heap_bytes()
         );
-        // One dictionary for both.
-        assert!(Arc::ptr_eq(&held_first.dictionary, &held.dictionary));
+    }
+
+    #[test]
+    fn a_lone_pod_changing_often_gets_no_dictionary_of_its_own() {
+        let mut pod = sibling("0a1b2c3d-4e5f-6a7b-8c9d-000000000005", 1);
+        for version in 0..10 {
+            pod.metadata.resource_version = Some(format!("{}", 500 + version));
+            assert!(holds_typical(&CompactPod::new(&pod)));
+        }
+    }
+
+    #[test]
+    fn pods_without_an_owner_alike_share_a_dictionary_and_others_do_not() {
+        let ownerless = |n: u32, app: &str| {
+            let mut pod = sibling("", n);
+            pod.metadata.owner_references = None;
+            pod.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+            pod
+        };
+        let held: Vec<CompactPod> = (1..=4)
+            .map(|n| CompactPod::new(&ownerless(n, "loop-a")))
+            .collect();
+        assert!(Arc::ptr_eq(&held[2].dictionary, &held[3].dictionary));
+        assert!(!holds_typical(&held[3]));
+        assert!(
+            held[3].heap_bytes() <= 256,
+            "{} bytes",
+            held[3].heap_bytes()
+        );
+        let other = CompactPod::new(&ownerless(5, "loop-b"));
+        assert!(holds_typical(&other));
+        for (n, held) in (1..).zip(&held) {
+            assert_eq!(held.pod(), ownerless(n, "loop-a"));
+        }
     }
 
     #[test]
     fn the_first_running_sibling_makes_the_dictionary_running_pods_are_held_against() {
         let owner = "0a1b2c3d-4e5f-6a7b-8c9d-000000000004";
-        let mut pending = running_pod(
-            owner,
-            "aaaaa",
-            "11111111-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
-            "",
-            0,
-        );
-        pending.status = None;
-        let (first, sibling) = first_and_sibling(owner);
-        let held_pending = CompactPod::new(&pending);
-        let held_first = CompactPod::new(&first);
-        let held = CompactPod::new(&sibling);
+        let pending = |n: u32| {
+            let mut pod = sibling(owner, n);
+            pod.status = None;
+            pod
+        };
+        let held_pending: Vec<CompactPod> = (1..=u32::from(SIBLINGS_BEFORE_A_DICTIONARY))
+            .map(|n| CompactPod::new(&pending(n)))
+            .collect();
+        let of_pending = held_pending.last().unwrap();
+        assert!(!holds_typical(of_pending));
+        let first_running = CompactPod::new(&sibling(owner, 1));
+        let held = CompactPod::new(&sibling(owner, 2));
         assert!(!Arc::ptr_eq(
-            &held_pending.dictionary,
-            &held_first.dictionary
+            &of_pending.dictionary,
+            &first_running.dictionary
         ));
-        assert!(Arc::ptr_eq(&held_first.dictionary, &held.dictionary));
+        assert!(Arc::ptr_eq(&first_running.dictionary, &held.dictionary));
         // A pending pod held later keeps to the running one's.
-        let again = CompactPod::new(&pending);
+        let again = CompactPod::new(&pending(9));
         assert!(Arc::ptr_eq(&again.dictionary, &held.dictionary));
-        assert_eq!(again.pod(), pending);
-        assert_eq!(held_pending.pod(), pending);
+        assert_eq!(again.pod(), pending(9));
+        assert_eq!(of_pending.pod(), pending(3));
         assert!(held.heap_bytes() <= 256, "{} bytes", held.heap_bytes());
     }
 
     #[test]
-    fn a_controllers_dictionary_goes_with_its_last_pod() {
+    fn a_familys_dictionary_goes_with_its_last_pod() {
         let owner = "0a1b2c3d-4e5f-6a7b-8c9d-000000000003";
-        let pod = running_pod(
-            owner,
-            "x2x4q",
-            "3c1f6d2e-9a1b-4c1d-8e2f-0a1b2c3d4e5f",
-            "10.0.1.7",
-            1,
-        );
-        let held = CompactPod::new(&pod);
-        let dictionary = Arc::downgrade(&held.dictionary);
+        let held = enough_siblings(owner);
+        let dictionary = Arc::downgrade(&held.last().unwrap().dictionary);
+        assert!(dictionary.upgrade().is_some());
         drop(held);
         assert!(dictionary.upgrade().is_none());
+        let pod = sibling(owner, 1);
         assert_eq!(CompactPod::new(&pod).pod(), pod);
     }
 

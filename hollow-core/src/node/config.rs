@@ -12,8 +12,12 @@ use super::{HollowNode, TaintEffect};
 use crate::cadvisor::{Cadvisor, FakeCadvisor};
 use crate::lifecycle::{Lifecycle, NodeFacts};
 use crate::node_status::{FakeNodeStatus, NodeStatusProvider};
-use crate::quantity::is_quantity;
 use crate::runtime::{FakeRuntime, RuntimeService};
+
+mod checks;
+pub use checks::check_hostname;
+pub(crate) use checks::is_dns_subdomain;
+use checks::quantities;
 
 /// The kubelet version a node behaves as until it has read the API server's (the
 /// pinned control plane's; [`crate::version`]).
@@ -560,52 +564,6 @@ impl HollowNodeBuilder {
             ready_timeout: self.ready_timeout,
         })
     }
-}
-
-/// Checks a node's [`hostname`](HollowNodeBuilder::hostname): an IP address or a DNS
-/// subdomain (RFC 1123).
-///
-/// ```
-/// use hollow_core::node::check_hostname;
-///
-/// assert!(check_hostname("10.0.3.7").is_ok());
-/// assert!(check_hostname("fd00::7").is_ok());
-/// assert!(check_hostname("node-7.sim.example.com").is_ok());
-/// assert!(check_hostname("Node_7").is_err());
-/// ```
-pub fn check_hostname(hostname: &str) -> Result<(), ConfigError> {
-    if hostname.parse::<IpAddr>().is_ok() || is_dns_subdomain(hostname) {
-        Ok(())
-    } else {
-        Err(ConfigError::InvalidHostname(hostname.into()))
-    }
-}
-
-/// Whether `name` is a valid DNS subdomain (RFC 1123), as Node names must be.
-pub(crate) fn is_dns_subdomain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-fn quantities(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, Quantity>, ConfigError> {
-    raw.into_iter()
-        .map(|(resource, quantity)| {
-            if is_quantity(&quantity) {
-                Ok((resource, Quantity(quantity)))
-            } else {
-                Err(ConfigError::InvalidQuantity { resource, quantity })
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -194,7 +194,9 @@ pub(crate) fn record(
                 if permit.is_err() {
                     return;
                 }
-                write.send(&api).await
+                // Boxed: an event waiting its turn holds only what it writes, not the
+                // futures of the requests that write it.
+                Box::pin(write.send(&api)).await
             };
             match sent {
                 Ok(()) => return,

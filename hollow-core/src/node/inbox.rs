@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8};
 
 use k8s_openapi::api::core::v1::Pod;
 use parking_lot::{Mutex, MutexGuard};
-use tokio::sync::Semaphore;
 
 use super::compact::CompactPod;
 use super::worker::PodWorker;
@@ -211,20 +210,12 @@ impl Slot {
     }
 }
 
-/// How many pods' passes run at once in a process. A pass holds its pod's object and
-/// the futures of its API and runtime calls (tens of KiB); unbounded, a burst of new
-/// pods (thousands bound at once) would hold them all at the same moment, and the
-/// allocator keeps much of what a peak took. A pod waiting its turn holds its inbox
-/// (where news keeps gathering), nothing more.
-const PASSES_AT_ONCE: usize = 128;
-static PASSES: Semaphore = Semaphore::const_new(PASSES_AT_ONCE);
-
 /// Runs the worker's passes (a new `first` worker's first) once a turn is free, while
 /// there is news, then puts it back with its wake on the timers; drops it once its pod
 /// is gone or its node stopped.
 async fn passes(inbox: Arc<PodInbox>, first: Option<Box<PodWorker>>) {
     // The semaphore is never closed.
-    let Ok(_turn) = PASSES.acquire().await else {
+    let Ok(_turn) = super::pass_bound::turns().0.acquire().await else {
         return;
     };
     let (mut worker, mut news) = match first {

@@ -32,6 +32,7 @@ mod heartbeat;
 mod inbox;
 mod node_status;
 mod object_data;
+mod pass_bound;
 mod phases;
 mod pod_status;
 mod pod_timers;
@@ -70,6 +71,9 @@ pub use config::{
     check_hostname,
 };
 pub use heartbeat::LEASE_NAMESPACE;
+pub use pass_bound::{
+    DEFAULT_POD_PASSES_AT_ONCE, PassBoundAlreadySet, pod_passes_at_once, set_pod_passes_at_once,
+};
 pub use phases::PodPhaseCounts;
 pub use register::deregister;
 pub use taint_effect::TaintEffect;

@@ -1,6 +1,7 @@
 //! Unit tests of `config`.
 
 use super::*;
+use crate::quantity::is_quantity;
 
 #[test]
 fn quantities_are_checked() {

@@ -75,68 +75,12 @@ impl PodWorker {
         // pod is computed again against the pod as read from the API server.
         let mut read = self.shared.traffic.is_none();
         loop {
-            let host_ips: Vec<IpAddr> = self.shared.node_ips().to_vec();
-            let allocated = self.allocated_pod();
-            let resize_conditions = self.resize_conditions();
-            let facts = PodFacts {
-                pod: allocated.as_ref().unwrap_or(&self.pod),
-                resize_conditions: &resize_conditions,
-                init: &self.init,
-                regular: &self.regular,
-                sandbox_ready: self.sandbox.is_some() && !self.sandbox_stopped,
-                sandbox_not_ready: self.sandbox_not_ready(),
-                pod_ips: &self.pod_ips,
-                host_ips: &host_ips,
-                runtime_name: &self.shared.runtime_name,
-                start_time: self.start_time,
-                restart_rules: self.restart_rules(),
-                pod_level_status: self
-                    .shared
-                    .config
-                    .kubelet
-                    .has(crate::version::Behaviour::PodLevelResourcesStatus),
-                forced_phase: if self.deadline_exceeded {
-                    Some("Failed")
-                } else {
-                    phase_override
-                },
-            };
-            let mut status = match &self.rejected {
-                // The kubelet's `rejectPod` sets the phase, reason, message and QoS class,
-                // and its status manager the start time and observed generation
-                // (`updateStatusInternal` in pkg/kubelet/status/status_manager.go); the
-                // conditions stay as they were.
-                Some(rejection) => PodStatus {
-                    phase: Some("Failed".into()),
-                    reason: Some(rejection.reason.clone()),
-                    message: Some(rejection.status_message()),
-                    qos_class: Some(qos_class(&self.pod).into()),
-                    conditions: self.pod.status.as_ref().and_then(|s| s.conditions.clone()),
-                    start_time: self
-                        .pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.start_time.clone())
-                        .or(Some(Time(self.start_time))),
-                    observed_generation: self.pod.metadata.generation,
-                    ..Default::default()
-                },
-                None => compute(&facts, Timestamp::now()),
-            };
-            if self.deadline_exceeded {
-                status.reason = Some("DeadlineExceeded".into());
-                status.message =
-                    Some("Pod was active on the node longer than the specified deadline".into());
-            }
-            let phase = phase_index(status.phase.as_deref().unwrap_or("Unknown"));
-            self.inbox.phase.store(phase, Ordering::Relaxed);
-            let Ok(mut new) = serde_json::to_value(&status) else {
+            // Computed apart: only the patch is held while it is sent (a pass waiting
+            // on the API server holds as little as it can; in a burst of new pods many
+            // wait at once).
+            let Some(mut diff) = self.status_diff(phase_override) else {
                 return false;
             };
-            let observed = serde_json::to_value(self.pod.status.clone().unwrap_or_default())
-                .unwrap_or(Value::Null);
-            null_removed(&observed, &mut new);
-            let mut diff = top_level_diff(&observed, &new);
             if diff.is_empty() {
                 return true;
             }
@@ -188,6 +132,75 @@ impl PodWorker {
                 }
             };
         }
+    }
+
+    /// The status the pod should have, as the top-level fields that differ from the
+    /// status of the worker's copy of the pod (`None` if it cannot be written as JSON);
+    /// publishes the phase computed.
+    fn status_diff(&self, phase_override: Option<&str>) -> Option<Map<String, Value>> {
+        let host_ips: Vec<IpAddr> = self.shared.node_ips().to_vec();
+        let allocated = self.allocated_pod();
+        let resize_conditions = self.resize_conditions();
+        let facts = PodFacts {
+            pod: allocated.as_ref().unwrap_or(&self.pod),
+            resize_conditions: &resize_conditions,
+            init: &self.init,
+            regular: &self.regular,
+            sandbox_ready: self.sandbox.is_some() && !self.sandbox_stopped,
+            sandbox_not_ready: self.sandbox_not_ready(),
+            pod_ips: &self.pod_ips,
+            host_ips: &host_ips,
+            runtime_name: &self.shared.runtime_name,
+            start_time: self.start_time,
+            restart_rules: self.restart_rules(),
+            pod_level_status: self
+                .shared
+                .config
+                .kubelet
+                .has(crate::version::Behaviour::PodLevelResourcesStatus),
+            forced_phase: if self.deadline_exceeded {
+                Some("Failed")
+            } else {
+                phase_override
+            },
+        };
+        let mut status = match &self.rejected {
+            // The kubelet's `rejectPod` sets the phase, reason, message and QoS class,
+            // and its status manager the start time and observed generation
+            // (`updateStatusInternal` in pkg/kubelet/status/status_manager.go); the
+            // conditions stay as they were.
+            Some(rejection) => PodStatus {
+                phase: Some("Failed".into()),
+                reason: Some(rejection.reason.clone()),
+                message: Some(rejection.status_message()),
+                qos_class: Some(qos_class(&self.pod).into()),
+                conditions: self.pod.status.as_ref().and_then(|s| s.conditions.clone()),
+                start_time: self
+                    .pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.start_time.clone())
+                    .or(Some(Time(self.start_time))),
+                observed_generation: self.pod.metadata.generation,
+                ..Default::default()
+            },
+            None => compute(&facts, Timestamp::now()),
+        };
+        if self.deadline_exceeded {
+            status.reason = Some("DeadlineExceeded".into());
+            status.message =
+                Some("Pod was active on the node longer than the specified deadline".into());
+        }
+        let phase = phase_index(status.phase.as_deref().unwrap_or("Unknown"));
+        self.inbox.phase.store(phase, Ordering::Relaxed);
+        let mut new = serde_json::to_value(&status).ok()?;
+        let observed = match &self.pod.status {
+            Some(observed) => serde_json::to_value(observed).unwrap_or(Value::Null),
+            None => Value::Object(Map::new()),
+        };
+        null_removed(&observed, &mut new);
+        let diff = top_level_diff(&observed, &new);
+        Some(diff)
     }
 }
 
