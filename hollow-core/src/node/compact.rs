@@ -14,7 +14,7 @@
 //! the family's pods held since it was made, and dropped with the last of them.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, LazyLock, Weak};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -127,9 +127,7 @@ struct Family {
 
 /// A fixed hash (the same in every process and run) of `value`.
 fn hash_of(value: impl Hash) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    value.hash(&mut hasher);
-    hasher.finish()
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
 }
 
 /// What makes `pod` one of a family: its controller, or without one, its namespace,
@@ -144,16 +142,15 @@ fn family_key(pod: &Pod) -> u64 {
     match controller {
         Some(controller) => hash_of(("controller", &controller.uid)),
         None => {
-            let images = pod.spec.iter().flat_map(|spec| {
+            let mut hasher = BuildHasherDefault::<DefaultHasher>::default().build_hasher();
+            ("pods", &pod.metadata.namespace, &pod.metadata.labels).hash(&mut hasher);
+            if let Some(spec) = &pod.spec {
                 let init = spec.init_containers.iter().flatten();
-                init.chain(&spec.containers).map(|c| c.image.as_deref())
-            });
-            hash_of((
-                "pods",
-                &pod.metadata.namespace,
-                &pod.metadata.labels,
-                images.collect::<Vec<_>>(),
-            ))
+                for container in init.chain(&spec.containers) {
+                    container.image.hash(&mut hasher);
+                }
+            }
+            hasher.finish()
         }
     }
 }
