@@ -107,6 +107,7 @@ pub mod bootstrap;
 pub mod cadvisor;
 pub mod connect;
 pub mod error;
+mod interned;
 #[cfg(feature = "kubelet-api")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kubelet-api")))]
 pub mod kubelet_api;

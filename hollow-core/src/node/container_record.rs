@@ -2,6 +2,7 @@
 //! runtime ids, the state the runtime last reported, its restarts and back-off reason,
 //! and when its probes first succeed.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use super::prober::ContainerProbes;
@@ -13,15 +14,16 @@ use crate::runtime::ContainerState;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ContainerRecord {
     pub kind: ContainerKind,
-    pub name: Box<str>,
-    pub image: Box<str>,
+    /// Held once per process (`crate::interned`), as the image.
+    pub name: std::sync::Arc<str>,
+    pub image: std::sync::Arc<str>,
     /// The current container's runtime id.
     pub id: Option<RuntimeId>,
     /// The previous container's id, kept for its logs until the next restart.
     pub previous_id: Option<Box<RuntimeId>>,
     pub image_ref: Option<std::sync::Arc<str>>,
-    /// The current container's state, once created.
-    pub state: Option<ContainerState>,
+    /// The current container's state, once created (`state`, `set_state`).
+    pub current: Option<HeldState>,
     pub restart_count: u32,
     /// The previous container's exit, shown as `lastState` (boxed, as `waiting`: most
     /// containers never have one, and a record lives as long as its pod).
@@ -39,9 +41,66 @@ pub(crate) struct ContainerRecord {
     pub probes: Option<Box<ContainerProbes>>,
 }
 
+/// A container's state as a record holds it: 16 bytes where a [`ContainerState`]
+/// takes 88 (a record lives as long as its pod, and most containers run; an exit's
+/// reason and message are boxed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeldState {
+    Created(SystemTime),
+    Running(SystemTime),
+    /// Always a [`ContainerState::Exited`].
+    Exited(Box<ContainerState>),
+}
+
+impl From<ContainerState> for HeldState {
+    fn from(state: ContainerState) -> Self {
+        match state {
+            ContainerState::Created { created_at } => HeldState::Created(created_at),
+            ContainerState::Running { started_at } => HeldState::Running(started_at),
+            exited @ ContainerState::Exited { .. } => HeldState::Exited(Box::new(exited)),
+        }
+    }
+}
+
+impl HeldState {
+    /// The state it holds.
+    pub fn get(&self) -> Cow<'_, ContainerState> {
+        match self {
+            HeldState::Created(created_at) => Cow::Owned(ContainerState::Created {
+                created_at: *created_at,
+            }),
+            HeldState::Running(started_at) => Cow::Owned(ContainerState::Running {
+                started_at: *started_at,
+            }),
+            HeldState::Exited(exited) => Cow::Borrowed(exited),
+        }
+    }
+
+    fn into_state(self) -> ContainerState {
+        match self {
+            HeldState::Exited(exited) => *exited,
+            held => held.get().into_owned(),
+        }
+    }
+}
+
 impl ContainerRecord {
+    /// The current container's state, once created.
+    pub fn state(&self) -> Option<Cow<'_, ContainerState>> {
+        self.current.as_ref().map(HeldState::get)
+    }
+
+    pub fn set_state(&mut self, state: Option<ContainerState>) {
+        self.current = state.map(HeldState::from);
+    }
+
+    /// The current container's state, which the record no longer holds.
+    pub fn take_state(&mut self) -> Option<ContainerState> {
+        self.current.take().map(HeldState::into_state)
+    }
+
     pub fn is_running(&self) -> bool {
-        matches!(self.state, Some(ContainerState::Running { .. }))
+        matches!(self.current, Some(HeldState::Running(_)))
     }
 
     /// The current container's id, while it runs.
@@ -53,8 +112,8 @@ impl ContainerRecord {
     }
 
     pub fn exit_code(&self) -> Option<i32> {
-        match self.state {
-            Some(ContainerState::Exited { exit_code, .. }) => Some(exit_code),
+        match self.current.as_ref()?.get().as_ref() {
+            ContainerState::Exited { exit_code, .. } => Some(*exit_code),
             _ => None,
         }
     }
@@ -65,9 +124,9 @@ impl ContainerRecord {
             ContainerKind::Sidecar => {
                 self.restart_count > 0
                     || self
-                        .state
+                        .current
                         .as_ref()
-                        .is_some_and(|s| !matches!(s, ContainerState::Created { .. }))
+                        .is_some_and(|s| !matches!(s, HeldState::Created(_)))
             }
             _ => self.exit_code() == Some(0),
         }
@@ -75,8 +134,8 @@ impl ContainerRecord {
 
     /// When a running container's startup probe first succeeds (at once without one).
     pub fn started_by(&self) -> Option<SystemTime> {
-        match self.state {
-            Some(ContainerState::Running { started_at }) => {
+        match self.current {
+            Some(HeldState::Running(started_at)) => {
                 Some(started_at + Duration::from_secs(self.startup_delay.into()))
             }
             _ => None,
@@ -125,5 +184,43 @@ impl ContainerRecord {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_state_is_the_state_it_was_made_from() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(5);
+        for state in [
+            ContainerState::Created { created_at: at },
+            ContainerState::Running { started_at: at },
+            ContainerState::Exited {
+                started_at: at,
+                finished_at: at + Duration::from_secs(1),
+                exit_code: 137,
+                reason: "OOMKilled".into(),
+                message: Some("killed".into()),
+            },
+        ] {
+            let mut record = ContainerRecord::default();
+            record.set_state(Some(state.clone()));
+            assert_eq!(record.state().as_deref(), Some(&state));
+            assert_eq!(
+                record.is_running(),
+                matches!(state, ContainerState::Running { .. })
+            );
+            assert_eq!(record.take_state(), Some(state));
+            assert!(record.state().is_none());
+        }
+    }
+
+    #[test]
+    fn a_record_is_small() {
+        // Size guard (#21): a record lives as long as its pod, one per container.
+        let size = size_of::<ContainerRecord>();
+        assert!(size <= 160, "{size} bytes");
     }
 }

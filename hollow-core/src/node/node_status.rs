@@ -189,7 +189,7 @@ const MAX_IMAGES: usize = 50;
 /// here is the digest reference; at most [`MAX_IMAGES`]. A fake image has no size, so
 /// `sizeBytes` is left out, as the kubelet leaves out a size of 0.
 pub(crate) fn pulled_images(
-    pulled: &std::collections::HashMap<Box<str>, std::sync::Arc<str>>,
+    pulled: &std::collections::HashMap<std::sync::Arc<str>, std::sync::Arc<str>>,
 ) -> Vec<k8s_openapi::api::core::v1::ContainerImage> {
     let mut images: Vec<(&str, &str)> = pulled
         .iter()

@@ -118,7 +118,8 @@ pub(crate) fn phase(
     let specs = spec.map(|s| &s.containers);
     let (mut running, mut waiting, mut stopped, mut succeeded, mut for_good) = (0, 0, 0, 0, 0);
     for container in regular {
-        let code = match &container.state {
+        let state = container.state();
+        let code = match state.as_deref() {
             Some(ContainerState::Running { .. }) => {
                 running += 1;
                 continue;
@@ -134,7 +135,7 @@ pub(crate) fn phase(
             },
         };
         stopped += 1;
-        if matches!(container.state, Some(ContainerState::Exited { .. })) && code == 0 {
+        if matches!(state.as_deref(), Some(ContainerState::Exited { .. })) && code == 0 {
             succeeded += 1;
         }
         if rules && !restarts(specs, container, code) {
@@ -252,9 +253,9 @@ fn container_status(
         }),
         ..Default::default()
     };
-    let state = match (record.waiting.as_deref(), &record.state) {
+    let state = match (record.waiting.as_deref(), record.state()) {
         (Some((reason, message)), _) => waiting(reason, Some(message.clone())),
-        (None, Some(state)) => api_state(state, container_id.clone()),
+        (None, Some(state)) => api_state(&state, container_id.clone()),
         (None, None) if record.kind == ContainerKind::Regular && initialized => {
             waiting("ContainerCreating", None)
         }

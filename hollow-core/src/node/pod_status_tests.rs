@@ -30,24 +30,27 @@ fn running(name: &str, started: u64) -> ContainerRecord {
         image: "nginx:1.27".into(),
         id: Some(format!("{name}-id").into()),
         image_ref: Some("docker.io/library/nginx@sha256:abc".into()),
-        state: Some(ContainerState::Running {
-            started_at: at(started),
-        }),
+        current: Some(
+            ContainerState::Running {
+                started_at: at(started),
+            }
+            .into(),
+        ),
         ..Default::default()
     }
 }
 
 fn exited(mut record: ContainerRecord, code: i32) -> ContainerRecord {
-    let Some(ContainerState::Running { started_at }) = record.state else {
+    let Some(ContainerState::Running { started_at }) = record.state().as_deref().cloned() else {
         panic!("not running")
     };
-    record.state = Some(ContainerState::Exited {
+    record.set_state(Some(ContainerState::Exited {
         started_at,
         finished_at: at(60),
         exit_code: code,
         reason: if code == 0 { "Completed" } else { "Error" }.into(),
         message: None,
-    });
+    }));
     record
 }
 
@@ -307,7 +310,7 @@ fn crash_loop_back_off_shows_waiting_with_the_last_exit() {
     let crashed = exited(running("c", 1), 1);
     let record = ContainerRecord {
         restart_count: 3,
-        last_exit: crashed.state.clone().map(Box::new),
+        last_exit: crashed.state().map(|s| Box::new(s.into_owned())),
         waiting: Some(Box::new((
             "CrashLoopBackOff".into(),
             "back-off 40s restarting failed container=c pod=p_default(u1)".into(),
@@ -420,13 +423,13 @@ fn an_oom_kill_fails_a_never_pod_with_the_reason() {
     let pod =
         pod(json!({ "restartPolicy": "Never", "containers": [{ "name": "c", "image": "x" }] }));
     let mut killed = running("c", 1);
-    killed.state = Some(ContainerState::Exited {
+    killed.set_state(Some(ContainerState::Exited {
         started_at: at(1),
         finished_at: at(3),
         exit_code: 137,
         reason: "OOMKilled".into(),
         message: None,
-    });
+    }));
     let got = status(&pod, &[], &[killed]);
     assert_eq!(got["phase"], "Failed");
     let terminated = &got["containerStatuses"][0]["state"]["terminated"];

@@ -112,7 +112,7 @@ pub(crate) struct NodeShared {
     /// The images pulled on this node, each with the reference by digest the runtime
     /// answered (for the kubelet's "already present" event and the Node's images).
     /// The reference is shared with the container records of the node's pods.
-    pub(super) images: Mutex<HashMap<Box<str>, Arc<str>>>,
+    pub(super) images: Mutex<HashMap<Arc<str>, Arc<str>>>,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
     /// By pod UID (shared with the pod's worker).
     workers: Mutex<HashMap<Arc<str>, Arc<PodInbox>>>,

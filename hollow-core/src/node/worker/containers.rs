@@ -32,12 +32,12 @@ impl PodWorker {
             if let Some(id) = &record.id {
                 match runtime.container_status(&id.to_string()).await {
                     Ok(status) => {
-                        record.state = Some(status.state);
+                        record.set_state(Some(status.state));
                         record.runtime_ready = status.ready;
                     }
                     Err(error) if error.is_not_found() => {
                         record.id = None;
-                        record.state = None;
+                        record.set_state(None);
                     }
                     Err(error) => tracing::debug!(%error, "container status failed"),
                 }
@@ -258,7 +258,7 @@ impl PodWorker {
             let _ = runtime.remove_container(&older.to_string()).await;
         }
         record.previous_id = record.id.take().map(Box::new);
-        record.last_exit = record.state.take().map(Box::new);
+        record.last_exit = record.take_state().map(Box::new);
         record.restart_count += 1;
         self.start(init, index).await;
     }
@@ -281,8 +281,8 @@ impl PodWorker {
             let _ = runtime.remove_container(&older.to_string()).await;
         }
         record.previous_id = record.id.take().map(Box::new);
-        record.last_exit = exited.or_else(|| record.state.take()).map(Box::new);
-        record.state = None;
+        record.last_exit = exited.or_else(|| record.take_state()).map(Box::new);
+        record.set_state(None);
         record.restart_count += 1;
         self.start(init, index).await;
     }
@@ -557,7 +557,7 @@ impl PodWorker {
         match started {
             Ok((id, status)) => {
                 record.id = Some(id.into());
-                record.state = Some(status.state);
+                record.set_state(Some(status.state));
                 record.runtime_ready = status.ready;
                 record.waiting = None;
                 let name = record.name.clone();

@@ -108,7 +108,7 @@ impl PodWorker {
             &mut self.regular[index]
         };
         if let Some(state @ ContainerState::Exited { .. }) = state {
-            record.state = Some(state);
+            record.set_state(Some(state));
         }
     }
 }

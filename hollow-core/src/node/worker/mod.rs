@@ -162,8 +162,8 @@ fn records(
             };
             ContainerRecord {
                 kind: kind_of(c),
-                name: c.name.as_str().into(),
-                image: c.image.as_deref().unwrap_or_default().into(),
+                name: crate::interned::intern(&c.name),
+                image: crate::interned::intern(c.image.as_deref().unwrap_or_default()),
                 startup_delay: delay(c.startup_probe.as_ref()),
                 readiness_delay: delay(c.readiness_probe.as_ref()),
                 ..Default::default()

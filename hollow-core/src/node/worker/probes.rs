@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::Container;
 
 use super::PodWorker;
+use crate::node::container_record::HeldState;
 use crate::node::events::Kind;
 use crate::node::pod_status::restart_policy;
 use crate::node::prober::{self, Change, ContainerProbes, ProbeKind};
 use crate::node::restart::restarts_after_probe_kill;
-use crate::runtime::{ContainerState, ProbeOutcome};
+use crate::runtime::ProbeOutcome;
 
 impl PodWorker {
     /// Asks every probe that is due; `nudged`: the runtime told of a change (an exec
@@ -51,9 +52,9 @@ impl PodWorker {
         let Some(record) = self.records_mut(init).get_mut(index) else {
             return;
         };
-        let (Some(id), Some(&ContainerState::Running { started_at })) = (
+        let (Some(id), Some(&HeldState::Running(started_at))) = (
             record.id.as_ref().map(ToString::to_string),
-            record.state.as_ref(),
+            record.current.as_ref(),
         ) else {
             return;
         };
@@ -205,7 +206,7 @@ impl PodWorker {
         if let Some(record) = self.records_mut(init).get_mut(index)
             && let Ok(status) = runtime.container_status(id).await
         {
-            record.state = Some(status.state);
+            record.set_state(Some(status.state));
         }
     }
 

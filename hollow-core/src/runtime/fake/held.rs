@@ -21,8 +21,9 @@ pub(super) enum Held {
 
 /// What a plain container's status, logs and port forwards show.
 pub(super) struct Plain {
-    name: Box<str>,
-    image: Box<str>,
+    /// Held once per process (`crate::interned`), as the image.
+    name: std::sync::Arc<str>,
+    image: std::sync::Arc<str>,
     /// The pod's UID, namespace and name, one after the other.
     pod: Box<str>,
     /// Where the namespace and the name end in `pod`.
@@ -65,8 +66,8 @@ impl Held {
             )
             .into(),
             pod_ends: [uid_end, namespace_end],
-            name: config.name.into(),
-            image: config.image.into(),
+            name: crate::interned::intern(&config.name),
+            image: crate::interned::intern(&config.image),
             command: config.command.into(),
             ports: config.ports.into(),
             attempt: config.attempt,
