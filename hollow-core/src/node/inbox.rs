@@ -19,6 +19,8 @@ use super::worker::PodWorker;
 /// it has yet to take, a nudge when its containers change, and the phase it last
 /// computed. One allocation per pod, with the worker's own (boxed) state.
 pub(crate) struct PodInbox {
+    /// The pod's UID (the key of the node's table of pods).
+    pub uid: super::pod_uid::PodUid,
     slot: Mutex<Slot>,
     /// The phase the worker last computed, as a [`phase_index`](super::phases::phase_index).
     pub phase: AtomicU8,
@@ -63,8 +65,9 @@ pub(crate) enum News {
 }
 
 impl PodInbox {
-    pub(crate) fn new(pod: &Pod) -> Self {
+    pub(crate) fn new(uid: super::pod_uid::PodUid, pod: &Pod) -> Self {
         Self {
+            uid,
             slot: Mutex::new(Slot {
                 taken: CompactPod::new(pod),
                 fresh: None,
@@ -279,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_inbox_hands_over_the_latest_pod_nudges_and_the_end() {
-        let inbox = Arc::new(PodInbox::new(&pod("1")));
+        let inbox = Arc::new(PodInbox::new("1".into(), &pod("1")));
         inbox.offer(pod("2"));
         inbox.nudge();
         inbox.offer(pod("3"));
@@ -319,7 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wake_asked_for_before_the_latest_pass_is_void() {
-        let inbox = Arc::new(PodInbox::new(&pod("1")));
+        let inbox = Arc::new(PodInbox::new("1".into(), &pod("1")));
         inbox.nudge();
         assert!(matches!(inbox.news(), Some(News::Nudged)));
         let pass = inbox.slot.lock().passes;

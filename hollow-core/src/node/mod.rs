@@ -36,6 +36,7 @@ mod pass_bound;
 mod phases;
 mod pod_status;
 mod pod_timers;
+mod pod_uid;
 mod pods;
 mod prober;
 mod references;

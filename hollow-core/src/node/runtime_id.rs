@@ -25,11 +25,16 @@ impl From<String> for RuntimeId {
 
 /// The bytes of an id of 64 lowercase hex characters.
 fn decode(id: &str) -> Option<[u8; 32]> {
-    if id.len() != 64 {
+    lower_hex_bytes(id.as_bytes())
+}
+
+/// The bytes `hex` (lowercase hex digits, two a byte) spells; `None` for anything else.
+pub(super) fn lower_hex_bytes<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+    if hex.len() != 2 * N {
         return None;
     }
-    let mut bytes = [0u8; 32];
-    for (pair, byte) in id.as_bytes().chunks(2).zip(&mut bytes) {
+    let mut bytes = [0u8; N];
+    for (pair, byte) in hex.chunks(2).zip(&mut bytes) {
         *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
     }
     Some(bytes)

@@ -1,7 +1,8 @@
 //! The state one node's tasks share: its configuration, client, runtime, pod workers.
 
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use kube::Api;
 use tokio::sync::{Notify, broadcast};
 
 pub(crate) use super::inbox::PodInbox;
+use super::pod_uid::PodUid;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -114,8 +116,8 @@ pub(crate) struct NodeShared {
     /// The reference is shared with the container records of the node's pods.
     pub(super) images: Mutex<HashMap<Arc<str>, Arc<str>>>,
     pod_cidr: tokio::sync::Mutex<Option<String>>,
-    /// By pod UID (shared with the pod's worker).
-    workers: Mutex<HashMap<Arc<str>, Arc<PodInbox>>>,
+    /// By pod UID.
+    workers: Mutex<HashSet<ByUid>>,
     /// The queue of its pods' wakes: the process's, given by its router, or the
     /// node's own, made at its first pod.
     pub(super) pod_timers: OnceLock<super::pod_timers::PodTimers>,
@@ -150,7 +152,7 @@ impl NodeShared {
             found: Default::default(),
             images: Mutex::new(Default::default()),
             pod_cidr: tokio::sync::Mutex::new(None),
-            workers: Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashSet::new()),
             pod_timers: OnceLock::new(),
             traffic: (config.traffic == super::TrafficProfile::Kubelet).then(Box::default),
             config,
@@ -219,8 +221,10 @@ impl NodeShared {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
+        let uid = PodUid::from(uid.as_str());
         let mut workers = self.workers.lock();
-        if let Some(inbox) = workers.get(uid.as_str()).cloned() {
+        if let Some(ByUid(inbox)) = workers.get(&uid) {
+            let inbox = inbox.clone();
             drop(workers);
             inbox.offer(slimmed(pod));
             return;
@@ -233,11 +237,10 @@ impl NodeShared {
             .and_then(|_| super::traffic::PodTraffic::of(&pod));
         let pod = Arc::new(slimmed(pod));
         self.listen_to_runtime();
-        let uid: Arc<str> = uid.into_boxed_str().into();
-        let inbox = Arc::new(PodInbox::new(&pod));
-        workers.insert(uid.clone(), inbox.clone());
+        let inbox = Arc::new(PodInbox::new(uid, &pod));
+        workers.insert(ByUid(inbox.clone()));
         drop(workers);
-        let worker = PodWorker::new(self.clone(), inbox.clone(), pod, uid, volume_needs, traffic);
+        let worker = PodWorker::new(self.clone(), inbox.clone(), pod, volume_needs, traffic);
         inbox.start(worker);
     }
 
@@ -249,7 +252,7 @@ impl NodeShared {
     /// Ends the workers of the node's pods (the node stopped): each drops its state,
     /// at once or when its pass ends.
     pub(crate) fn end_pod_workers(&self) {
-        for inbox in self.workers.lock().values() {
+        for ByUid(inbox) in self.workers.lock().iter() {
             inbox.end();
         }
     }
@@ -271,7 +274,7 @@ impl NodeShared {
     /// The latest object of every pod the node runs.
     pub(crate) fn pods(&self) -> Vec<Arc<Pod>> {
         // Read back outside the lock: each is an inflate and a parse.
-        let inboxes: Vec<Arc<PodInbox>> = self.workers.lock().values().cloned().collect();
+        let inboxes: Vec<Arc<PodInbox>> = self.workers.lock().iter().map(ByUid::inbox).collect();
         inboxes.iter().filter_map(|inbox| inbox.pod()).collect()
     }
 
@@ -286,30 +289,32 @@ impl NodeShared {
             )
         };
         let own = key(pod);
-        let mut others = self.other_active_pods(pod.metadata.uid.as_deref().unwrap_or_default());
+        let mut others = self.other_active_pods(&PodUid::from(
+            pod.metadata.uid.as_deref().unwrap_or_default(),
+        ));
         others.retain(|other| key(other) < own);
         others
     }
 
     /// The node's pods that are not finished, but the one with `uid`.
-    pub(crate) fn other_active_pods(&self, uid: &str) -> Vec<Arc<Pod>> {
+    pub(crate) fn other_active_pods(&self, uid: &PodUid) -> Vec<Arc<Pod>> {
         // Chosen by key and phase under the lock, read back outside it.
         let inboxes: Vec<Arc<PodInbox>> = self
             .workers
             .lock()
             .iter()
-            .filter(|(key, inbox)| {
-                &***key != uid && !matches!(inbox.phase.load(Ordering::Relaxed), 2 | 3)
+            .filter(|ByUid(inbox)| {
+                inbox.uid != *uid && !matches!(inbox.phase.load(Ordering::Relaxed), 2 | 3)
             })
-            .map(|(_, inbox)| inbox.clone())
+            .map(ByUid::inbox)
             .collect();
         inboxes.iter().filter_map(|inbox| inbox.pod()).collect()
     }
 
     /// Tells a pod's worker the pod is gone from the API: it cleans up and ends.
     pub(crate) fn remove_pod(&self, uid: &str) {
-        let inbox = self.workers.lock().remove(uid);
-        if let Some(inbox) = inbox {
+        let removed = self.workers.lock().take(&PodUid::from(uid));
+        if let Some(ByUid(inbox)) = removed {
             inbox.close();
             self.retry_pending_resizes();
         }
@@ -319,7 +324,7 @@ impl NodeShared {
     /// finished, or another was resized (the allocation manager's
     /// `RetryPendingResizes` triggers).
     pub(crate) fn retry_pending_resizes(&self) {
-        for inbox in self.workers.lock().values() {
+        for ByUid(inbox) in self.workers.lock().iter() {
             if inbox.resize_pending.load(Ordering::Relaxed) {
                 inbox.nudge();
             }
@@ -330,8 +335,8 @@ impl NodeShared {
     pub(crate) fn pod_uids(&self) -> Vec<String> {
         self.workers
             .lock()
-            .keys()
-            .map(|uid| uid.to_string())
+            .iter()
+            .map(|ByUid(inbox)| inbox.uid.to_string())
             .collect()
     }
 
@@ -340,8 +345,8 @@ impl NodeShared {
         let workers = self.workers.lock();
         super::PodPhaseCounts::count(
             workers
-                .values()
-                .map(|inbox| inbox.phase.load(Ordering::Relaxed)),
+                .iter()
+                .map(|ByUid(inbox)| inbox.phase.load(Ordering::Relaxed)),
         )
     }
 
@@ -351,12 +356,12 @@ impl NodeShared {
         let workers = self.workers.lock();
         match event {
             Ok(event) => {
-                if let Some(inbox) = workers.get(event.pod_uid.as_str()) {
+                if let Some(ByUid(inbox)) = workers.get(&PodUid::from(event.pod_uid.as_str())) {
                     inbox.nudge();
                 }
             }
             Err(_) => {
-                for inbox in workers.values() {
+                for ByUid(inbox) in workers.iter() {
                     inbox.nudge();
                 }
             }
@@ -442,3 +447,33 @@ pub(crate) fn derived_pod_cidr(name: &str) -> String {
 #[cfg(test)]
 #[path = "shared_tests.rs"]
 mod tests;
+
+/// A pod's inbox in its node's table, found by the pod's UID (which the inbox holds,
+/// so the table keeps one pointer a pod).
+struct ByUid(Arc<PodInbox>);
+
+impl ByUid {
+    fn inbox(&self) -> Arc<PodInbox> {
+        self.0.clone()
+    }
+}
+
+impl Borrow<PodUid> for ByUid {
+    fn borrow(&self) -> &PodUid {
+        &self.0.uid
+    }
+}
+
+impl PartialEq for ByUid {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.uid == other.0.uid
+    }
+}
+
+impl Eq for ByUid {}
+
+impl Hash for ByUid {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.uid.hash(state);
+    }
+}

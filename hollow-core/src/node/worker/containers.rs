@@ -206,7 +206,7 @@ impl PodWorker {
         events::pod_reference(
             self.pod.metadata.namespace.as_deref().unwrap_or("default"),
             self.name(),
-            &self.uid,
+            &self.inbox.uid.to_string(),
             field_path,
         )
     }
@@ -231,7 +231,7 @@ impl PodWorker {
                 backoff.delay.as_secs(),
                 self.name(),
                 self.pod.metadata.namespace.as_deref().unwrap_or_default(),
-                self.uid,
+                self.inbox.uid,
             );
             self.record(init, index).waiting = Some(Box::new(("CrashLoopBackOff".into(), message)));
             // pkg/kubelet/kuberuntime/kuberuntime_manager.go (doBackOff).
@@ -244,7 +244,7 @@ impl PodWorker {
                     "Back-off restarting failed container {name} in pod {}_{}({})",
                     self.name(),
                     self.pod.metadata.namespace.as_deref().unwrap_or_default(),
-                    self.uid,
+                    self.inbox.uid,
                 ),
             );
             return;
@@ -494,7 +494,7 @@ impl PodWorker {
             image: record.image.to_string(),
             kind: record.kind,
             attempt: record.restart_count,
-            pod_uid: self.uid.to_string(),
+            pod_uid: self.inbox.uid.to_string(),
             pod_namespace: meta.namespace.clone().unwrap_or_default(),
             pod_name: meta.name.clone().unwrap_or_default(),
             hostname: crate::node::container_env::pod_hostname(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::PodWorker;
+use crate::node::pod_uid::PodUid;
 
 /// When a token renewal that failed is tried again: the volume manager remounts a
 /// pod's projected volumes about once a minute (its pod sync period).
@@ -106,7 +107,12 @@ impl PodWorker {
         let mut first = MAX_RENEWAL;
         for source in self.traffic.iter().flat_map(|t| t.tokens.iter()) {
             let renew_after = source
-                .request(&self.shared.client, namespace, self.name(), &self.uid)
+                .request(
+                    &self.shared.client,
+                    namespace,
+                    self.name(),
+                    &self.inbox.uid.to_string(),
+                )
                 .await
                 .map_err(|error| (source.volume.to_string(), error))?;
             first = first.min(renew_after);
@@ -118,7 +124,10 @@ impl PodWorker {
     /// (`syncPod` in pkg/kubelet/status/status_manager.go); the pod read is taken in.
     pub(super) async fn read_for_patch(&mut self) -> Read {
         match self.pods_api().get_opt(self.name()).await {
-            Ok(Some(pod)) if pod.metadata.uid.as_deref() == Some(&*self.uid) => {
+            Ok(Some(pod))
+                if pod.metadata.uid.as_deref().map(PodUid::from).as_ref()
+                    == Some(&self.inbox.uid) =>
+            {
                 self.take_read(pod);
                 Read::Fresh
             }

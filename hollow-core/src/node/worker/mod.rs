@@ -108,8 +108,6 @@ pub(crate) struct PodWorker {
     pod: Arc<Pod>,
     /// Newer pod objects, nudges, and where the phase last computed is published.
     inbox: Arc<PodInbox>,
-    /// The pod's UID (shared with the node's table of pods).
-    uid: Arc<str>,
     sandbox: Option<super::runtime_id::RuntimeId>,
     sandbox_stopped: bool,
     pod_ips: Box<[IpAddr]>,
@@ -177,7 +175,6 @@ impl PodWorker {
         shared: Arc<NodeShared>,
         inbox: Arc<PodInbox>,
         pod: Arc<Pod>,
-        uid: Arc<str>,
         volume_needs: Option<Box<[VolumeNeed]>>,
         traffic: Option<Box<PodTraffic>>,
     ) -> Self {
@@ -200,7 +197,6 @@ impl PodWorker {
             Some("Succeeded" | "Failed")
         );
         Self {
-            uid,
             shared,
             // Read back from the inbox for the first pass: a worker waiting its turn
             // holds no pod object.
@@ -237,7 +233,7 @@ impl PodWorker {
         PodSandboxConfig {
             name: meta.name.clone().unwrap_or_default(),
             namespace: meta.namespace.clone().unwrap_or_default(),
-            uid: self.uid.to_string(),
+            uid: self.inbox.uid.to_string(),
             host_network: self
                 .pod
                 .spec

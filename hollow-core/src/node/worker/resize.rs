@@ -161,7 +161,7 @@ impl PodWorker {
             self.resize_infeasible(&message, generation);
             return;
         }
-        let others = self.shared.other_active_pods(&self.uid);
+        let others = self.shared.other_active_pods(&self.inbox.uid);
         let others: Vec<&Pod> = others.iter().map(AsRef::as_ref).collect();
         let verdict = admit(&self.pod, &allocatable, &others, None);
         let now = Timestamp::now();

@@ -47,7 +47,7 @@ impl PodWorker {
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
-                uid: Some(self.uid.to_string()),
+                uid: Some(self.inbox.uid.to_string()),
                 resource_version: None,
             }),
             ..Default::default()
@@ -107,7 +107,8 @@ impl PodWorker {
                     .collect();
                 diff.insert("$setElementOrder/conditions".into(), Value::Array(order));
             }
-            let patch = json!({ "metadata": { "uid": &*self.uid }, "status": diff });
+            let patch =
+                json!({ "metadata": { "uid": self.inbox.uid.to_string() }, "status": diff });
             return match self
                 .pods_api()
                 .patch_status(
