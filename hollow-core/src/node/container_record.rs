@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::prober::ContainerProbes;
 use super::runtime_id::RuntimeId;
 use crate::pod::ContainerKind;
-use crate::runtime::ContainerState;
+use crate::runtime::{ContainerState, HeldState};
 
 /// What the engine knows of one container of the pod (one per spec entry).
 #[derive(Debug, Clone, Default)]
@@ -39,49 +39,6 @@ pub(crate) struct ContainerRecord {
     pub runtime_ready: Option<bool>,
     /// The probes of the current container, where it has any.
     pub probes: Option<Box<ContainerProbes>>,
-}
-
-/// A container's state as a record holds it: 16 bytes where a [`ContainerState`]
-/// takes 88 (a record lives as long as its pod, and most containers run; an exit's
-/// reason and message are boxed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum HeldState {
-    Created(SystemTime),
-    Running(SystemTime),
-    /// Always a [`ContainerState::Exited`].
-    Exited(Box<ContainerState>),
-}
-
-impl From<ContainerState> for HeldState {
-    fn from(state: ContainerState) -> Self {
-        match state {
-            ContainerState::Created { created_at } => HeldState::Created(created_at),
-            ContainerState::Running { started_at } => HeldState::Running(started_at),
-            exited @ ContainerState::Exited { .. } => HeldState::Exited(Box::new(exited)),
-        }
-    }
-}
-
-impl HeldState {
-    /// The state it holds.
-    pub fn get(&self) -> Cow<'_, ContainerState> {
-        match self {
-            HeldState::Created(created_at) => Cow::Owned(ContainerState::Created {
-                created_at: *created_at,
-            }),
-            HeldState::Running(started_at) => Cow::Owned(ContainerState::Running {
-                started_at: *started_at,
-            }),
-            HeldState::Exited(exited) => Cow::Borrowed(exited),
-        }
-    }
-
-    fn into_state(self) -> ContainerState {
-        match self {
-            HeldState::Exited(exited) => *exited,
-            held => held.get().into_owned(),
-        }
-    }
 }
 
 impl ContainerRecord {

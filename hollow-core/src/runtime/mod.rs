@@ -17,6 +17,7 @@
 //! ```
 
 mod fake;
+mod held_state;
 mod probe;
 mod streaming;
 mod types;
@@ -32,6 +33,7 @@ use crate::error::{Error, Result};
 pub use fake::annotations;
 pub use fake::{Behavior, ExecOutput, FakeRuntime, RuntimeCall, RuntimeMethod};
 pub(crate) use fake::{reads_files, runs_in_userland};
+pub(crate) use held_state::HeldState;
 pub use probe::{ProbeAction, ProbeOutcome, ProbeReport};
 pub use streaming::{Input, Output, PortStream, Process, ProcessIo, TerminalSize};
 pub use types::{

@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::Container;
 
 use super::PodWorker;
-use crate::node::container_record::HeldState;
 use crate::node::events::Kind;
 use crate::node::pod_status::restart_policy;
 use crate::node::prober::{self, Change, ContainerProbes, ProbeKind};
 use crate::node::restart::restarts_after_probe_kill;
+use crate::runtime::HeldState;
 use crate::runtime::ProbeOutcome;
 
 impl PodWorker {

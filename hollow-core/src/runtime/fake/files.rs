@@ -1,6 +1,7 @@
 //! A container's files as the userland sees them (its image's, then what its command
 //! wrote, then what `kubectl exec` changed), and the probes that read them.
 
+use crate::runtime::HeldState;
 use std::time::{Duration, SystemTime};
 
 use super::FakeRuntime;
@@ -39,7 +40,7 @@ impl Container {
     /// The container's files at `now` (an exited one's as it left them), and when its
     /// command next changes them.
     pub(super) fn files_at(&self, now: SystemTime) -> (Fs, Option<SystemTime>) {
-        let (started_at, until) = match self.state {
+        let (started_at, until) = match *self.state.get() {
             ContainerState::Running { started_at } => (started_at, now),
             ContainerState::Exited {
                 started_at,
@@ -53,7 +54,7 @@ impl Container {
         if let Some(diff) = &self.files_diff {
             fs.apply(diff);
         }
-        let running = matches!(self.state, ContainerState::Running { .. });
+        let running = matches!(self.state, HeldState::Running(_));
         (fs, next.filter(|_| running).map(|next| started_at + next))
     }
 }
@@ -103,7 +104,7 @@ impl State {
             .map(|(key, c)| (key, &**c))
             .collect();
         // Keys order as their ids do (an id begins with its key's hex).
-        sharing.sort_by_key(|(key, c)| (started_at(&c.state), *key));
+        sharing.sort_by_key(|(key, c)| (started_at(&c.state.get()), *key));
         let mut files = Vec::new();
         let mut next = None;
         for (_, other) in sharing {

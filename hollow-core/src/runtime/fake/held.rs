@@ -217,7 +217,7 @@ mod tests {
             size_of::<Held>(),
             size_of::<super::super::state::Container>(),
         );
-        assert!(sizes.0 <= 112 && sizes.1 <= 232, "{sizes:?} bytes");
+        assert!(sizes.0 <= 112 && sizes.1 <= 152, "{sizes:?} bytes");
     }
 
     #[test]

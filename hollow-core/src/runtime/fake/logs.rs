@@ -21,7 +21,8 @@ pub(super) fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogL
     if userland::runs(&c.command) {
         return userland_logs(container, now);
     }
-    let (started_at, end, exit) = match &container.state {
+    let state = container.state.get();
+    let (started_at, end, exit) = match &*state {
         ContainerState::Created { .. } => return Vec::new(),
         ContainerState::Running { started_at } => (*started_at, now, None),
         ContainerState::Exited {
@@ -73,7 +74,7 @@ pub(super) fn generated_logs(container: &Container, now: SystemTime) -> Vec<LogL
 /// again from its command and environment: nothing of it is stored.
 fn userland_logs(container: &Container, now: SystemTime) -> Vec<LogLine> {
     let c = container.held.config();
-    let (started_at, end) = match &container.state {
+    let (started_at, end) = match &*container.state.get() {
         ContainerState::Created { .. } => return Vec::new(),
         ContainerState::Running { started_at } => (*started_at, now),
         ContainerState::Exited {

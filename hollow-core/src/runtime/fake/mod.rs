@@ -34,12 +34,13 @@ mod streaming;
 mod termination;
 mod userland;
 
+use crate::runtime::HeldState;
 use std::sync::Arc;
 
 use parking_lot::MutexGuard;
 
 use self::state::{Inner, State};
-use super::types::{ContainerConfig, ContainerState};
+use super::types::ContainerConfig;
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
 
@@ -327,7 +328,7 @@ impl FakeRuntime {
             .containers
             .iter()
             .filter(|(_, c)| c.held.pod_name() == pod_name && c.held.name() == name)
-            .filter(|(_, c)| matches!(c.state, ContainerState::Running { .. }))
+            .filter(|(_, c)| matches!(c.state, HeldState::Running(_)))
             .map(|(key, _)| key.id())
             .collect()
     }

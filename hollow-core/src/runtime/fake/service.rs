@@ -1,6 +1,7 @@
 //! The [`RuntimeService`] the fake is: each call is recorded, may fail on script, and
 //! works on the in-memory state.
 
+use crate::runtime::HeldState;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -24,8 +25,8 @@ use crate::runtime::RuntimeService;
 use crate::runtime::probe::{ProbeAction, ProbeReport};
 use crate::runtime::streaming::{PortStream, Process};
 use crate::runtime::types::{
-    ContainerConfig, ContainerEvent, ContainerState, ContainerStatus, LogLine, PodAction,
-    PodSandboxConfig, PodSandboxStatus, RuntimeVersion, SandboxState,
+    ContainerConfig, ContainerEvent, ContainerStatus, LogLine, PodAction, PodSandboxConfig,
+    PodSandboxStatus, RuntimeVersion, SandboxState,
 };
 
 #[async_trait]
@@ -156,9 +157,7 @@ impl RuntimeService for FakeRuntime {
             Box::new(Container {
                 held: Held::Full(Box::new(config)),
                 sandbox: sandbox_key,
-                state: ContainerState::Created {
-                    created_at: SystemTime::now(),
-                },
+                state: HeldState::Created(SystemTime::now()),
                 ready: None,
                 files_diff: None,
                 exit_at: None,
@@ -176,7 +175,7 @@ impl RuntimeService for FakeRuntime {
                 .containers
                 .get_mut(container_id)
                 .ok_or_else(|| Error::not_found("container", container_id))?;
-            if !matches!(container.state, ContainerState::Created { .. }) {
+            if !matches!(container.state, HeldState::Created(_)) {
                 return Err(Error::InvalidInput(format!(
                     "container {container_id} was started before"
                 )));
@@ -186,9 +185,7 @@ impl RuntimeService for FakeRuntime {
                 script.as_ref(),
                 lifecycle.as_deref(),
             )?;
-            container.state = ContainerState::Running {
-                started_at: SystemTime::now(),
-            };
+            container.state = HeldState::Running(SystemTime::now());
             if lifecycle.is_none() {
                 // Without a lifecycle (whose deletion rules match them when the
                 // container stops), the pod's labels and annotations are read only
@@ -221,7 +218,7 @@ impl RuntimeService for FakeRuntime {
             .containers
             .get(container_id)
             .ok_or_else(|| Error::not_found("container", container_id))?;
-        if !matches!(container.state, ContainerState::Running { .. }) {
+        if !matches!(container.state, HeldState::Running(_)) {
             return Err(Error::InvalidInput(format!(
                 "container {container_id} is not running"
             )));
@@ -339,7 +336,7 @@ impl RuntimeService for FakeRuntime {
         }
         let listening = state.containers.values().any(|c| {
             c.sandbox.id() == sandbox_id
-                && matches!(c.state, ContainerState::Running { .. })
+                && matches!(c.state, HeldState::Running(_))
                 && c.held.ports().contains(&port)
         });
         if !listening {

@@ -1,6 +1,7 @@
 //! What a [`FakeRuntime`](super::FakeRuntime) remembers (sandboxes, containers, the
 //! scripts it follows) and the channels it tells its subscribers on.
 
+use crate::runtime::HeldState;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, OnceLock};
@@ -151,7 +152,7 @@ impl State {
             .containers
             .get(container_id)
             .ok_or_else(|| Error::not_found("container", container_id))?;
-        match container.state {
+        match *container.state.get() {
             ContainerState::Running { .. } => Ok(container),
             _ => Err(Error::InvalidInput(format!(
                 "container {container_id} is not running"
@@ -173,7 +174,8 @@ pub(super) struct Container {
     pub(super) held: Held,
     /// Its sandbox's key.
     pub(super) sandbox: IdKey,
-    pub(super) state: ContainerState,
+    /// (Held in 16 bytes: a container lives as long as its pod.)
+    pub(super) state: HeldState,
     /// Set by lifecycle steps; `None` leaves readiness to the engine.
     pub(super) ready: Option<bool>,
     /// What `kubectl exec` changed in its files, once something was.
@@ -186,7 +188,7 @@ pub(super) struct Container {
 impl Container {
     /// Moves a running container to Exited; returns the event to publish.
     pub(super) fn exit(&mut self, id: &str, code: i32, reason: &str) -> Option<ContainerEvent> {
-        let ContainerState::Running { started_at } = self.state else {
+        let HeldState::Running(started_at) = self.state else {
             return None;
         };
         let finished_at = SystemTime::now();
@@ -197,7 +199,8 @@ impl Container {
             exit_code: code,
             reason: reason.to_string(),
             message,
-        };
+        }
+        .into();
         Some(self.event(id))
     }
 
@@ -206,7 +209,7 @@ impl Container {
         ContainerEvent {
             container_id: id.to_string(),
             pod_uid: self.held.pod_uid().to_string(),
-            state: self.state.clone(),
+            state: self.state.get().into_owned(),
         }
     }
 
@@ -221,7 +224,7 @@ impl Container {
             image: self.held.image().to_string(),
             // Derived from the image name, not kept.
             image_ref: super::ids::image_ref(self.held.image()),
-            state: self.state.clone(),
+            state: self.state.get().into_owned(),
             ready: self.ready,
         }
     }

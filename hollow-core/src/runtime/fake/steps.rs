@@ -1,6 +1,7 @@
 //! The step player: which [`Behavior`] a starting container follows, and the playing
 //! of its steps in the background.
 
+use crate::runtime::HeldState;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use crate::lifecycle::{
     ContainerFacts, ContainerStep, EventStep, EventType, Lifecycle, MIN_REPEAT_PERIOD,
 };
 use crate::pod::ContainerKind;
-use crate::runtime::types::{ContainerConfig, ContainerState, PodAction, PodActionKind};
+use crate::runtime::types::{ContainerConfig, PodAction, PodActionKind};
 
 /// The pod facts lifecycle rules match a container against.
 pub(super) fn container_facts(config: &ContainerConfig) -> ContainerFacts<'_> {
@@ -125,7 +126,7 @@ pub(super) fn apply_step(inner: &Inner, container_id: &str, step: &ContainerStep
     let Some(container) = state.containers.get_mut(container_id) else {
         return false;
     };
-    if !matches!(container.state, ContainerState::Running { .. }) {
+    if !matches!(container.state, HeldState::Running(_)) {
         return false;
     }
     let action = |kind| {

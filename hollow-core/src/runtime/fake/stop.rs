@@ -3,6 +3,7 @@
 //! command the userland runs ignores SIGTERM and is killed when its grace period ends,
 //! as a shell or `sleep` as a container's first process is.
 
+use crate::runtime::HeldState;
 use std::time::{Duration, SystemTime};
 
 use super::FakeRuntime;
@@ -10,7 +11,7 @@ use super::state::Container;
 use super::steps::container_facts;
 use super::userland::{self, End};
 use crate::lifecycle::DeletionStep;
-use crate::runtime::types::{ContainerState, PodAction, PodActionKind};
+use crate::runtime::types::{PodAction, PodActionKind};
 
 impl FakeRuntime {
     /// Stops a container of a pod being deleted as the lifecycle's deletion rules say,
@@ -33,7 +34,7 @@ impl FakeRuntime {
             else {
                 return 0;
             };
-            if !matches!(container.state, ContainerState::Running { .. }) {
+            if !matches!(container.state, HeldState::Running(_)) {
                 return 0;
             }
             let config = container.held.config().into_owned();
@@ -84,7 +85,7 @@ impl FakeRuntime {
 /// the userland. `Some` with when it ends by itself (as its timed exit says), if it
 /// ignores it.
 fn ignores_sigterm(container: &Container) -> Option<Option<(tokio::time::Instant, i32)>> {
-    let ContainerState::Running { started_at } = container.state else {
+    let HeldState::Running(started_at) = container.state else {
         return None;
     };
     if !userland::runs(&container.held.config().command) {

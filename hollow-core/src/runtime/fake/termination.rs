@@ -4,6 +4,7 @@
 //! `terminationMessagePath` (its last 4 KiB), else, with `FallbackToLogsOnError` and a
 //! non-zero exit code, the last 80 lines of its log (their last 2 KiB).
 
+use crate::runtime::HeldState;
 use std::time::SystemTime;
 
 use super::logs::generated_logs;
@@ -50,7 +51,7 @@ pub(super) fn termination_message(
 
 /// The file at `path` as the container's command left it by `now`.
 fn written_file(container: &Container, path: &str, now: SystemTime) -> Option<String> {
-    let crate::runtime::ContainerState::Running { started_at } = container.state else {
+    let HeldState::Running(started_at) = container.state else {
         return None;
     };
     let c = container.held.config();
