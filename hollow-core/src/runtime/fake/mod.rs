@@ -188,9 +188,16 @@ impl FakeRuntime {
         self
     }
 
-    /// Replaces the lifecycle; containers started from now on follow it.
+    /// Replaces the lifecycle; containers started from now on follow it. One with no
+    /// container, pull or deletion rule (the `fast` preset) plays as none: the runtime
+    /// then keeps only what a plain container shows, and a container that ignores
+    /// SIGTERM outlasts its stop as without a lifecycle.
     pub fn set_lifecycle(&self, lifecycle: impl Into<Arc<Lifecycle>>) {
-        self.lock().lifecycle = Some(lifecycle.into());
+        let lifecycle: Arc<Lifecycle> = lifecycle.into();
+        let plays = !(lifecycle.containers.is_empty()
+            && lifecycle.pulls.is_empty()
+            && lifecycle.deletions.is_empty());
+        self.lock().lifecycle = plays.then_some(lifecycle);
     }
 
     /// Scripts what containers do once started.

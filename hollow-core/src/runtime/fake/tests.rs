@@ -450,3 +450,38 @@ async fn termination_messages_come_from_the_file_or_the_log() {
     let id = started(&fake, file_policy).await;
     assert_eq!(exited(fake.clone(), id).await, None);
 }
+
+#[tokio::test]
+async fn a_lifecycle_without_container_pull_or_deletion_rules_plays_as_none() {
+    // hollow-kubelet's default, the `fast` preset: a plain container keeps only what
+    // it shows, as without a lifecycle.
+    let fake = FakeRuntime::default().with_lifecycle(Lifecycle::fast());
+    fake.update_pod_cidr("10.0.0.0/24").await.unwrap();
+    let sandbox = fake
+        .run_pod_sandbox(&PodSandboxConfig::default())
+        .await
+        .unwrap();
+    let config = ContainerConfig {
+        name: "c".into(),
+        image: "registry.k8s.io/pause:3.10".into(),
+        pod_uid: "uid-1".into(),
+        pod_labels: [("app".to_string(), "web".to_string())].into(),
+        ..Default::default()
+    };
+    let id = fake.create_container(&sandbox, &config).await.unwrap();
+    fake.start_container(&id).await.unwrap();
+    {
+        let state = fake.lock();
+        assert!(state.lifecycle.is_none());
+        let container = state.containers.get(&id).unwrap();
+        assert!(matches!(container.held, super::held::Held::Plain(_)));
+    }
+    // A lifecycle with rules is played, and its containers keep what the rules match.
+    fake.set_lifecycle(Lifecycle::realistic());
+    let id = fake.create_container(&sandbox, &config).await.unwrap();
+    fake.start_container(&id).await.unwrap();
+    let state = fake.lock();
+    assert!(state.lifecycle.is_some());
+    let container = state.containers.get(&id).unwrap();
+    assert!(matches!(container.held, super::held::Held::Full(_)));
+}
