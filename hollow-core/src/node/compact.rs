@@ -13,7 +13,6 @@
 //! first that runs (most pods are held running most of their lives). One is shared by
 //! the family's pods held since it was made, and dropped with the last of them.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, LazyLock, Weak};
@@ -206,44 +205,9 @@ impl Families {
     }
 }
 
-thread_local! {
-    /// This thread's deflate and inflate states, reset after each use: each is some
-    /// hundreds of kilobytes to make and clear, and a pod is held again at every change.
-    static DEFLATE: Cell<Option<Compress>> = const { Cell::new(None) };
-    static INFLATE: Cell<Option<Decompress>> = const { Cell::new(None) };
-}
-
-/// Runs `deflate` with this thread's deflate state (raw, no header).
-fn with_compress<R>(deflate: impl FnOnce(&mut Compress) -> R) -> R {
-    let held = DEFLATE.try_with(Cell::take).ok().flatten();
-    let mut compress = held.unwrap_or_else(|| Compress::new(Compression::default(), false));
-    let result = deflate(&mut compress);
-    compress.reset();
-    // Gone only while the thread ends: the state is dropped then.
-    let _ = DEFLATE.try_with(|held| held.set(Some(compress)));
-    result
-}
-
-/// Runs `inflate` with this thread's inflate state (raw, no header).
-fn with_decompress<R>(inflate: impl FnOnce(&mut Decompress) -> R) -> R {
-    let held = INFLATE.try_with(Cell::take).ok().flatten();
-    let mut decompress = held.unwrap_or_else(|| Decompress::new(false));
-    let result = inflate(&mut decompress);
-    decompress.reset(false);
-    let _ = INFLATE.try_with(|held| held.set(Some(decompress)));
-    result
-}
-
 /// `json` deflated (raw, no header) against `dictionary`.
 fn deflate(json: &[u8], dictionary: &[u8]) -> std::io::Result<Box<[u8]>> {
-    with_compress(|compress| deflate_with(compress, json, dictionary))
-}
-
-fn deflate_with(
-    compress: &mut Compress,
-    json: &[u8],
-    dictionary: &[u8],
-) -> std::io::Result<Box<[u8]>> {
+    let mut compress = Compress::new(Compression::default(), false);
     compress
         .set_dictionary(dictionary)
         .map_err(std::io::Error::other)?;
@@ -266,14 +230,7 @@ fn deflate_with(
 
 /// What [`deflate`] made of `bytes` with `dictionary`, inflated again.
 fn inflate(bytes: &[u8], dictionary: &[u8]) -> std::io::Result<Vec<u8>> {
-    with_decompress(|decompress| inflate_with(decompress, bytes, dictionary))
-}
-
-fn inflate_with(
-    decompress: &mut Decompress,
-    bytes: &[u8],
-    dictionary: &[u8],
-) -> std::io::Result<Vec<u8>> {
+    let mut decompress = Decompress::new(false);
     decompress
         .set_dictionary(dictionary)
         .map_err(std::io::Error::other)?;
@@ -508,26 +465,5 @@ mod tests {
         assert_eq!(held.pod(), Pod::default());
         held.bytes = vec![0xff; 16].into();
         assert_eq!(held.pod(), Pod::default());
-    }
-
-    #[test]
-    fn one_thread_holds_and_reads_pods_of_many_dictionaries_one_after_another() {
-        // The thread's deflate and inflate states are reused: each use starts clean,
-        // after a damaged read too.
-        let family = enough_siblings("0a1b2c3d-4e5f-6a7b-8c9d-000000000006");
-        let lone = running_pod("0a1b", "x2x4r", "3c2f", "10.0.1.8", 2);
-        let pods = [sibling("0a1b2c3d-4e5f-6a7b-8c9d-000000000006", 9), lone];
-        let held: Vec<CompactPod> = pods.iter().map(CompactPod::new).collect();
-        assert!(!holds_typical(&held[0]) && holds_typical(&held[1]));
-        let mut damaged = CompactPod::new(&pods[0]);
-        damaged.bytes = damaged.bytes[..damaged.bytes.len() / 2].into();
-        for _ in 0..3 {
-            assert_eq!(damaged.pod(), Pod::default());
-            for (held, pod) in held.iter().zip(&pods) {
-                assert_eq!(held.pod(), *pod);
-            }
-            assert_eq!(CompactPod::new(&pods[1]).bytes, held[1].bytes);
-        }
-        drop(family);
     }
 }
