@@ -17,10 +17,12 @@ use tokio::sync::Semaphore;
 /// Pods' passes at once in a process unless [`set_pod_passes_at_once`] says otherwise.
 pub const DEFAULT_POD_PASSES_AT_ONCE: usize = 64;
 
-/// The turns, and how many there are; made when the first pass asks for one.
+/// The turns, and how many there are; made when the first pass asks for one (or the
+/// first read of the bound).
 static TURNS: OnceLock<(Semaphore, usize)> = OnceLock::new();
 
-/// [`set_pod_passes_at_once`] came after the bound was set, or after a pass started.
+/// [`set_pod_passes_at_once`] came after the bound was set, or after a pass started or
+/// [`pod_passes_at_once`] read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("pods' passes are already bounded at {bound} at once in this process")]
 pub struct PassBoundAlreadySet {
@@ -56,7 +58,8 @@ pub fn set_pod_passes_at_once(bound: NonZeroUsize) -> Result<(), PassBoundAlread
     }
 }
 
-/// How many pods' passes run at once in this process.
+/// How many pods' passes run at once in this process. Reading it fixes it: a
+/// [`set_pod_passes_at_once`] after it is refused.
 ///
 /// ```
 /// use hollow_core::node::{DEFAULT_POD_PASSES_AT_ONCE, pod_passes_at_once};

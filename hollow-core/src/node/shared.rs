@@ -218,10 +218,9 @@ impl NodeShared {
 
     /// Hands a pod to its worker, starting one for a pod seen the first time.
     pub(crate) fn apply_pod(self: &Arc<Self>, pod: Pod) {
-        let Some(uid) = pod.metadata.uid.clone() else {
+        let Some(uid) = pod.metadata.uid.as_deref().map(PodUid::from) else {
             return;
         };
-        let uid = PodUid::from(uid.as_str());
         let mut workers = self.workers.lock();
         if let Some(ByUid(inbox)) = workers.get(&uid) {
             let inbox = inbox.clone();
