@@ -1,7 +1,6 @@
 //! A container's files as the userland sees them (its image's, then what its command
 //! wrote, then what `kubectl exec` changed), and the probes that read them.
 
-use crate::runtime::HeldState;
 use std::time::{Duration, SystemTime};
 
 use super::FakeRuntime;
@@ -9,6 +8,7 @@ use super::ids::IdKey;
 use super::state::{Container, State};
 use super::userland::{self, Exec, Fs, Run};
 use crate::error::Result;
+use crate::runtime::HeldState;
 use crate::runtime::probe::{ProbeAction, ProbeOutcome, ProbeReport};
 use crate::runtime::types::{ContainerConfig, ContainerState};
 

@@ -34,7 +34,6 @@ mod streaming;
 mod termination;
 mod userland;
 
-use crate::runtime::HeldState;
 use std::sync::Arc;
 
 use parking_lot::MutexGuard;
@@ -43,6 +42,7 @@ use self::state::{Inner, State};
 use super::types::ContainerConfig;
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
+use crate::runtime::HeldState;
 
 pub use self::behavior::Behavior;
 

@@ -1,7 +1,6 @@
 //! The [`RuntimeService`] the fake is: each call is recorded, may fail on script, and
 //! works on the in-memory state.
 
-use crate::runtime::HeldState;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -21,6 +20,7 @@ use super::state::{Container, Sandbox};
 use super::steps::behavior_of;
 use super::streaming::{FakeAttach, FakeShell, echo_connection};
 use crate::error::{Error, Result};
+use crate::runtime::HeldState;
 use crate::runtime::RuntimeService;
 use crate::runtime::probe::{ProbeAction, ProbeReport};
 use crate::runtime::streaming::{PortStream, Process};

@@ -1,7 +1,6 @@
 //! What a [`FakeRuntime`](super::FakeRuntime) remembers (sandboxes, containers, the
 //! scripts it follows) and the channels it tells its subscribers on.
 
-use crate::runtime::HeldState;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, OnceLock};
@@ -20,6 +19,7 @@ use super::termination::termination_message;
 use super::userland::FsDiff;
 use crate::error::{Error, Result};
 use crate::lifecycle::Lifecycle;
+use crate::runtime::HeldState;
 use crate::runtime::types::{
     ContainerEvent, ContainerState, ContainerStatus, PodAction, SandboxState,
 };
@@ -152,8 +152,8 @@ impl State {
             .containers
             .get(container_id)
             .ok_or_else(|| Error::not_found("container", container_id))?;
-        match *container.state.get() {
-            ContainerState::Running { .. } => Ok(container),
+        match container.state {
+            HeldState::Running(_) => Ok(container),
             _ => Err(Error::InvalidInput(format!(
                 "container {container_id} is not running"
             ))),

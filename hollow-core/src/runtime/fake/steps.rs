@@ -1,7 +1,6 @@
 //! The step player: which [`Behavior`] a starting container follows, and the playing
 //! of its steps in the background.
 
-use crate::runtime::HeldState;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use crate::lifecycle::{
     ContainerFacts, ContainerStep, EventStep, EventType, Lifecycle, MIN_REPEAT_PERIOD,
 };
 use crate::pod::ContainerKind;
+use crate::runtime::HeldState;
 use crate::runtime::types::{ContainerConfig, PodAction, PodActionKind};
 
 /// The pod facts lifecycle rules match a container against.

@@ -3,7 +3,6 @@
 //! command the userland runs ignores SIGTERM and is killed when its grace period ends,
 //! as a shell or `sleep` as a container's first process is.
 
-use crate::runtime::HeldState;
 use std::time::{Duration, SystemTime};
 
 use super::FakeRuntime;
@@ -11,6 +10,7 @@ use super::state::Container;
 use super::steps::container_facts;
 use super::userland::{self, End};
 use crate::lifecycle::DeletionStep;
+use crate::runtime::HeldState;
 use crate::runtime::types::{PodAction, PodActionKind};
 
 impl FakeRuntime {

@@ -4,12 +4,12 @@
 //! `terminationMessagePath` (its last 4 KiB), else, with `FallbackToLogsOnError` and a
 //! non-zero exit code, the last 80 lines of its log (their last 2 KiB).
 
-use crate::runtime::HeldState;
 use std::time::SystemTime;
 
 use super::logs::generated_logs;
 use super::state::Container;
 use super::userland;
+use crate::runtime::HeldState;
 
 /// Where a container writes its termination message unless its spec says otherwise.
 const DEFAULT_PATH: &str = "/dev/termination-log";
