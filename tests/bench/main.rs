@@ -380,7 +380,7 @@ async fn run(env: &TestEnv, plan: &Plan, dir: &std::path::Path) -> Scenario {
             Err(error) => scenario.errors.push(format!("scheduled pods: {error:#}")),
         }
         scenario.with_pods = Some(settled_cost(&simulator, plan).await);
-        if let Err(error) = delete_pods(&client, &pod_label).await {
+        if let Err(error) = delete_pods(&client, &pod_label, plan.pods).await {
             scenario.errors.push(format!("deleting pods: {error:#}"));
         }
         running.clear();
@@ -398,7 +398,7 @@ async fn run(env: &TestEnv, plan: &Plan, dir: &std::path::Path) -> Scenario {
             Err(error) => scenario.errors.push(format!("soak: {error:#}")),
         }
     }
-    if let Err(error) = delete_pods(&client, &pod_label).await {
+    if let Err(error) = delete_pods(&client, &pod_label, plan.pods).await {
         scenario.errors.push(format!("deleting pods: {error:#}"));
     }
     pod_watch.abort();
@@ -528,15 +528,17 @@ async fn pod_run(
 /// Deletes the benchmark's pods at once (grace period 0: the simulator is not waited
 /// for, and its nodes see the pods go) and waits until they are gone. A
 /// delete-collection of thousands of pods can outlast the API server's request
-/// timeout; it is repeated until nothing is left.
-async fn delete_pods(client: &kube::Client, label: &str) -> anyhow::Result<()> {
+/// timeout; it is repeated until nothing is left, for up to 900 s and a further second
+/// per 100 pods created (`created`).
+async fn delete_pods(client: &kube::Client, label: &str, created: usize) -> anyhow::Result<()> {
+    let limit = Duration::from_secs(900 + created as u64 / 100);
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let selector = ListParams::default().labels(label);
     let now = DeleteParams {
         grace_period_seconds: Some(0),
         ..DeleteParams::default()
     };
-    let deadline = Instant::now() + Duration::from_secs(900);
+    let deadline = Instant::now() + limit;
     let mut last_error = None;
     loop {
         match pods.list_metadata(&selector.clone().limit(1)).await {
@@ -549,7 +551,7 @@ async fn delete_pods(client: &kube::Client, label: &str) -> anyhow::Result<()> {
             Err(error) => last_error = Some(error.to_string()),
         }
         if Instant::now() >= deadline {
-            anyhow::bail!("pods still there after 900 s (last error: {last_error:?})");
+            anyhow::bail!("pods still there after {limit:?} (last error: {last_error:?})");
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
