@@ -17,14 +17,14 @@ use super::{HollowNode, NodeTiming, heartbeat, register};
 use crate::annotations::MANAGED as MANAGED_ANNOTATION;
 use crate::cadvisor::{Cadvisor, FakeCadvisor};
 
-type MockHandle = Handle<Request<Body>, Response<Body>>;
+pub(super) type MockHandle = Handle<Request<Body>, Response<Body>>;
 
-fn mock_client() -> (kube::Client, MockHandle) {
+pub(super) fn mock_client() -> (kube::Client, MockHandle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     (kube::Client::new(service, "default"), handle)
 }
 
-async fn next(
+pub(super) async fn next(
     handle: &mut MockHandle,
 ) -> (
     Method,
@@ -52,7 +52,7 @@ async fn next(
     (method, uri, content_type, body, send)
 }
 
-fn respond(send: SendResponse<Response<Body>>, code: u16, body: Value) {
+pub(super) fn respond(send: SendResponse<Response<Body>>, code: u16, body: Value) {
     send.send_response(
         Response::builder()
             .status(code)
@@ -61,7 +61,7 @@ fn respond(send: SendResponse<Response<Body>>, code: u16, body: Value) {
     );
 }
 
-fn status(code: u16, reason: &str) -> Value {
+pub(super) fn status(code: u16, reason: &str) -> Value {
     json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason })
 }
 
