@@ -376,9 +376,11 @@ impl Write {
         self.event.metadata.name.as_deref().unwrap_or_default()
     }
 
-    /// Creates the Event, or counts a repeat on it. A repeat that overtakes the
-    /// Event's creation creates it (with the count so far); the creation it overtook
-    /// then finds it there, and that is not an error.
+    /// Creates the Event, or counts a repeat on it. As client-go's recorder
+    /// (`tools/record/event.go`), a repeat whose Event is gone (expired by the API
+    /// server's TTL, or its creation dropped) creates it with the count so far; a
+    /// creation that finds the Event there (an earlier process of the node wrote it)
+    /// is not an error.
     async fn send(&self, api: &Api<Event>) -> Result<(), kube::Error> {
         if let Some(count) = self.repeat {
             let patch = json!({
