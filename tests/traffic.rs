@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hollow_core::connect::{pooled_client, set_user_agent};
 use hollow_core::node::{HollowNode, TrafficProfile};
-use hollow_core::testenv::TestEnv;
+use hollow_core::testenv::{Component, TestEnv};
 use hollow_tests::{audit_events_of, init_tracing, is_request, pod, pod_phase as phase, wait_pod};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::storage::v1::CSINode;
@@ -189,5 +189,82 @@ async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not(
         lean.iter()
             .any(|e| is_request(e, "patch", "pods", Some("status")))
     );
+    Ok(())
+}
+
+/// An API server with its `WatchList` gate off refuses streaming lists (422); each
+/// watch then lists the current objects and watches from there, as client-go's
+/// reflector falls back (tools/cache/reflector.go), and the pods run as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_streaming_lists_each_watch_lists_instead() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder()
+        .audit_log(true)
+        .arg(Component::ApiServer, "--feature-gates=WatchList=false")
+        .start()
+        .await?;
+    let client = env.client();
+    Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({ "metadata": { "name": "settings" }, "data": { "mode": "fast" } }),
+            )?,
+        )
+        .await?;
+    Api::<Secret>::namespaced(client.clone(), "default")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({ "metadata": { "name": "creds" }, "stringData": { "password": "x" } }),
+            )?,
+        )
+        .await?;
+    let (kubelet_agent, lean_agent) = ("no-watch-list-kubelet", "no-watch-list-lean");
+    let _kubelet_node = HollowNode::builder("kubelet-profile")
+        .build()?
+        .start(client_named(&env, kubelet_agent).await?)
+        .await?;
+    let _lean_node = HollowNode::builder("lean-profile")
+        .traffic(TrafficProfile::Lean)
+        .build()?
+        .start(client_named(&env, lean_agent).await?)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for node in ["kubelet-profile", "lean-profile"] {
+        pods.create(&PostParams::default(), &the_pod(node)).await?;
+    }
+    // The Secret's key is read from its held watch's list: without it the container
+    // would not start (CreateContainerConfigError).
+    for node in ["kubelet-profile", "lean-profile"] {
+        wait_pod(&pods, &format!("on-{node}"), "the pod running", WAIT, |p| {
+            phase(p) == "Running"
+        })
+        .await;
+    }
+    for (agent, resources) in [
+        (
+            kubelet_agent,
+            &["pods", "nodes", "services", "configmaps", "secrets"][..],
+        ),
+        (lean_agent, &["pods", "nodes"][..]),
+    ] {
+        let events = audit_events_of(&env, agent)?;
+        for resource in resources {
+            assert!(
+                events.iter().any(|e| is_request(e, "list", resource, None)),
+                "{agent} listed no {resource}"
+            );
+            // The watch that follows the list resumes from its version, without
+            // initial events (the audit policy logs a watch as it is received).
+            assert!(
+                events.iter().any(|e| is_request(e, "watch", resource, None)
+                    && e["requestURI"]
+                        .as_str()
+                        .is_some_and(|uri| !uri.contains("sendInitialEvents"))),
+                "{agent} watches no {resource} after listing"
+            );
+        }
+    }
     Ok(())
 }

@@ -120,6 +120,7 @@ pub mod proxier;
 pub mod proxy;
 pub mod quantity;
 pub mod runtime;
+mod streaming_list;
 #[cfg(feature = "testenv")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testenv")))]
 pub mod testenv;

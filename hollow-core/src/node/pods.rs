@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::heartbeat::Heartbeats;
 use super::shared::NodeShared;
 use crate::backoff::WatchBackoff;
+use crate::streaming_list;
 
 /// Routes pods from one watch to the nodes it serves, whose heartbeats one driver
 /// runs.
@@ -81,7 +82,9 @@ impl PodRouter {
     /// `WatchListClient`, on by default from 1.35; the API server's `WatchList`, from
     /// 1.34). A paged list read from etcd, kube's default, failed at 150,000 pods: its
     /// pages took longer than etcd's compaction interval, each continue token expired
-    /// (410) and the list started over, again and again.
+    /// (410) and the list started over, again and again. An API server that refuses
+    /// streaming lists (its `WatchList` gate off) gets a list instead
+    /// (`crate::streaming_list`).
     pub(crate) async fn run(
         self: Arc<Self>,
         client: kube::Client,
@@ -89,12 +92,14 @@ impl PodRouter {
         cancel: CancellationToken,
     ) {
         let api: Api<Pod> = Api::all(client);
-        let config = watcher::Config::default()
-            .fields(&field_selector)
-            .streaming_lists();
-        let mut events = watcher::watcher(api, config)
-            .backoff(WatchBackoff::new())
-            .boxed();
+        let watch = |streaming| {
+            let config = streaming_list::config(streaming).fields(&field_selector);
+            watcher::watcher(api.clone(), config)
+                .backoff(WatchBackoff::new())
+                .boxed()
+        };
+        let mut streaming = true;
+        let mut events = watch(streaming);
         let mut listed: Option<HashSet<String>> = None;
         loop {
             let event = tokio::select! {
@@ -135,6 +140,11 @@ impl PodRouter {
                         }
                     }
                 }
+                Some(Err(error)) if streaming && streaming_list::watcher_refused(&error) => {
+                    tracing::info!(%error, selector = %field_selector, "the API server refuses streaming lists; the pod watch lists instead");
+                    streaming = false;
+                    events = watch(streaming);
+                }
                 Some(Err(error)) => {
                     tracing::warn!(%error, selector = %field_selector, "pod watch failed; retrying")
                 }
@@ -152,15 +162,19 @@ impl PodRouter {
         cancel: CancellationToken,
     ) {
         let api: Api<Node> = Api::all(client);
-        // Streamed as the pods' list is (`run`).
-        let mut config = watcher::Config::default().streaming_lists();
-        if let Some(selector) = &field_selector {
-            config = config.fields(selector);
-        }
-        let mut events = watcher::watcher(api, config)
-            .backoff(WatchBackoff::new())
-            .applied_objects()
-            .boxed();
+        // Streamed as the pods' list is (`run`), and listed if that is refused.
+        let watch = |streaming| {
+            let mut config = streaming_list::config(streaming);
+            if let Some(selector) = &field_selector {
+                config = config.fields(selector);
+            }
+            watcher::watcher(api.clone(), config)
+                .backoff(WatchBackoff::new())
+                .applied_objects()
+                .boxed()
+        };
+        let mut streaming = true;
+        let mut events = watch(streaming);
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -169,6 +183,11 @@ impl PodRouter {
             match event {
                 None => return,
                 Some(Ok(node)) => self.observe_node(&node),
+                Some(Err(error)) if streaming && streaming_list::watcher_refused(&error) => {
+                    tracing::info!(%error, "the API server refuses streaming lists; the node watch lists instead");
+                    streaming = false;
+                    events = watch(streaming);
+                }
                 Some(Err(error)) => tracing::warn!(%error, "node watch failed; retrying"),
             }
         }

@@ -8,11 +8,14 @@
 //! the last resource version seen; every watch asks the server to end it after a random
 //! time between the reflector's minimum watch timeout and twice that; a watch whose
 //! resource version expired (410) starts over with the current objects; a failed one
-//! is tried again after the reflector's back-off (0.8 s doubling to 30 s).
+//! is tried again after the reflector's back-off (0.8 s doubling to 30 s). An API
+//! server that refuses the streaming list (its `WatchList` gate off) is asked for a
+//! list of the current objects instead, as the reflector falls back to one
+//! (`crate::streaming_list`).
 
 use std::time::Duration;
 
-use kube::api::WatchParams;
+use kube::api::{ListParams, WatchParams};
 use kube::core::{Request, WatchEvent};
 use rand::Rng;
 use serde::Deserialize;
@@ -20,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lines::Events;
 use crate::backoff::Doubling;
+use crate::streaming_list;
 
 /// The reflector's back-off between failed watches.
 const BACKOFF: Doubling = Doubling::new(Duration::from_millis(800), Duration::from_secs(30));
@@ -81,6 +85,16 @@ pub(crate) enum Update {
     Restart,
 }
 
+/// What a held watch reads of a list (when the API server refuses streaming lists):
+/// the objects, and the version its watch resumes from.
+#[derive(Debug, Clone, Deserialize, Default)]
+struct SeenList {
+    #[serde(default)]
+    metadata: SeenMeta,
+    #[serde(default)]
+    items: Vec<Seen>,
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 struct SeenMeta {
     #[serde(default, rename = "resourceVersion")]
@@ -111,6 +125,19 @@ impl Watched {
             min_timeout: Duration::from_secs(300),
             until_immutable: false,
         }
+    }
+
+    /// The list a reflector asks for when the streaming list is refused: the current
+    /// objects from the watch cache (`resourceVersion=0`).
+    fn list(&self) -> Result<http::Request<Vec<u8>>, kube::Error> {
+        let params = ListParams::default().match_any();
+        let params = match &self.fields {
+            Some(fields) => params.fields(fields),
+            None => params,
+        };
+        Request::new(self.path.clone())
+            .list(&params)
+            .map_err(kube::Error::BuildRequest)
     }
 
     fn params(&self, initial: bool) -> WatchParams {
@@ -149,30 +176,40 @@ pub(crate) async fn hold(
     let request = Request::new(watched.path.clone());
     let mut version: Option<String> = None;
     let mut failures: Option<Duration> = None;
+    let mut streaming = true;
     loop {
         let initial = version.is_none();
         let attempt = async {
-            let params = watched.params(initial);
+            if initial && !streaming {
+                // Boxed as the watch's request is (below).
+                let list: SeenList = Box::pin(client.request(watched.list()?)).await?;
+                on_update(Update::Restart);
+                for seen in list.items {
+                    if present(seen, &watched, &mut on_update) {
+                        return Ok(Some(Ended::Immutable));
+                    }
+                }
+                on_update(Update::Synced);
+                version = list.metadata.resource_version;
+            }
+            let params = watched.params(initial && streaming);
             let http = request
                 .watch(&params, version.as_deref().unwrap_or(""))
                 .map_err(kube::Error::BuildRequest)?;
             // Boxed: the request's future (kube's service stack) is over a kilobyte, and
             // the watch waits on its events, not on it, nearly all its life.
             let mut events = Box::pin(Events::open(&client, http)).await?;
-            if initial {
+            if initial && streaming {
                 on_update(Update::Restart);
             }
             while let Some(event) = events.next::<Seen>().await? {
                 match event {
                     WatchEvent::Added(seen) | WatchEvent::Modified(seen) => {
-                        let mut keys = seen.data;
-                        keys.extend(seen.binary_data);
-                        on_update(Update::Present(keys));
-                        if watched.until_immutable && seen.immutable == Some(true) {
-                            on_update(Update::Synced);
+                        let resource_version = seen.metadata.resource_version.clone();
+                        if present(seen, &watched, &mut on_update) {
                             return Ok(Some(Ended::Immutable));
                         }
-                        version = seen.metadata.resource_version.or(version.take());
+                        version = resource_version.or(version.take());
                     }
                     WatchEvent::Deleted(seen) => {
                         on_update(Update::Gone);
@@ -209,6 +246,10 @@ pub(crate) async fn hold(
             Ok(Some(ended)) => return ended,
             Ok(None) => {}
             Err(kube::Error::Api(status)) if status.code == 410 => version = None,
+            Err(error) if initial && streaming && streaming_list::refused(&error) => {
+                tracing::debug!(path = %watched.path, %error, "streaming list refused; listing");
+                streaming = false;
+            }
             Err(error) => {
                 let delay = BACKOFF.after(failures);
                 failures = Some(delay);
@@ -222,9 +263,78 @@ pub(crate) async fn hold(
     }
 }
 
+/// Tells `on_update` of an object that is there; true if the watch ends with it (an
+/// immutable object, when the watch ends there).
+fn present(seen: Seen, watched: &Watched, on_update: &mut impl FnMut(Update)) -> bool {
+    let immutable = seen.immutable == Some(true);
+    let mut keys = seen.data;
+    keys.extend(seen.binary_data);
+    on_update(Update::Present(keys));
+    if watched.until_immutable && immutable {
+        on_update(Update::Synced);
+        return true;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::mock_tests::{mock_client, next, respond, status};
+    use http::Method;
+    use serde_json::json;
+
+    /// An API server with its `WatchList` gate off: the streaming list refused (422),
+    /// a list from the watch cache at once, then a watch from the list's version.
+    #[tokio::test]
+    async fn a_refused_streaming_list_is_listed_then_watched_from_the_lists_version() {
+        let (client, mut handle) = mock_client();
+        let watched = Watched::informer(
+            "/api/v1/namespaces/ns/configmaps",
+            Some("metadata.name=settings".into()),
+        );
+        let cancel = CancellationToken::new();
+        let (updates, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let held = tokio::spawn(hold(client, watched, cancel.clone(), move |update| {
+            let _ = updates.send(update);
+        }));
+        let (_, uri, _, _, send) = next(&mut handle).await;
+        assert!(uri.contains("sendInitialEvents=true"), "{uri}");
+        respond(send, 422, status(422, "Invalid"));
+        let (method, uri, _, _, send) = next(&mut handle).await;
+        assert_eq!(method, Method::GET);
+        assert!(
+            !uri.contains("watch=")
+                && uri.contains("resourceVersion=0")
+                && uri.contains("fieldSelector=metadata.name%3Dsettings"),
+            "{uri}"
+        );
+        respond(
+            send,
+            200,
+            json!({
+                "kind": "ConfigMapList", "apiVersion": "v1",
+                "metadata": { "resourceVersion": "42" },
+                "items": [{ "metadata": { "name": "settings", "resourceVersion": "40" }, "data": { "mode": "fast" } }],
+            }),
+        );
+        let (_, uri, _, _, send) = next(&mut handle).await;
+        assert!(
+            uri.contains("watch=true")
+                && uri.contains("resourceVersion=42")
+                && !uri.contains("sendInitialEvents"),
+            "{uri}"
+        );
+        assert_eq!(seen.recv().await, Some(Update::Restart));
+        assert_eq!(
+            seen.recv().await,
+            Some(Update::Present(vec!["mode".into()]))
+        );
+        assert_eq!(seen.recv().await, Some(Update::Synced));
+        cancel.cancel();
+        assert_eq!(held.await.unwrap(), Ended::Cancelled);
+        drop(send);
+    }
 
     #[test]
     fn an_object_is_read_for_its_version_data_keys_and_immutability() {
