@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hollow_core::connect::{pooled_client, set_user_agent};
-use hollow_core::node::{HollowNode, TrafficProfile};
+use hollow_core::node::{HollowNode, RunningNode, TrafficProfile};
 use hollow_core::testenv::{Component, TestEnv};
 use hollow_tests::{audit_events_of, init_tracing, is_request, pod, pod_phase as phase, wait_pod};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -60,15 +60,16 @@ fn the_pod(node: &str) -> Pod {
     pod
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not()
--> anyhow::Result<()> {
-    init_tracing();
-    let env = TestEnv::builder().audit_log(true).start().await?;
+/// The nodes of the two profiles in `env`, each on a client named by its agent, and on
+/// each `the_pod` Running (the ConfigMap and Secret it refers to made first). The
+/// nodes stop when the returned handles drop.
+async fn both_profiles_run_the_pod(
+    env: &TestEnv,
+    kubelet_agent: &str,
+    lean_agent: &str,
+) -> anyhow::Result<Vec<RunningNode>> {
     let client = env.client();
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    config_maps
+    Api::<ConfigMap>::namespaced(client.clone(), "default")
         .create(
             &PostParams::default(),
             &serde_json::from_value(
@@ -76,7 +77,7 @@ async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not(
             )?,
         )
         .await?;
-    secrets
+    Api::<Secret>::namespaced(client.clone(), "default")
         .create(
             &PostParams::default(),
             &serde_json::from_value(
@@ -84,17 +85,18 @@ async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not(
             )?,
         )
         .await?;
-    let (kubelet_agent, lean_agent) = ("traffic-test-kubelet", "traffic-test-lean");
-    let _kubelet_node = HollowNode::builder("kubelet-profile")
-        .build()?
-        .start(client_named(&env, kubelet_agent).await?)
-        .await?;
-    let _lean_node = HollowNode::builder("lean-profile")
-        .traffic(TrafficProfile::Lean)
-        .build()?
-        .start(client_named(&env, lean_agent).await?)
-        .await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let nodes = vec![
+        HollowNode::builder("kubelet-profile")
+            .build()?
+            .start(client_named(env, kubelet_agent).await?)
+            .await?,
+        HollowNode::builder("lean-profile")
+            .traffic(TrafficProfile::Lean)
+            .build()?
+            .start(client_named(env, lean_agent).await?)
+            .await?,
+    ];
+    let pods: Api<Pod> = Api::namespaced(client, "default");
     for node in ["kubelet-profile", "lean-profile"] {
         pods.create(&PostParams::default(), &the_pod(node)).await?;
     }
@@ -104,6 +106,17 @@ async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not(
         })
         .await;
     }
+    Ok(nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubelet_profile_asks_what_a_kubelet_asks_and_the_lean_one_does_not()
+-> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::builder().audit_log(true).start().await?;
+    let client = env.client();
+    let (kubelet_agent, lean_agent) = ("traffic-test-kubelet", "traffic-test-lean");
+    let _nodes = both_profiles_run_the_pod(&env, kubelet_agent, lean_agent).await?;
 
     let kubelet = audit_events_of(&env, kubelet_agent)?;
     let count = |verb, resource, subresource| {
@@ -203,45 +216,10 @@ async fn without_streaming_lists_each_watch_lists_instead() -> anyhow::Result<()
         .arg(Component::ApiServer, "--feature-gates=WatchList=false")
         .start()
         .await?;
-    let client = env.client();
-    Api::<ConfigMap>::namespaced(client.clone(), "default")
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                json!({ "metadata": { "name": "settings" }, "data": { "mode": "fast" } }),
-            )?,
-        )
-        .await?;
-    Api::<Secret>::namespaced(client.clone(), "default")
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                json!({ "metadata": { "name": "creds" }, "stringData": { "password": "x" } }),
-            )?,
-        )
-        .await?;
     let (kubelet_agent, lean_agent) = ("no-watch-list-kubelet", "no-watch-list-lean");
-    let _kubelet_node = HollowNode::builder("kubelet-profile")
-        .build()?
-        .start(client_named(&env, kubelet_agent).await?)
-        .await?;
-    let _lean_node = HollowNode::builder("lean-profile")
-        .traffic(TrafficProfile::Lean)
-        .build()?
-        .start(client_named(&env, lean_agent).await?)
-        .await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    for node in ["kubelet-profile", "lean-profile"] {
-        pods.create(&PostParams::default(), &the_pod(node)).await?;
-    }
     // The Secret's key is read from its held watch's list: without it the container
     // would not start (CreateContainerConfigError).
-    for node in ["kubelet-profile", "lean-profile"] {
-        wait_pod(&pods, &format!("on-{node}"), "the pod running", WAIT, |p| {
-            phase(p) == "Running"
-        })
-        .await;
-    }
+    let _nodes = both_profiles_run_the_pod(&env, kubelet_agent, lean_agent).await?;
     for (agent, resources) in [
         (
             kubelet_agent,
