@@ -10,6 +10,7 @@ pub(super) fn evaluate(text: &str, vars: &mut BTreeMap<String, String>) -> Resul
     let mut parser = Parser {
         tokens,
         at: 0,
+        depth: 0,
         vars,
     };
     let value = parser.ternary()?;
@@ -46,6 +47,8 @@ fn tokenize(text: &str) -> Result<Vec<String>, String> {
 struct Parser<'a> {
     tokens: Vec<String>,
     at: usize,
+    /// Operands open around the one being parsed.
+    depth: usize,
     vars: &'a mut BTreeMap<String, String>,
 }
 
@@ -73,6 +76,20 @@ impl Parser<'_> {
         self.tokens.get(self.at).map(String::as_str)
     }
 
+    /// `parse` one level deeper: parentheses, prefix operators, `**` and `?:` nest.
+    fn nested(&mut self, parse: fn(&mut Self) -> Result<i64, String>) -> Result<i64, String> {
+        if self.depth == super::MAX_NESTING {
+            return Err(format!(
+                "arithmetic nested deeper than {} levels",
+                super::MAX_NESTING
+            ));
+        }
+        self.depth += 1;
+        let value = parse(self);
+        self.depth -= 1;
+        value
+    }
+
     fn ternary(&mut self) -> Result<i64, String> {
         if let (Some(name), Some(op)) = (self.tokens.get(self.at), self.tokens.get(self.at + 1))
             && is_variable(name)
@@ -80,7 +97,7 @@ impl Parser<'_> {
         {
             let (name, op) = (name.clone(), op.clone());
             self.at += 2;
-            let value = self.ternary()?;
+            let value = self.nested(Self::ternary)?;
             let value = if op == "=" {
                 value
             } else {
@@ -94,12 +111,12 @@ impl Parser<'_> {
             return Ok(condition);
         }
         self.at += 1;
-        let yes = self.ternary()?;
+        let yes = self.nested(Self::ternary)?;
         if self.peek() != Some(":") {
             return Err("arithmetic syntax error: `?` without `:`".into());
         }
         self.at += 1;
-        let no = self.ternary()?;
+        let no = self.nested(Self::ternary)?;
         Ok(if condition != 0 { yes } else { no })
     }
 
@@ -121,7 +138,7 @@ impl Parser<'_> {
         let base = self.unary()?;
         if self.peek() == Some("**") {
             self.at += 1;
-            let exponent = self.power()?;
+            let exponent = self.nested(Self::power)?;
             return binary("**", base, exponent);
         }
         Ok(base)
@@ -131,23 +148,23 @@ impl Parser<'_> {
         match self.peek() {
             Some("-") => {
                 self.at += 1;
-                Ok(self.unary()?.wrapping_neg())
+                Ok(self.nested(Self::unary)?.wrapping_neg())
             }
             Some("+") => {
                 self.at += 1;
-                self.unary()
+                self.nested(Self::unary)
             }
             Some("!") => {
                 self.at += 1;
-                Ok(i64::from(self.unary()? == 0))
+                Ok(i64::from(self.nested(Self::unary)? == 0))
             }
             Some("~") => {
                 self.at += 1;
-                Ok(!self.unary()?)
+                Ok(!self.nested(Self::unary)?)
             }
             Some("(") => {
                 self.at += 1;
-                let value = self.ternary()?;
+                let value = self.nested(Self::ternary)?;
                 if self.peek() != Some(")") {
                     return Err("arithmetic syntax error: missing `)`".into());
                 }

@@ -34,7 +34,7 @@ pub(super) fn run(shell: &mut Shell<'_>, argv: &[String], io: &Io) -> Result<i32
             _ => shell.write(&io.stderr, "sh: missing ]\n").map(|()| 2),
         },
         "cat" => cat(shell, args, io),
-        "touch" => each_path(shell, args, io, |shell, path| {
+        "touch" => each_path(shell, program, args, io, |shell, path| {
             if shell.fs.is_file(path) || shell.fs.is_dir(path) {
                 Ok(())
             } else {
@@ -46,16 +46,19 @@ pub(super) fn run(shell: &mut Shell<'_>, argv: &[String], io: &Io) -> Result<i32
             let recursive = args
                 .iter()
                 .any(|a| a.starts_with('-') && a.contains(['r', 'R']));
-            each_path(shell, args, io, |shell, path| {
+            each_path(shell, program, args, io, |shell, path| {
                 match shell.fs.remove(path, recursive) {
-                    Err(_) if force => Ok(()),
+                    // -f quiets only a missing path, as rm(1) does.
+                    Err(e) if force && e.ends_with("No such file or directory") => Ok(()),
                     other => other,
                 }
             })
         }
         "mkdir" => {
             let parents = args.iter().any(|a| a == "-p");
-            each_path(shell, args, io, |shell, path| shell.fs.mkdir(path, parents))
+            each_path(shell, program, args, io, |shell, path| {
+                shell.fs.mkdir(path, parents)
+            })
         }
         "mv" | "cp" => copy(shell, program, args),
         "ls" => ls(shell, args, io),
@@ -229,8 +232,10 @@ fn tail_of(message: &str) -> &str {
     message.rsplit(": ").next().unwrap_or(message)
 }
 
+/// Runs `each` on every path argument; a failure goes to stderr as `program: message`.
 fn each_path(
     shell: &mut Shell<'_>,
+    program: &str,
     args: &[String],
     io: &Io,
     mut each: impl FnMut(&mut Shell<'_>, &str) -> Result<(), String>,
@@ -239,7 +244,9 @@ fn each_path(
     for arg in args.iter().filter(|a| !a.starts_with('-')) {
         let path = shell.path(arg);
         if let Err(message) = each(shell, &path) {
-            shell.write(&io.stderr, &format!("{message}\n")).ok();
+            shell
+                .write(&io.stderr, &format!("{program}: {message}\n"))
+                .ok();
             status = 1;
         }
     }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use super::super::streaming::ExecOutput;
 use super::fs::Fs;
-use super::lex::{Part, RedirectKind, Word};
+use super::lex::{RedirectKind, Word};
 use super::parse::{AndOr, Body, Command, List, Pipeline, Redirect};
 use super::watch::Watch;
-use super::{LogLine, Stream, Unsupported, arith, builtins};
+use super::{LogLine, Stream, Unsupported, builtins};
 
 /// Why a script stopped before its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub(super) struct Shell<'a> {
     pub(super) log_limit: usize,
     /// A line written without its newline yet, per stream.
     partial: [String; 2],
-    captures: Vec<String>,
+    pub(super) captures: Vec<String>,
     /// Set to find the files at a moment and when they next change.
     pub(super) watch: Option<Watch>,
     /// Run for `kubectl exec`: a program outside the userland is not found (127)
@@ -76,6 +76,8 @@ pub(super) struct Shell<'a> {
     pub(super) exec_mode: bool,
     /// Programs with scripted output (`FakeRuntime::set_exec_output`).
     pub(super) programs: Option<&'a HashMap<String, ExecOutput>>,
+    /// Lists and word expansions running around the current one.
+    depth: usize,
 }
 
 impl<'a> Shell<'a> {
@@ -100,6 +102,7 @@ impl<'a> Shell<'a> {
             watch: None,
             exec_mode: false,
             programs: None,
+            depth: 0,
         }
     }
 
@@ -168,10 +171,28 @@ impl<'a> Shell<'a> {
     }
 
     pub(super) fn run_list(&mut self, list: &List, io: &Io) -> Result<i32, Stop> {
-        for and_or in &list.0 {
-            self.run_and_or(and_or, io)?;
+        self.nested(|shell| {
+            for and_or in &list.0 {
+                shell.run_and_or(and_or, io)?;
+            }
+            Ok(shell.status)
+        })
+    }
+
+    /// `run` one level deeper: a run nests through lists, substitutions, nested shells
+    /// and `${...}` words, and one nested deeper than the bound runs until stopped.
+    pub(super) fn nested<T>(
+        &mut self,
+        run: impl FnOnce(&mut Self) -> Result<T, Stop>,
+    ) -> Result<T, Stop> {
+        const MAX_DEPTH: usize = 2 * super::MAX_NESTING;
+        if self.depth == MAX_DEPTH {
+            return Err(Stop::Forever(Some(Unsupported::too_deep(MAX_DEPTH).0)));
         }
-        Ok(self.status)
+        self.depth += 1;
+        let result = run(self);
+        self.depth -= 1;
+        result
     }
 
     fn run_and_or(&mut self, and_or: &AndOr, io: &Io) -> Result<i32, Stop> {
@@ -429,169 +450,5 @@ impl<'a> Shell<'a> {
     /// An absolute, normalised path.
     pub(super) fn path(&self, path: &str) -> String {
         super::fs::normalize(&self.cwd, path)
-    }
-
-    /// A word expanded to one string (assignments, redirections).
-    pub(super) fn expand_one(&mut self, word: &Word, io: &Io) -> Result<String, Stop> {
-        Ok(self.expand(word, false, io)?.join(" "))
-    }
-
-    /// A word's fields: parameters, command substitutions and arithmetic expanded,
-    /// unquoted expansions split at whitespace when `split` (no pathname expansion).
-    pub(super) fn expand(
-        &mut self,
-        word: &Word,
-        split: bool,
-        io: &Io,
-    ) -> Result<Vec<String>, Stop> {
-        let mut fields: Vec<String> = Vec::new();
-        let mut current = String::new();
-        let mut started = false;
-        for part in word {
-            let (value, quoted) = match part {
-                Part::Text { text, quoted } => {
-                    current.push_str(text);
-                    started |= *quoted || !text.is_empty();
-                    continue;
-                }
-                Part::Param { name, quoted } if name == "@" && *quoted && split => {
-                    let args = self.args[1..].to_vec();
-                    for (index, arg) in args.into_iter().enumerate() {
-                        if index > 0 {
-                            fields.push(std::mem::take(&mut current));
-                        }
-                        current.push_str(&arg);
-                        started = true;
-                    }
-                    continue;
-                }
-                Part::Param { name, quoted } => (self.param(name), *quoted),
-                Part::ParamOp {
-                    name,
-                    op,
-                    colon,
-                    word,
-                    quoted,
-                } => (self.param_op(name, *op, *colon, word, io)?, *quoted),
-                Part::Arith(parts) => {
-                    let text = self.expand_one(parts, io)?;
-                    match arith::evaluate(&text, &mut self.vars) {
-                        Ok(value) => (value.to_string(), true),
-                        Err(message) => {
-                            self.write(&io.stderr, &format!("sh: {message}\n")).ok();
-                            return Err(Stop::Exit(2));
-                        }
-                    }
-                }
-                Part::Command { script, quoted } => (self.substitute(script, io)?, *quoted),
-            };
-            if quoted || !split {
-                current.push_str(&value);
-                started = true;
-                continue;
-            }
-            let starts_blank = value.starts_with(char::is_whitespace);
-            let ends_blank = value.ends_with(char::is_whitespace);
-            let mut pieces = value.split_whitespace().peekable();
-            if starts_blank && started {
-                fields.push(std::mem::take(&mut current));
-                started = false;
-            }
-            while let Some(piece) = pieces.next() {
-                current.push_str(piece);
-                started = true;
-                if pieces.peek().is_some() {
-                    fields.push(std::mem::take(&mut current));
-                }
-            }
-            if ends_blank && started {
-                fields.push(std::mem::take(&mut current));
-                started = false;
-            }
-        }
-        if started || !split {
-            fields.push(current);
-        }
-        Ok(fields)
-    }
-
-    fn param(&self, name: &str) -> String {
-        match name {
-            "?" => self.status.to_string(),
-            "#" => (self.args.len() - 1).to_string(),
-            "@" | "*" => self.args[1..].join(" "),
-            "$" => "1".into(),
-            "!" | "-" => String::new(),
-            _ => match name.parse::<usize>() {
-                Ok(index) => self.args.get(index).cloned().unwrap_or_default(),
-                Err(_) => self.vars.get(name).cloned().unwrap_or_default(),
-            },
-        }
-    }
-
-    fn param_op(
-        &mut self,
-        name: &str,
-        op: char,
-        colon: bool,
-        word: &Word,
-        io: &Io,
-    ) -> Result<String, Stop> {
-        let value = self.vars.get(name).cloned().or_else(|| {
-            let value = self.param(name);
-            (!value.is_empty() || name.parse::<usize>().is_ok_and(|i| i < self.args.len()))
-                .then_some(value)
-        });
-        let set = match &value {
-            Some(v) => !(colon && v.is_empty()),
-            None => false,
-        };
-        Ok(match op {
-            '-' if set => value.unwrap_or_default(),
-            '-' => self.expand_one(word, io)?,
-            '=' if set => value.unwrap_or_default(),
-            '=' => {
-                let value = self.expand_one(word, io)?;
-                self.vars.insert(name.to_string(), value.clone());
-                value
-            }
-            '+' if set => self.expand_one(word, io)?,
-            '+' => String::new(),
-            _ if set => value.unwrap_or_default(),
-            _ => {
-                let message = self.expand_one(word, io)?;
-                let message = if message.is_empty() {
-                    "parameter not set".into()
-                } else {
-                    message
-                };
-                self.write(&io.stderr, &format!("sh: {name}: {message}\n"))
-                    .ok();
-                return Err(Stop::Exit(2));
-            }
-        })
-    }
-
-    /// `$(script)`: what it prints, trailing newlines removed.
-    fn substitute(&mut self, script: &str, io: &Io) -> Result<String, Stop> {
-        let list = match super::parse_script(script) {
-            Ok(list) => list,
-            Err(Unsupported(why)) => return Err(Stop::Forever(Some(why))),
-        };
-        self.captures.push(String::new());
-        let inner = Io {
-            stdin: String::new(),
-            stdout: Sink::Capture,
-            stderr: io.stderr.clone(),
-        };
-        let saved = (self.vars.clone(), self.args.clone(), self.cwd.clone());
-        let result = self.run_list(&list, &inner);
-        (self.vars, self.args, self.cwd) = saved;
-        let output = self.captures.pop().unwrap_or_default();
-        match result {
-            Ok(status) | Err(Stop::Exit(status)) => self.status = status,
-            Err(stop) => return Err(stop),
-        }
-        Ok(output.trim_end_matches('\n').to_string())
     }
 }

@@ -128,6 +128,13 @@ impl Fs {
         if !recursive {
             return Err(format!("'{path}' is a directory"));
         }
+        if path == "/" {
+            // The root is a mount point: `rm -rf /` empties it, and removing the
+            // directory itself fails as rmdir(2) does on a mount point (EBUSY).
+            self.files.clear();
+            self.dirs.retain(|d| d == "/");
+            return Err("can't remove '/': Resource busy".to_string());
+        }
         let inside = format!("{}/", path.trim_end_matches('/'));
         self.files.retain(|p, _| !p.starts_with(&inside));
         self.dirs.retain(|d| d != path && !d.starts_with(&inside));
@@ -146,6 +153,10 @@ impl Fs {
         }
         if !self.dirs.contains(from) {
             return Err(format!("can't rename '{from}': No such file or directory"));
+        }
+        if from == "/" || to.starts_with(&format!("{from}/")) {
+            // rename(2) will not move a directory into itself (EINVAL), nor the root.
+            return Err(format!("can't rename '{from}': Invalid argument"));
         }
         let inside = format!("{from}/");
         let moved = |p: &String| format!("{to}{}", &p[from.len()..]);
@@ -388,6 +399,21 @@ mod tests {
         assert_eq!(replayed, after);
         assert!(replayed.has_file("/tmp/index.html"));
         assert!(before.diff(&before).is_empty());
+    }
+
+    #[test]
+    fn the_root_survives_being_removed_or_moved() {
+        let mut fs = Fs::default();
+        fs.mkdir("/a/b", true).unwrap();
+        fs.write("/a/b/f", "x", false).unwrap();
+        assert!(fs.rename("/a", "/a/b").is_err());
+        assert!(fs.rename("/", "/tmp").is_err());
+        assert!(fs.has_file("/a/b/f"));
+        assert!(fs.remove("/", true).is_err());
+        assert!(fs.is_dir("/") && !fs.is_dir("/a") && !fs.has_file("/a/b/f"));
+        // Making a path again after `rm -rf /` walks up to the root and stops there.
+        fs.mkdir("/a/b", true).unwrap();
+        assert!(fs.is_dir("/a/b"));
     }
 
     #[test]

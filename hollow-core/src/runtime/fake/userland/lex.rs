@@ -2,7 +2,7 @@
 //! redirections, as POSIX `sh` splits a script (Shell Command Language, 2.3 Token
 //! Recognition), for the subset the userland runs.
 
-use super::Unsupported;
+use super::{MAX_NESTING, Unsupported};
 
 /// A piece of a word, before expansion.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,7 @@ pub(super) fn tokens(script: &str) -> Result<Vec<Token>, Unsupported> {
     let mut lexer = Lexer {
         chars: script.chars().collect(),
         at: 0,
+        depth: 0,
     };
     let mut out = Vec::new();
     while let Some(token) = lexer.next_token()? {
@@ -78,9 +79,23 @@ pub(super) fn tokens(script: &str) -> Result<Vec<Token>, Unsupported> {
 struct Lexer {
     chars: Vec<char>,
     at: usize,
+    /// `${...}` and `$((...))` forms open around this text.
+    depth: usize,
 }
 
 impl Lexer {
+    /// A lexer of `text`, a form nested in this one's.
+    fn inner(&self, text: &str) -> Result<Lexer, Unsupported> {
+        if self.depth == MAX_NESTING {
+            return Err(Unsupported::too_deep(MAX_NESTING));
+        }
+        Ok(Lexer {
+            chars: text.chars().collect(),
+            at: 0,
+            depth: self.depth + 1,
+        })
+    }
+
     fn peek(&self) -> Option<char> {
         self.chars.get(self.at).copied()
     }
@@ -304,11 +319,7 @@ impl Lexer {
             Some('(') if self.peek_at(1) == Some('(') => {
                 self.at += 2;
                 let inner = self.until_closing(2)?;
-                let mut lexer = Lexer {
-                    chars: inner.chars().collect(),
-                    at: 0,
-                };
-                Ok(Part::Arith(lexer.arithmetic()?))
+                Ok(Part::Arith(self.inner(&inner)?.arithmetic()?))
             }
             Some('(') => {
                 self.at += 1;
@@ -373,11 +384,7 @@ impl Lexer {
         };
         self.at += 1;
         let inner = self.until_closing_brace()?;
-        let mut lexer = Lexer {
-            chars: inner.chars().collect(),
-            at: 0,
-        };
-        let word = lexer.word_to_end(quoted)?;
+        let word = self.inner(&inner)?.word_to_end(quoted)?;
         Ok(Part::ParamOp {
             name,
             op,

@@ -10,8 +10,8 @@
 //! lines at the same offsets).
 //!
 //! - `lex` splits a script into words and operators, `parse` builds its commands,
-//!   `eval` runs them (expansions, redirections, control flow), `builtins` (and `text`) are
-//!   the commands it knows, `test_expr` is `test`/`[`, `arith` is `$(( ))`, `fs` the
+//!   `eval` runs them (redirections, control flow), `expand` expands their words,
+//!   `builtins` (and `text`) are the commands it knows, `test_expr` is `test`/`[`, `arith` is `$(( ))`, `fs` the
 //!   container's files, `watch` finds when a run changes them.
 //! - A program it does not know ends the run there: the container runs it until
 //!   stopped (an init container completes, as a hollow init container always did), and
@@ -23,6 +23,7 @@
 mod arith;
 mod builtins;
 mod eval;
+mod expand;
 mod fs;
 mod lex;
 mod parse;
@@ -45,6 +46,11 @@ use super::streaming::ExecOutput;
 const COMMAND_BUDGET: u32 = 10_000;
 /// The most log lines a worked-out run keeps (its latest).
 const LOG_LIMIT: usize = 10_000;
+/// How deep a script's syntax may nest (groups, loops, `${...}` words, arithmetic
+/// parentheses), and twice that its run (lists, substitutions, nested shells). Scripts
+/// nest a few levels; the bound keeps a pod's command from overflowing the stack of
+/// the process that serves all its nodes.
+const MAX_NESTING: usize = 32;
 /// How far ahead a container's end is worked out: a script that sleeps longer runs
 /// until stopped.
 pub(crate) const HORIZON: Duration = Duration::from_secs(400 * 24 * 3600);
@@ -56,6 +62,10 @@ pub(crate) struct Unsupported(pub(crate) String);
 impl Unsupported {
     fn new(why: impl Into<String>) -> Self {
         Unsupported(format!("{} is outside hollow's userland", why.into()))
+    }
+
+    fn too_deep(levels: usize) -> Self {
+        Unsupported::new(format!("nesting deeper than {levels} levels"))
     }
 }
 

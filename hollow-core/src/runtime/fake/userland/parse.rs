@@ -3,8 +3,8 @@
 //! `( )`, `if`, `while`, `until` and `for` (Shell Command Language, 2.9 Shell Commands
 //! and 2.10 Shell Grammar). Anything else is [`Unsupported`].
 
-use super::Unsupported;
 use super::lex::{Part, RedirectKind, Token, Word};
+use super::{MAX_NESTING, Unsupported};
 
 /// Commands run one after the other.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,7 +66,11 @@ pub(super) struct Redirect {
 
 /// Parses a whole script.
 pub(super) fn script(tokens: Vec<Token>) -> Result<List, Unsupported> {
-    let mut parser = Parser { tokens, at: 0 };
+    let mut parser = Parser {
+        tokens,
+        at: 0,
+        depth: 0,
+    };
     let list = parser.list(&[])?;
     match parser.tokens.get(parser.at) {
         None => Ok(list),
@@ -77,6 +81,8 @@ pub(super) fn script(tokens: Vec<Token>) -> Result<List, Unsupported> {
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// Lists open around the one being parsed.
+    depth: usize,
 }
 
 /// The word as a bare keyword: unquoted text alone.
@@ -127,6 +133,16 @@ impl Parser {
     /// And-or lists up to one of `ends` (a keyword in command position), a `)` or the
     /// end.
     fn list(&mut self, ends: &[&str]) -> Result<List, Unsupported> {
+        if self.depth == MAX_NESTING {
+            return Err(Unsupported::too_deep(MAX_NESTING));
+        }
+        self.depth += 1;
+        let list = self.list_items(ends);
+        self.depth -= 1;
+        list
+    }
+
+    fn list_items(&mut self, ends: &[&str]) -> Result<List, Unsupported> {
         let mut list = List::default();
         loop {
             self.skip_separators();

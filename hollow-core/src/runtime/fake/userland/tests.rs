@@ -124,6 +124,14 @@ fn files_written_read_and_removed() {
     assert_eq!(end, exit(0, 0));
     assert_eq!(out, ["f", "x", "y"]);
     assert_eq!(outcome(&sh("cat /etc/hostname"), &[]).1, ["pod-0"]);
+
+    // The fuzz test below found this: once `rm -rf /` had removed the root, `mkdir -p`
+    // walked up for ever and overflowed the stack. The root is a mount point and stays.
+    let script = "rm -rf /; mkdir -p /a/b && ls /a";
+    let (end, out, err) = outcome(&sh(script), &[]);
+    assert_eq!(end, exit(0, 0));
+    assert_eq!(out, ["b"]);
+    assert_eq!(err, ["rm: can't remove '/': Resource busy"]);
 }
 
 #[test]
@@ -337,4 +345,36 @@ proptest::proptest! {
             proptest::prop_assert!(after <= HORIZON);
         }
     }
+}
+
+#[test]
+fn deep_nesting_is_outside_not_a_stack_overflow() {
+    // A pod's command is input: nesting ten thousand deep must not overflow the stack
+    // of the process that serves every node. Nesting as deep as scripts go still runs.
+    let forms = [
+        ("(", ")"),
+        ("{ ", "; }"),
+        ("if true; then ", "; fi"),
+        ("${X:-", "}"),
+        ("echo $(", ")"),
+    ];
+    for (open, close) in forms {
+        let nested = |depth| format!("{}echo ok{}", open.repeat(depth), close.repeat(depth));
+        let (end, out, _) = outcome(&sh(&nested(16)), &[]);
+        assert_eq!((end, out), (exit(0, 0), vec!["ok".to_string()]), "{open}");
+        let End::Forever { why: Some(why), .. } =
+            run(&sh(&nested(10_000)), &[], "p", HORIZON, true).end
+        else {
+            panic!("{open} x10000 ran");
+        };
+        assert!(why.starts_with("nesting deeper than"), "{why}");
+    }
+    // A script that runs itself nests at run time, not in its text.
+    let script = r#"X='echo a; sh -c "$X"'; sh -c "$X""#;
+    let ran = run(&sh(script), &[], "p", HORIZON, true);
+    assert!(matches!(ran.end, End::Forever { why: Some(ref why), .. } if why.contains("nesting")));
+    let deep = format!("echo $(({}1))", "-".repeat(10_000));
+    let (end, _, err) = outcome(&sh(&deep), &[]);
+    assert_eq!(end, exit(0, 2));
+    assert_eq!(err, ["sh: arithmetic nested deeper than 32 levels"]);
 }
