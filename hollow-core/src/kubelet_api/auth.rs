@@ -122,9 +122,16 @@ impl Auth {
         if let Some(cached) = self.tokens.lock().get(&key) {
             return cached.ok_or(Refusal::Unauthorized);
         }
+        // Required from the 1.36 API on; the library builds against any API version.
+        k8s_openapi::k8s_if_ge_1_36! {
+            let token = token.to_string();
+        }
+        k8s_openapi::k8s_if_le_1_35! {
+            let token = Some(token.to_string());
+        }
         let review = TokenReview {
             spec: TokenReviewSpec {
-                token: token.to_string(),
+                token,
                 ..Default::default()
             },
             ..Default::default()

@@ -503,7 +503,8 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
     } else {
         (None, None)
     };
-    PodStatus {
+    #[allow(unused_mut)] // Written to below against the 1.35 API and newer.
+    let mut status = PodStatus {
         phase: Some(phase.into()),
         conditions: Some(conditions),
         host_ip: host_ips.first().cloned(),
@@ -524,15 +525,23 @@ pub(crate) fn compute(facts: &PodFacts<'_>, now: Timestamp) -> PodStatus {
             previous.init_container_statuses.as_ref(),
         ),
         container_statuses,
-        resources,
-        allocated_resources,
         observed_generation: generation,
         // Fields the kubelet does not own are kept.
         nominated_node_name: previous.nominated_node_name,
         resize: previous.resize,
         resource_claim_statuses: previous.resource_claim_statuses,
         ..Default::default()
+    };
+    // Pod-level resources in the status came with the 1.35 API: built against an
+    // older one, the library cannot write them.
+    k8s_openapi::k8s_if_ge_1_35! {
+        status.resources = resources;
+        status.allocated_resources = allocated_resources;
     }
+    k8s_openapi::k8s_if_le_1_34! {
+        let _ = (resources, allocated_resources);
+    }
+    status
 }
 
 #[cfg(test)]

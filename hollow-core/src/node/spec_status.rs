@@ -18,6 +18,8 @@ use crate::quantity::{format_like, parse_quantity};
 /// order, with `recursiveReadOnly: Disabled` on read-only ones (the kubelet resolves
 /// `IfPossible` and `Enabled` against the runtime handler, which here supports no
 /// recursive read-only mounts).
+// Fields newer API versions add stay unset (the library builds against any).
+#[allow(clippy::needless_update)]
 pub(crate) fn volume_mounts(container: &Container) -> Option<Vec<VolumeMountStatus>> {
     let mounts = container.volume_mounts.as_ref()?;
     Some(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
 use super::Proxier;
 use crate::error::Result;
@@ -88,10 +88,8 @@ impl Proxier for FakeProxier {
             .labels
             .as_ref()
             .and_then(|labels| labels.get("kubernetes.io/service-name"));
-        let addresses = slice
-            .endpoints
+        let addresses = endpoints(slice)
             .iter()
-            .flatten()
             .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
             .flat_map(|e| e.addresses.iter().cloned())
             .collect();
@@ -124,5 +122,18 @@ impl Proxier for FakeProxier {
         state.rules = rules;
         state.syncs += 1;
         Ok(())
+    }
+}
+
+// The 1.36 API made an EndpointSlice's endpoints optional; the library builds
+// against any API version.
+k8s_openapi::k8s_if_ge_1_36! {
+    fn endpoints(slice: &EndpointSlice) -> &[Endpoint] {
+        slice.endpoints.as_deref().unwrap_or_default()
+    }
+}
+k8s_openapi::k8s_if_le_1_35! {
+    fn endpoints(slice: &EndpointSlice) -> &[Endpoint] {
+        &slice.endpoints
     }
 }

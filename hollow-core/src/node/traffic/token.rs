@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
 use rand::Rng;
@@ -53,33 +54,30 @@ impl TokenSource {
         pod_uid: &str,
     ) -> Result<Duration, kube::Error> {
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+        let audiences = self.audience.as_ref().map(|a| vec![a.to_string()]);
         // Fields newer API versions add stay unset (the library builds against any).
         #[allow(clippy::needless_update)]
-        let request = TokenRequest {
-            spec: Some(TokenRequestSpec {
-                audiences: self.audience.as_ref().map(|a| vec![a.to_string()]),
-                expiration_seconds: Some(self.expiration_seconds),
-                bound_object_ref: Some(BoundObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Pod".into()),
-                    name: Some(pod_name.into()),
-                    uid: Some(pod_uid.into()),
-                }),
-                ..Default::default()
+        let spec = TokenRequestSpec {
+            // Optional from the 1.36 API on.
+            audiences: optional_from_1_36(audiences),
+            expiration_seconds: Some(self.expiration_seconds),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod_name.into()),
+                uid: Some(pod_uid.into()),
             }),
+            ..Default::default()
+        };
+        let request = TokenRequest {
+            spec: optional_from_1_36(Some(spec)),
             ..Default::default()
         };
         let answer = accounts
             .create_token_request(&self.service_account, &PostParams::default(), &request)
             .await?;
-        let lifetime = answer
-            .spec
-            .and_then(|spec| spec.expiration_seconds)
-            .unwrap_or(self.expiration_seconds);
-        let expires = answer
-            .status
-            .and_then(|s| s.expiration_timestamp)
-            .map(|t| t.0);
+        let (lifetime, expires) = granted(answer);
+        let lifetime = lifetime.unwrap_or(self.expiration_seconds);
         let left = expires
             .and_then(|at| {
                 std::time::SystemTime::from(at)
@@ -92,6 +90,34 @@ impl TokenSource {
             left,
             rand::rng().random_range(Duration::ZERO..MAX_JITTER),
         ))
+    }
+}
+
+// The 1.36 API made the token request's fields optional; the library builds against
+// any API version, so the request and its answer go through these.
+k8s_openapi::k8s_if_ge_1_36! {
+    /// A field optional from the 1.36 API on.
+    fn optional_from_1_36<T>(value: Option<T>) -> Option<T> {
+        value
+    }
+
+    /// The granted lifetime (seconds) and expiry of a token request's answer.
+    fn granted(answer: TokenRequest) -> (Option<i64>, Option<Timestamp>) {
+        let lifetime = answer.spec.and_then(|spec| spec.expiration_seconds);
+        let expires = answer.status.and_then(|s| s.expiration_timestamp);
+        (lifetime, expires.map(|t| t.0))
+    }
+}
+k8s_openapi::k8s_if_le_1_35! {
+    /// A field required before the 1.36 API.
+    fn optional_from_1_36<T: Default>(value: Option<T>) -> T {
+        value.unwrap_or_default()
+    }
+
+    /// The granted lifetime (seconds) and expiry of a token request's answer.
+    fn granted(answer: TokenRequest) -> (Option<i64>, Option<Timestamp>) {
+        let expires = answer.status.map(|s| s.expiration_timestamp.0);
+        (answer.spec.expiration_seconds, expires)
     }
 }
 
