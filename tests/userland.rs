@@ -124,7 +124,8 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
     );
     pods.create(&PostParams::default(), &podinfo).await?;
     // A pod that reads a ConfigMap and a Secret (as files and as variables) and what
-    // its init container left in an emptyDir.
+    // its init container left in an emptyDir (as a file, and as a variable read from
+    // an env file: `fileKeyRef`, EnvFiles, on from 1.35).
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let settings: ConfigMap = serde_json::from_value(json!({
         "metadata": { "name": "settings" },
@@ -145,15 +146,18 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
             "initContainers": [{
                 "name": "prepare",
                 "image": "busybox",
-                "command": ["sh", "-c", "echo prepared > /work/state"],
+                "command": ["sh", "-c", "echo prepared > /work/state; echo \"STAGE='ready'\" > /work/app.env"],
                 "volumeMounts": [{ "name": "work", "mountPath": "/work" }],
             }],
             "containers": [{
                 "name": "main",
                 "image": "busybox",
-                "command": ["sh", "-c", "cat /etc/config/greeting /etc/creds/user; echo \"$APP_MODE $PASSWORD\"; cat /scratch/state; ls /etc/creds; sleep 3600"],
+                "command": ["sh", "-c", "cat /etc/config/greeting /etc/creds/user; echo \"$APP_MODE $PASSWORD $STAGE\"; cat /scratch/state; ls /etc/creds; sleep 3600"],
                 "envFrom": [{ "configMapRef": { "name": "settings" }, "prefix": "APP_" }],
-                "env": [{ "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "creds", "key": "password" } } }],
+                "env": [
+                    { "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "creds", "key": "password" } } },
+                    { "name": "STAGE", "valueFrom": { "fileKeyRef": { "volumeName": "work", "path": "app.env", "key": "STAGE" } } },
+                ],
                 "volumeMounts": [
                     { "name": "config", "mountPath": "/etc/config" },
                     { "name": "creds", "mountPath": "/etc/creds" },
@@ -168,6 +172,29 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
         }),
     );
     pods.create(&PostParams::default(), &configured).await?;
+    // A pod whose env file lacks a key it needs: its container cannot be created.
+    let lacking = pod(
+        "lacking",
+        json!({
+            "initContainers": [{
+                "name": "prepare",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo \"OTHER='x'\" > /work/app.env"],
+                "volumeMounts": [{ "name": "work", "mountPath": "/work" }],
+            }],
+            "containers": [{
+                "name": "main",
+                "image": "busybox",
+                "command": ["sh", "-c", "sleep 3600"],
+                "env": [
+                    { "name": "SPARE", "valueFrom": { "fileKeyRef": { "volumeName": "work", "path": "app.env", "key": "SPARE", "optional": true } } },
+                    { "name": "NEEDED", "valueFrom": { "fileKeyRef": { "volumeName": "work", "path": "app.env", "key": "NEEDED" } } },
+                ],
+            }],
+            "volumes": [{ "name": "work", "emptyDir": {} }],
+        }),
+    );
+    pods.create(&PostParams::default(), &lacking).await?;
     // A pod whose init container sleeps and leaves a termination message, and whose
     // container fails after a line (its termination message, from its log).
     let fails = pod(
@@ -215,7 +242,29 @@ async fn containers_run_their_command() -> anyhow::Result<()> {
     .await;
     assert_eq!(
         logs(&pods, "configured", "main").await,
-        "hi\nadmin\nfast s3cret\nprepared\nuser\n"
+        "hi\nadmin\nfast s3cret ready\nprepared\nuser\n"
+    );
+    // As the kubelet's makeEnvironmentVariables words it (pkg/kubelet/kubelet_pods.go);
+    // the optional key before it is skipped.
+    let waiting = |p: &Pod| {
+        let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+        let waiting = statuses.first()?.state.as_ref()?.waiting.clone()?;
+        Some((waiting.reason?, waiting.message?))
+    };
+    let lacking = wait_pod(
+        &pods,
+        "lacking",
+        "lacking CreateContainerConfigError",
+        WAIT,
+        |p| waiting(p).is_some_and(|(reason, _)| reason == "CreateContainerConfigError"),
+    )
+    .await;
+    let uid = lacking.metadata.uid.clone().unwrap_or_default();
+    assert_eq!(
+        waiting(&lacking).map(|(_, message)| message),
+        Some(format!(
+            "environment variable key \"NEEDED\" not found in file \"/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~empty-dir/work/app.env\""
+        ))
     );
 
     let failed = wait_pod(&pods, "fails", "fails Failed", WAIT, |p| {

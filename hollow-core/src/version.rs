@@ -47,6 +47,10 @@ pub enum Behaviour {
     ContainerRestartRules,
     /// `spec.hostnameOverride` is the pod's hostname (`GeneratePodHostNameAndDomain`).
     HostnameOverride,
+    /// An environment variable's `valueFrom.fileKeyRef` is read from a file in an
+    /// `emptyDir` volume when the container starts (`makeEnvironmentVariables`); before,
+    /// the kubelet ignores it.
+    EnvFiles,
     /// A False `PodReadyToStartContainers` condition says why: reason
     /// `PodSandboxNotReady`, and whether the pod has no sandbox or one not ready
     /// (`GeneratePodReadyToStartContainersCondition`).
@@ -102,6 +106,14 @@ pub const BEHAVIOURS: &[BehaviourRow] = &[
         until_minor: None,
         upstream: "alpha (off) in 1.34, beta (on) in 1.35; pkg/kubelet/kubelet_pods.go \
                    GeneratePodHostNameAndDomain",
+    },
+    BehaviourRow {
+        behaviour: Behaviour::EnvFiles,
+        gate: Some("EnvFiles"),
+        since_minor: 35,
+        until_minor: None,
+        upstream: "alpha (off) in 1.34, beta (on) in 1.35; pkg/kubelet/kubelet_pods.go \
+                   makeEnvironmentVariables, pkg/kubelet/util/env/env_util.go ParseEnv",
     },
     BehaviourRow {
         behaviour: Behaviour::SandboxNotReadyReason,

@@ -210,6 +210,12 @@ pub static RULES: &[Rule] = &[
         FAKE_PROBER_READY,
     ),
     pod(
+        "env-file-*",
+        "conditions[type=*Ready].*",
+        Values::Any,
+        FAKE_PROBER_READY,
+    ),
+    pod(
         "sidecar",
         "initContainerStatuses[*].ready",
         Values::Kubemark("false"),

@@ -182,6 +182,9 @@ fn environment(
             None => Some(expand(var.value.as_deref().unwrap_or_default(), |name| {
                 env.get(name).map(String::as_str)
             })),
+            Some(source) if source.file_key_ref.is_some() => {
+                data.env_file(&var.name).map(str::to_string)
+            }
             Some(source) => source_value(pod, source, ips, data),
         };
         if let Some(value) = value {

@@ -26,6 +26,7 @@ mod compact;
 mod config;
 mod container_env;
 mod container_record;
+mod env_files;
 mod events;
 mod faults;
 mod heartbeat;

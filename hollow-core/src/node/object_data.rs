@@ -20,14 +20,28 @@ pub(crate) struct Data {
     pub(crate) text_keys: BTreeSet<String>,
 }
 
-/// The ConfigMaps and Secrets a container reads, by name (`None`: not found).
+/// The ConfigMaps and Secrets a container reads, by name (`None`: not found), and the
+/// values its `fileKeyRef` variables read from files, by variable.
 #[derive(Debug, Default)]
 pub(crate) struct ObjectData {
     config_maps: HashMap<String, Option<Data>>,
     secrets: HashMap<String, Option<Data>>,
+    env_files: BTreeMap<String, String>,
 }
 
 impl ObjectData {
+    /// With the values of the container's `fileKeyRef` variables.
+    pub(crate) fn with_env_files(mut self, values: BTreeMap<String, String>) -> Self {
+        self.env_files = values;
+        self
+    }
+
+    /// The value a `fileKeyRef` variable read from its file (`None`: an optional key
+    /// its file lacks).
+    pub(crate) fn env_file(&self, variable: &str) -> Option<&str> {
+        self.env_files.get(variable).map(String::as_str)
+    }
+
     /// A ConfigMap's data, if it was found.
     pub(crate) fn config_map(&self, name: &str) -> Option<&Data> {
         self.config_maps.get(name)?.as_ref()

@@ -40,7 +40,8 @@ fn reads_files(container: &Container, volumes: &BTreeSet<&str>) -> bool {
 /// `metadata.managedFields` (often the largest part of the object) and the volumes
 /// with their mounts (a hollow runtime mounts nothing; each `Volume` alone is over
 /// 3 KiB in memory), but for the volumes whose files the fake reads for a container
-/// (`holds_files`, `reads_files`), and their mounts.
+/// (`holds_files`, `reads_files`) or a container's `fileKeyRef` variables read, and
+/// their mounts.
 pub(crate) fn slimmed(mut pod: Pod) -> Pod {
     pod.metadata.managed_fields = None;
     shrink(&mut pod.metadata.owner_references);
@@ -59,6 +60,28 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
             .filter(|c| !with_files.is_empty() && reads_files(c, &with_files))
             .map(|c| c.name.clone())
             .collect();
+        let env_files: BTreeSet<String> = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .flat_map(super::env_files::env_file_volumes)
+            .map(str::to_string)
+            .collect();
+        // Containers whose mounts are kept: the readers, and those mounting a volume
+        // that env files are read from (the kubelet finds only mounted volumes).
+        let mounting: BTreeSet<String> = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .filter(|c| {
+                readers.contains(&c.name)
+                    || c.volume_mounts
+                        .iter()
+                        .flatten()
+                        .any(|m| env_files.contains(&m.name))
+            })
+            .map(|c| c.name.clone())
+            .collect();
         let read: BTreeSet<String> = spec
             .containers
             .iter()
@@ -66,6 +89,7 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
             .filter(|c| readers.contains(&c.name))
             .flat_map(|c| c.volume_mounts.iter().flatten().map(|m| m.name.clone()))
             .filter(|name| with_files.contains(name.as_str()))
+            .chain(env_files)
             .collect();
         match spec.volumes.as_mut() {
             Some(volumes) if !read.is_empty() => {
@@ -99,7 +123,7 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
             .iter_mut()
             .chain(spec.init_containers.iter_mut().flatten());
         for container in containers {
-            if mounts_in_status(&container.name) && !readers.contains(&container.name) {
+            if mounts_in_status(&container.name) && !mounting.contains(&container.name) {
                 container.volume_mounts = None;
             } else {
                 shrink(&mut container.volume_mounts);

@@ -147,6 +147,21 @@ pub trait RuntimeService: Send + Sync + 'static {
         Err(Error::Unsupported("port forward"))
     }
 
+    /// A file in the `emptyDir` volume `volume` of a sandbox's pod, as its containers
+    /// left it (`path` relative to the volume); `Ok(None)` when there is none. The
+    /// engine reads one for an environment variable's `fileKeyRef`, as the kubelet
+    /// reads the volume's directory on the host. The default answers
+    /// [`Error::Unsupported`]: such variables then fail their container's start, as a
+    /// file the kubelet cannot read does.
+    async fn volume_file(
+        &self,
+        _sandbox_id: &str,
+        _volume: &str,
+        _path: &str,
+    ) -> Result<Option<String>> {
+        Err(Error::Unsupported("volume files"))
+    }
+
     /// A stream of container events (started, exited), so the engine need not poll.
     /// Runtimes without one return `None` and are relisted periodically instead. A node
     /// subscribes (to both streams) once, when it gets its first pod: an idle node

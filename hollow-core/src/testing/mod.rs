@@ -54,8 +54,8 @@ const CIDR: &str = "10.200.0.0/24";
 
 /// Runs every check: version, pod CIDR and sandbox IPs, host-network sandboxes, image
 /// pulls, the container lifecycle (create, start, list, stop, remove), not-found errors
-/// for unknown ids, idempotent sandbox stop and removal, and pushed events (when the
-/// runtime offers them).
+/// for unknown ids, idempotent sandbox stop and removal, volume files (none in a volume
+/// nothing wrote, unless unsupported), and pushed events (when the runtime offers them).
 pub async fn check_runtime(runtime: &dyn RuntimeService) -> Result<(), ConformanceError> {
     let version = runtime.version().await.map_err(|e| fail("version", e))?;
     ensure("version", !version.name.is_empty(), || {
@@ -90,6 +90,15 @@ pub async fn check_runtime(runtime: &dyn RuntimeService) -> Result<(), Conforman
         "sandbox IP in the pod CIDR",
         status.ips.iter().any(in_cidr),
         || format!("{:?}", status.ips),
+    )?;
+
+    let file = runtime
+        .volume_file(&sandbox, "conformance-none", "x.env")
+        .await;
+    ensure(
+        "no volume file nothing wrote",
+        matches!(file, Ok(None)) || file.as_ref().is_err_and(crate::Error::is_unsupported),
+        || format!("{file:?}"),
     )?;
 
     let host = PodSandboxConfig {

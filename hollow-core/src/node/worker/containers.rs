@@ -418,21 +418,14 @@ impl PodWorker {
             }
         };
         // The container's env is made before it is created; a missing ConfigMap, Secret
-        // or key fails it (`generateContainerConfig` in
+        // or key, or an env file it cannot read, fails it (`generateContainerConfig` in
         // pkg/kubelet/kuberuntime/kuberuntime_container.go), retried on the next sync.
-        if let Some(container) = spec_container.as_ref() {
-            let namespace = meta.namespace.as_deref().unwrap_or("default");
-            let problem = self
-                .shared
-                .found
-                .env_problem(
-                    &self.shared.client,
-                    self.shared.traffic.as_deref(),
-                    namespace,
-                    container,
-                )
-                .await;
-            if let Some(message) = problem {
+        let env_files = match self
+            .env_inputs(&*runtime, &sandbox, spec_container.as_ref())
+            .await
+        {
+            Ok(values) => values,
+            Err(message) => {
                 // pkg/kubelet/kuberuntime/kuberuntime_container.go (startContainer).
                 self.container_event(
                     init,
@@ -453,7 +446,7 @@ impl PodWorker {
                 );
                 return;
             }
-        }
+        };
         let ports = spec_container
             .as_ref()
             .and_then(|c| c.ports.as_ref())
@@ -470,7 +463,8 @@ impl PodWorker {
                 ObjectData::read(&self.shared.client, &self.pod, container, wanted).await
             }
             None => ObjectData::default(),
-        };
+        }
+        .with_env_files(env_files);
         let launch = launch(
             &self.pod,
             spec_container.as_ref(),

@@ -2,6 +2,7 @@
 //! pod workers do, and writes the status the kubelet would.
 
 mod containers;
+mod env;
 mod hooks;
 mod kubelet;
 mod probes;

@@ -53,6 +53,8 @@ pub enum RuntimeMethod {
     Attach,
     /// `port_forward`.
     PortForward,
+    /// `volume_file`.
+    VolumeFile,
     /// `subscribe` (the fake neither records nor fails it).
     Subscribe,
     /// `subscribe_actions` (the fake neither records nor fails it).
@@ -88,6 +90,7 @@ impl RuntimeMethod {
             RuntimeMethod::Probe => "probe",
             RuntimeMethod::Attach => "attach",
             RuntimeMethod::PortForward => "port_forward",
+            RuntimeMethod::VolumeFile => "volume_file",
             RuntimeMethod::Subscribe => "subscribe",
             RuntimeMethod::SubscribeActions => "subscribe_actions",
         }

@@ -356,6 +356,19 @@ mod tests {
         // An init container writes the page; it has exited when the server starts.
         start("init", "busybox", "echo made > /work/index.html", "/work").await;
         tokio::time::sleep(Duration::from_secs(1)).await;
+        // What the kubelet would read on the host (a `fileKeyRef`'s file).
+        let file = |volume: &'static str, path: &'static str| {
+            let (fake, sandbox) = (fake.clone(), sandbox.clone());
+            async move { fake.volume_file(&sandbox, volume, path).await.unwrap() }
+        };
+        assert_eq!(file("html", "index.html").await.as_deref(), Some("made\n"));
+        assert_eq!(file("html", "none.html").await, None);
+        assert_eq!(file("other", "index.html").await, None);
+        assert!(
+            fake.volume_file("0000000000000000-x", "html", "index.html")
+                .await
+                .is_err()
+        );
         let docroot = "/usr/share/nginx/html";
         let web = start("web", "nginx", "", docroot).await;
         let page = |path: &str| ProbeAction::HttpGet {
@@ -381,6 +394,7 @@ mod tests {
         // A sidecar sees what another container's exec wrote after it started.
         let side = start("side", "busybox", "sleep 3600", "/data").await;
         exec(&fake, &web, "echo late > /usr/share/nginx/html/late.html");
+        assert_eq!(file("html", "late.html").await.as_deref(), Some("late\n"));
         assert_eq!(exec(&fake, &side, "ls /data"), "index.html\nlate.html\n");
         assert!(
             fake.probe(&web, &page("/late.html"))

@@ -326,6 +326,26 @@ impl RuntimeService for FakeRuntime {
         }))
     }
 
+    async fn volume_file(
+        &self,
+        sandbox_id: &str,
+        volume: &str,
+        path: &str,
+    ) -> Result<Option<String>> {
+        let state = self.enter(Method::VolumeFile, sandbox_id)?;
+        let key = IdKey::of(sandbox_id)
+            .filter(|_| state.sandboxes.contains_key(sandbox_id))
+            .ok_or_else(|| Error::not_found("sandbox", sandbox_id))?;
+        // What the pod's containers wrote where they mount the volume, as the others
+        // see it (pod_files).
+        let (files, _) = state.shared_files(key, &[(volume.to_string(), String::new())], None);
+        let wanted = format!("/{}", path.trim_start_matches('/'));
+        Ok(files
+            .into_iter()
+            .find(|(at, _)| *at == wanted)
+            .map(|(_, text)| text))
+    }
+
     async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<Box<dyn PortStream>> {
         let state = self.enter(Method::PortForward, sandbox_id)?;
         if state.streaming_disabled {
