@@ -328,7 +328,7 @@ proptest::proptest! {
     /// No script panics or runs away: every run ends (an exit, running forever, or the
     /// horizon) within its command budget, and keeps at most its log limit.
     #[test]
-    fn any_script_ends_without_panicking(
+    fn fuzz_any_script_ends_without_panicking(
         parts in proptest::collection::vec(proptest::sample::select(FRAGMENTS), 0..24),
         spaces in proptest::collection::vec(proptest::bool::ANY, 24),
     ) {
