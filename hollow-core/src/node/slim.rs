@@ -67,21 +67,6 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
             .flat_map(super::env_files::env_file_volumes)
             .map(str::to_string)
             .collect();
-        // Containers whose mounts are kept: the readers, and those mounting a volume
-        // that env files are read from (the kubelet finds only mounted volumes).
-        let mounting: BTreeSet<String> = spec
-            .containers
-            .iter()
-            .chain(spec.init_containers.iter().flatten())
-            .filter(|c| {
-                readers.contains(&c.name)
-                    || c.volume_mounts
-                        .iter()
-                        .flatten()
-                        .any(|m| env_files.contains(&m.name))
-            })
-            .map(|c| c.name.clone())
-            .collect();
         let read: BTreeSet<String> = spec
             .containers
             .iter()
@@ -89,7 +74,7 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
             .filter(|c| readers.contains(&c.name))
             .flat_map(|c| c.volume_mounts.iter().flatten().map(|m| m.name.clone()))
             .filter(|name| with_files.contains(name.as_str()))
-            .chain(env_files)
+            .chain(env_files.iter().cloned())
             .collect();
         match spec.volumes.as_mut() {
             Some(volumes) if !read.is_empty() => {
@@ -123,7 +108,19 @@ pub(crate) fn slimmed(mut pod: Pod) -> Pod {
             .iter_mut()
             .chain(spec.init_containers.iter_mut().flatten());
         for container in containers {
-            if mounts_in_status(&container.name) && !mounting.contains(&container.name) {
+            // Mounts of a volume env files are read from stay: the kubelet finds only
+            // mounted volumes.
+            let mounts_env_files = || {
+                container
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| env_files.contains(&m.name))
+            };
+            if mounts_in_status(&container.name)
+                && !readers.contains(&container.name)
+                && !mounts_env_files()
+            {
                 container.volume_mounts = None;
             } else {
                 shrink(&mut container.volume_mounts);
