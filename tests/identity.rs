@@ -264,8 +264,8 @@ async fn bootstrapped_nodes_register_renew_and_run_pods_under_node_restriction()
         .enumerate()
         .filter(|(_, e)| code(e) == 403)
         .filter(|(at, e)| {
-            let graph_lag = is_request(e, "watch", "configmaps", None)
-                || is_request(e, "get", "pods", None);
+            let graph_lag =
+                is_request(e, "watch", "configmaps", None) || is_request(e, "get", "pods", None);
             let allowed_later = events[at + 1..]
                 .iter()
                 .any(|later| same(e, later) && (200..300).contains(&code(later)));
