@@ -17,6 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+// hollow-bench's /proc reader; this binary uses only a process's CPU time.
+#[path = "procfs.rs"]
+#[allow(dead_code)]
+mod procfs;
+
 use anyhow::Context as _;
 use clap::Parser;
 use hollow_core::testenv::{Component, TestEnv};
@@ -215,19 +220,9 @@ async fn patch_at_rate(
     sent.join_all().await.into_iter().filter(|ok| *ok).count()
 }
 
-/// CPU seconds a process has used (user and system), from /proc.
+/// CPU seconds the API server has used, from /proc.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_name = stat
-        .rfind(')')
-        .map(|at| &stat[at + 2..])
-        .context("an unreadable /proc stat")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .context("a short /proc stat")?
-        .iter()
-        .map(|f| f.parse::<f64>().unwrap_or_default())
-        .sum();
-    Ok(ticks / 100.0)
+    procfs::usage(pid)
+        .map(|usage| usage.cpu.as_secs_f64())
+        .context("the API server's process is gone")
 }
